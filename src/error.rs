@@ -1,0 +1,199 @@
+//! The one error type of memsem, and what a caller should do about each variant.
+
+use std::time::Duration;
+
+/// A boxed underlying cause (an I/O error, a server reply), kept opaque so that memsem's
+/// public API does not expose the memcached client it is built on.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result<T, memsem::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in memsem.
+///
+/// Contention is not an error: [`Semaphore::try_acquire`](crate::Semaphore::try_acquire)
+/// answers `Ok(None)` when somebody else holds the lock. The variants say what to do next:
+///
+/// | variant | what to do |
+/// |---|---|
+/// | [`InvalidName`](Error::InvalidName), [`InvalidConfig`](Error::InvalidConfig) | fix the program or its configuration |
+/// | [`Unavailable`](Error::Unavailable), [`Timeout`](Error::Timeout) | retry later ([`is_retryable`](Error::is_retryable)) |
+/// | [`Ambiguous`](Error::Ambiguous) | a write was sent but never answered; memsem could not find out whether it landed |
+/// | [`LockLost`](Error::LockLost) | accept: the lease expired or another holder has it now; stop the protected work |
+/// | [`Protocol`](Error::Protocol) | the server sent something memsem does not understand; check what listens there |
+///
+/// # Examples
+///
+/// ```
+/// use memsem::Error;
+///
+/// let error = Error::InvalidConfig("no servers given".into());
+/// assert!(!error.is_retryable());
+/// assert_eq!(error.to_string(), "invalid configuration: no servers given");
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The lock name (or namespace) cannot be used as a memcached key.
+    #[error("invalid lock name {name:?}: {reason}")]
+    InvalidName {
+        /// The name as given (lossily shown as UTF-8).
+        name: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+
+    /// The client or a policy was configured with a value memsem cannot use.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// The server that owns the lock could not be reached or did not answer in time;
+    /// nothing was changed on it.
+    #[error("memcached server {server} is unavailable: {source}")]
+    Unavailable {
+        /// The server as configured (`host:port`).
+        server: String,
+        /// The I/O error or timeout behind it.
+        #[source]
+        source: Cause,
+    },
+
+    /// A write was sent but its reply never came, and reading the key back failed too, so
+    /// memsem cannot tell whether it was applied. memsem keeps trying to clean up in the
+    /// background (a lock left with this process's token is deleted once the server
+    /// answers); at worst the lock's TTL ends it.
+    #[error("outcome of {operation} on memcached server {server} is unknown: {source}")]
+    Ambiguous {
+        /// The server as configured (`host:port`).
+        server: String,
+        /// What was sent: `acquire`, `release`, `refresh` or `cooldown`.
+        operation: &'static str,
+        /// The failure that cut the exchange short.
+        #[source]
+        source: Cause,
+    },
+
+    /// The permit is no longer held: its lease expired (or was evicted) and the key is gone
+    /// or belongs to another holder. Another holder's lock is never touched.
+    #[error("lock {name:?} was lost: {reason}")]
+    LockLost {
+        /// The lock name.
+        name: String,
+        /// What was found on the server.
+        reason: LostReason,
+    },
+
+    /// [`wait_acquire`](crate::Semaphore::wait_acquire) gave up after `max_wait`.
+    #[error("gave up waiting for lock {name:?} after {waited:?} ({attempts} attempts){}", last_error_suffix(.last_error))]
+    Timeout {
+        /// The lock name.
+        name: String,
+        /// How long it waited, by the wall clock.
+        waited: Duration,
+        /// How many acquire attempts it made.
+        attempts: u32,
+        /// The last server error seen while waiting, if any attempt failed.
+        #[source]
+        last_error: Option<Box<Error>>,
+    },
+
+    /// The server answered with something that is not a valid reply.
+    #[error("unexpected reply from memcached server {server}: {detail}")]
+    Protocol {
+        /// The server as configured (`host:port`).
+        server: String,
+        /// What was wrong with the reply.
+        detail: String,
+    },
+}
+
+fn last_error_suffix(last: &Option<Box<Error>>) -> String {
+    match last {
+        Some(error) => format!("; last error: {error}"),
+        None => String::new(),
+    }
+}
+
+/// Why a permit was found lost.
+///
+/// # Examples
+///
+/// ```
+/// use memsem::LostReason;
+///
+/// assert_eq!(LostReason::Missing.to_string(), "the key is gone (expired, evicted or deleted)");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LostReason {
+    /// The key no longer exists: the TTL ran out, memcached evicted it or restarted, or
+    /// somebody deleted it.
+    Missing,
+    /// The key exists but holds another holder's token.
+    HeldByOther,
+}
+
+impl std::fmt::Display for LostReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LostReason::Missing => "the key is gone (expired, evicted or deleted)",
+            LostReason::HeldByOther => "the key now belongs to another holder",
+        })
+    }
+}
+
+impl Error {
+    /// Whether trying the same call again later may succeed: true for
+    /// [`Unavailable`](Error::Unavailable) and [`Timeout`](Error::Timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use memsem::Error;
+    ///
+    /// let timeout = Error::Timeout {
+    ///     name: "report".into(),
+    ///     waited: Duration::from_secs(5),
+    ///     attempts: 50,
+    ///     last_error: None,
+    /// };
+    /// assert!(timeout.is_retryable());
+    /// ```
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Unavailable { .. } | Error::Timeout { .. })
+    }
+
+    /// Whether this is [`Error::LockLost`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use memsem::{Error, LostReason};
+    ///
+    /// let lost = Error::LockLost { name: "report".into(), reason: LostReason::Missing };
+    /// assert!(lost.is_lock_lost());
+    /// ```
+    pub fn is_lock_lost(&self) -> bool {
+        matches!(self, Error::LockLost { .. })
+    }
+
+    /// Whether the server could not be reached (directly, or as the last error of a
+    /// [`Timeout`](Error::Timeout)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use memsem::Error;
+    ///
+    /// let down = Error::Unavailable { server: "127.0.0.1:1".into(), source: "refused".into() };
+    /// assert!(down.is_unavailable());
+    /// ```
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Unavailable { .. } => true,
+            Error::Timeout { last_error: Some(last), .. } => last.is_unavailable(),
+            _ => false,
+        }
+    }
+}
