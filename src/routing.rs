@@ -42,7 +42,11 @@ pub struct ServerSpec {
 impl ServerSpec {
     /// A server with weight 1.
     pub fn new(host: impl Into<String>, port: u16) -> ServerSpec {
-        ServerSpec { host: host.into(), port, weight: 1 }
+        ServerSpec {
+            host: host.into(),
+            port,
+            weight: 1,
+        }
     }
     /// The same server with another weight.
     pub fn with_weight(mut self, weight: u32) -> ServerSpec {
@@ -67,7 +71,11 @@ impl ServerSpec {
     }
     /// Parses a comma-separated list of `host:port[:weight]` entries.
     pub fn parse_list(list: &str) -> Result<Vec<ServerSpec>> {
-        list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::parse).collect()
+        list.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::parse)
+            .collect()
     }
 }
 
@@ -83,7 +91,11 @@ impl FromStr for ServerSpec {
         };
         let port = port.parse().map_err(|_| bad())?;
         let weight = weight.parse().map_err(|_| bad())?;
-        Ok(ServerSpec { host: host.to_string(), port, weight })
+        Ok(ServerSpec {
+            host: host.to_string(),
+            port,
+            weight,
+        })
     }
 }
 
@@ -99,7 +111,9 @@ impl Ring {
         if servers.is_empty() {
             return Err(Error::InvalidConfig("no memcached servers given".into()));
         }
-        Ok(Ring { servers: servers.len() })
+        Ok(Ring {
+            servers: servers.len(),
+        })
     }
     /// Index (in the configured list) of the server for `key` (without namespace).
     pub fn server_for(&self, key: &[u8]) -> usize {

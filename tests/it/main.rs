@@ -1,1 +1,4 @@
-fn main(){}
+//! Integration tests: one binary, every test against a real memcached.
+
+mod harness;
+mod semaphore;

@@ -1,0 +1,400 @@
+//! The [`Client`]: a server list, its routing, a namespace, timeouts and connection pools.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::janitor::Janitor;
+use crate::key::{self, LockKey};
+use crate::memcached::{Backend, Failure, Timeouts};
+use crate::routing::{Ring, Routing, ServerSpec};
+use crate::semaphore::Semaphore;
+
+/// Configures a [`Client`].
+///
+/// # Default
+///
+/// | setting | default |
+/// |---|---|
+/// | servers | none (at least one is required) |
+/// | routing | [`Routing::Ketama`] |
+/// | namespace | empty |
+/// | connect timeout | 1 s |
+/// | I/O timeout | 1 s, for a whole request and its reply |
+/// | idle connections kept per server | 8 |
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use memsem::{Client, Routing};
+///
+/// let client = Client::builder()
+///     .servers("10.0.0.1:11211:2,10.0.0.2:11211")
+///     .routing(Routing::CacheMemcached)
+///     .namespace("app:")
+///     .io_timeout(Duration::from_millis(300))
+///     .build()?;
+/// assert_eq!(client.servers(), ["10.0.0.1:11211", "10.0.0.2:11211"]);
+/// # Ok::<(), memsem::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    servers: Vec<String>,
+    routing: Routing,
+    namespace: String,
+    timeouts: Timeouts,
+    max_idle: usize,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> ClientBuilder {
+        ClientBuilder {
+            servers: Vec::new(),
+            routing: Routing::default(),
+            namespace: String::new(),
+            timeouts: Timeouts {
+                connect: Duration::from_secs(1),
+                io: Duration::from_secs(1),
+            },
+            max_idle: 8,
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// Adds servers: a comma-separated list of `host:port` or `host:port:weight` (the format
+    /// of `MEMSEM_SERVERS`). May be called more than once; the order matters for routing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").servers("127.0.0.1:11212:3").build()?;
+    /// assert_eq!(client.servers().len(), 2);
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn servers(mut self, list: &str) -> ClientBuilder {
+        self.servers.push(list.to_string());
+        self
+    }
+
+    /// How keys are mapped to servers (default [`Routing::Ketama`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = memsem::Client::builder().routing(memsem::Routing::CacheMemcached);
+    /// # let _ = builder;
+    /// ```
+    pub fn routing(mut self, routing: Routing) -> ClientBuilder {
+        self.routing = routing;
+        self
+    }
+
+    /// A prefix for every key on the wire, like Cache::Memcached's `namespace`. It is not
+    /// hashed for routing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = memsem::Client::builder().namespace("billing:");
+    /// # let _ = builder;
+    /// ```
+    pub fn namespace(mut self, namespace: &str) -> ClientBuilder {
+        self.namespace = namespace.to_string();
+        self
+    }
+
+    /// How long connecting to a server may take (default 1 s).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = memsem::Client::builder().connect_timeout(std::time::Duration::from_millis(200));
+    /// # let _ = builder;
+    /// ```
+    pub fn connect_timeout(mut self, timeout: Duration) -> ClientBuilder {
+        self.timeouts.connect = timeout;
+        self
+    }
+
+    /// How long one request and its reply may take (default 1 s). A request that was sent
+    /// but not answered in time is reconciled by reading the key back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = memsem::Client::builder().io_timeout(std::time::Duration::from_millis(250));
+    /// # let _ = builder;
+    /// ```
+    pub fn io_timeout(mut self, timeout: Duration) -> ClientBuilder {
+        self.timeouts.io = timeout;
+        self
+    }
+
+    /// How many idle connections to keep per server (default 8).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = memsem::Client::builder().max_idle_connections(2);
+    /// # let _ = builder;
+    /// ```
+    pub fn max_idle_connections(mut self, max_idle: usize) -> ClientBuilder {
+        self.max_idle = max_idle;
+        self
+    }
+
+    /// Builds the client. Host names are resolved here; connections are made on first use.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for no servers, a malformed or duplicate entry, a host that
+    /// does not resolve or a zero timeout; [`Error::InvalidName`] for a namespace that cannot
+    /// be part of a memcached key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let error = memsem::Client::builder().build().unwrap_err();
+    /// assert!(matches!(error, memsem::Error::InvalidConfig(_)));
+    /// ```
+    pub fn build(self) -> Result<Client> {
+        let mut specs = Vec::new();
+        for list in &self.servers {
+            specs.extend(ServerSpec::parse_list(list)?);
+        }
+        if self.timeouts.connect.is_zero() || self.timeouts.io.is_zero() {
+            return Err(Error::InvalidConfig("timeouts must be above zero".into()));
+        }
+        key::check_namespace(&self.namespace)?;
+        let ring = Ring::new(self.routing, &specs)?;
+        let backends = specs
+            .iter()
+            .map(|spec| Backend::new(spec, self.timeouts, self.max_idle).map(Arc::new))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(Error::InvalidConfig)?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                janitor: Janitor::new(),
+                backends,
+                ring,
+                routing: self.routing,
+                namespace: self.namespace,
+            }),
+        })
+    }
+}
+
+/// A handle on a memcached fleet for locking. Cheap to clone (an `Arc` inside); clones share
+/// the connection pools. `Send + Sync`.
+///
+/// # Examples
+///
+/// ```no_run
+/// use memsem::Client;
+///
+/// let client = Client::connect("127.0.0.1:11211")?;
+/// let report = client.semaphore("nightly-report")?;
+/// if let Some(permit) = report.try_acquire()? {
+///     // ... only one process in the fleet runs this at a time ...
+///     permit.release()?;
+/// }
+/// # Ok::<(), memsem::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    backends: Vec<Arc<Backend>>,
+    ring: Ring,
+    routing: Routing,
+    namespace: String,
+    janitor: Janitor,
+}
+
+/// A lock's key, bound to the server that holds it. Shared by a semaphore and its permits.
+#[derive(Debug)]
+pub(crate) struct Target {
+    pub(crate) client: Client,
+    pub(crate) name: String,
+    pub(crate) key: LockKey,
+    pub(crate) backend: Arc<Backend>,
+}
+
+impl Target {
+    /// Gives a failure of this lock's server the lock's context.
+    pub(crate) fn error(&self, operation: &'static str, failure: Failure) -> Error {
+        let server = self.backend.address().to_string();
+        match failure {
+            Failure::Unavailable(source) => Error::Unavailable { server, source },
+            Failure::Ambiguous(source) => Error::Ambiguous {
+                server,
+                operation,
+                source,
+            },
+            Failure::Protocol(detail) => Error::Protocol { server, detail },
+        }
+    }
+
+    pub(crate) fn janitor(&self) -> &Janitor {
+        &self.client.inner.janitor
+    }
+}
+
+impl Client {
+    /// Starts a [`ClientBuilder`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build()?;
+    /// # let _ = client;
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// A client for a server list (`host:port[:weight],...`) with every other setting at its
+    /// default.
+    ///
+    /// # Errors
+    ///
+    /// As [`ClientBuilder::build`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let client = memsem::Client::connect("127.0.0.1:11211,127.0.0.1:11212")?;
+    /// assert_eq!(client.servers().len(), 2);
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn connect(servers: &str) -> Result<Client> {
+        Client::builder().servers(servers).build()
+    }
+
+    /// A client configured from the environment: `MEMSEM_SERVERS` (required),
+    /// `MEMSEM_NAMESPACE` and `MEMSEM_ROUTING` (`ketama` or `cache-memcached`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] when `MEMSEM_SERVERS` is unset, and as
+    /// [`ClientBuilder::build`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// // MEMSEM_SERVERS=10.0.0.1:11211,10.0.0.2:11211 MEMSEM_NAMESPACE=app: ./my-job
+    /// let client = memsem::Client::from_env()?;
+    /// # let _ = client;
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn from_env() -> Result<Client> {
+        let servers = std::env::var("MEMSEM_SERVERS").map_err(|_| {
+            Error::InvalidConfig("MEMSEM_SERVERS is not set (host:port[:weight],...)".into())
+        })?;
+        let mut builder = Client::builder().servers(&servers);
+        if let Ok(namespace) = std::env::var("MEMSEM_NAMESPACE") {
+            builder = builder.namespace(&namespace);
+        }
+        if let Ok(routing) = std::env::var("MEMSEM_ROUTING") {
+            builder = builder.routing(routing.parse()?);
+        }
+        builder.build()
+    }
+
+    /// A handle on the semaphore `name` (one permit, 60 s TTL, default [`WaitPolicy`](crate::WaitPolicy)).
+    /// On the wire its key is `namespace + "__lock__" + name`, the key the Perl module
+    /// Cache::Memcached::Semaphore uses, so Perl and Rust processes contend for the same lock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] for an empty name, one with whitespace or control bytes, or one
+    /// whose key would exceed memcached's 250 bytes. Nothing is sent to the server.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// assert!(client.semaphore("nightly-report").is_ok());
+    /// assert!(client.semaphore("two words").is_err());
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn semaphore(&self, name: &str) -> Result<Semaphore> {
+        let key = key::lock_key(&self.inner.namespace, name)?;
+        let index = self.inner.ring.server_for(&key.routed);
+        let backend = Arc::clone(&self.inner.backends[index]);
+        Ok(Semaphore::new(Target {
+            client: self.clone(),
+            name: name.to_string(),
+            key,
+            backend,
+        }))
+    }
+
+    /// The servers, `host:port`, in configured order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let client = memsem::Client::connect("127.0.0.1:11211:5")?;
+    /// assert_eq!(client.servers(), ["127.0.0.1:11211"]);
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn servers(&self) -> Vec<&str> {
+        self.inner.backends.iter().map(|b| b.address()).collect()
+    }
+
+    /// The routing in use.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// assert_eq!(client.routing(), memsem::Routing::Ketama);
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn routing(&self) -> Routing {
+        self.inner.routing
+    }
+
+    /// Checks every server with one no-op round trip: `(server, round-trip time or error)`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// for (server, answer) in client.ping() {
+    ///     match answer {
+    ///         Ok(rtt) => println!("{server}: up, {rtt:?}"),
+    ///         Err(error) => println!("{server}: {error}"),
+    ///     }
+    /// }
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn ping(&self) -> Vec<(String, Result<Duration>)> {
+        self.inner
+            .backends
+            .iter()
+            .map(|backend| {
+                let answer = backend.ping().map_err(|failure| match failure {
+                    Failure::Unavailable(source) | Failure::Ambiguous(source) => {
+                        Error::Unavailable {
+                            server: backend.address().to_string(),
+                            source,
+                        }
+                    }
+                    Failure::Protocol(detail) => Error::Protocol {
+                        server: backend.address().to_string(),
+                        detail,
+                    },
+                });
+                (backend.address().to_string(), answer)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,150 @@
+//! Cleans up locks whose release (or acquire) could not be confirmed: a background thread
+//! keeps checking the key, and deletes it while it still carries this process's token.
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::memcached::{Backend, Checked};
+use crate::token::Token;
+
+/// How often pending chores are retried.
+const ROUND: Duration = Duration::from_millis(250);
+
+/// After a clean-up is confirmed, look once more this much later: an add that was sent
+/// before a server froze can be applied after the first check.
+const RECHECK_AFTER: Duration = Duration::from_secs(2);
+
+/// Locks without a TTL are tried for this long at most.
+const NO_TTL_LIMIT: Duration = Duration::from_secs(3600);
+
+/// One lock to make sure of.
+struct Chore {
+    backend: Arc<Backend>,
+    key: Vec<u8>,
+    token: Token,
+    /// After this the lock has expired by itself (or we give up).
+    until: Instant,
+    /// When the next check is due.
+    due: Instant,
+    /// A confirmed clean-up waiting for its re-check.
+    confirmed: bool,
+}
+
+impl Chore {
+    /// One check: `true` when the chore is finished.
+    fn work(&mut self, now: Instant) -> bool {
+        if now >= self.until {
+            return true;
+        }
+        if now < self.due {
+            return false;
+        }
+        let clean = match self.backend.read(&self.key) {
+            Ok(Some(item)) if self.token.owns(&item.value) => {
+                matches!(
+                    self.backend.delete_if(&self.key, item.cas),
+                    Ok(Checked::Applied { .. })
+                )
+            }
+            Ok(_) => true,
+            Err(_) => false,
+        };
+        if !clean {
+            self.due = now + ROUND;
+            return false;
+        }
+        if self.confirmed {
+            tracing::debug!(server = self.backend.address(), "orphaned lock cleaned up");
+            return true;
+        }
+        self.confirmed = true;
+        self.due = now + RECHECK_AFTER;
+        false
+    }
+}
+
+/// The per-client clean-up queue; its thread starts on the first chore and ends when the
+/// client is gone and nothing is left to do.
+#[derive(Debug, Default)]
+pub(crate) struct Janitor {
+    queue: Mutex<Option<Sender<Chore>>>,
+}
+
+impl Janitor {
+    pub(crate) fn new() -> Janitor {
+        Janitor::default()
+    }
+
+    /// Makes sure `key` does not keep `token` once the server answers again; `ttl_secs` of
+    /// 0 means the lock never expires.
+    pub(crate) fn clean_up(
+        &self,
+        backend: &Arc<Backend>,
+        key: &[u8],
+        token: &Token,
+        ttl_secs: u32,
+    ) {
+        let now = Instant::now();
+        let limit = match ttl_secs {
+            0 => NO_TTL_LIMIT,
+            secs => Duration::from_secs(u64::from(secs) + 1),
+        };
+        let chore = Chore {
+            backend: Arc::clone(backend),
+            key: key.to_vec(),
+            token: token.clone(),
+            until: now + limit,
+            due: now,
+            confirmed: false,
+        };
+        let mut queue = match self.queue.lock() {
+            Ok(queue) => queue,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let chore = match queue.as_ref() {
+            Some(sender) => match sender.send(chore) {
+                Ok(()) => return,
+                Err(mpsc::SendError(chore)) => chore,
+            },
+            None => chore,
+        };
+        let (sender, receiver) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("memsem-janitor".into())
+            .spawn(move || run(receiver));
+        match spawned {
+            Ok(_) => {
+                // The receiver is alive in the new thread, so this send cannot fail.
+                let _ = sender.send(chore);
+                *queue = Some(sender);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot start the lock clean-up thread; the lock's TTL will end it")
+            }
+        }
+    }
+}
+
+fn run(receiver: Receiver<Chore>) {
+    let mut chores: Vec<Chore> = Vec::new();
+    let mut open = true;
+    while open || !chores.is_empty() {
+        let wait = if chores.is_empty() {
+            Duration::from_secs(3600)
+        } else {
+            ROUND
+        };
+        if open {
+            match receiver.recv_timeout(wait) {
+                Ok(chore) => chores.push(chore),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => open = false,
+            }
+        } else {
+            std::thread::sleep(wait);
+        }
+        let now = Instant::now();
+        chores.retain_mut(|chore| !chore.work(now));
+    }
+}

@@ -1,0 +1,404 @@
+//! The [`Permit`] guard: proof of holding a lock, given back on drop.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::client::Target;
+use crate::error::{Error, LostReason, Result};
+use crate::memcached::{Checked, Failure, Outcome};
+use crate::semaphore::whole_seconds;
+use crate::token::Token;
+
+/// A held lock. Released when dropped (best effort: a failure is logged with `tracing` and
+/// the key is cleaned up in the background once its server answers); call
+/// [`release`](Permit::release) to see the outcome.
+///
+/// Every operation on a permit is owner-checked: it changes the key only while the key still
+/// holds this permit's token, so a permit whose lease ran out never touches the next
+/// holder's lock; it reports [`Error::LockLost`] instead.
+///
+/// # Examples
+///
+/// ```no_run
+/// let client = memsem::Client::connect("127.0.0.1:11211")?;
+/// let sem = client.semaphore("compaction")?;
+/// {
+///     let _permit = sem.wait_acquire()?;
+///     // ... compact ...
+/// } // released here, also when the block panics
+/// # Ok::<(), memsem::Error>(())
+/// ```
+#[must_use = "a permit is released as soon as it is dropped"]
+#[clippy::has_significant_drop]
+pub struct Permit {
+    target: Arc<Target>,
+    token: Token,
+    value: Vec<u8>,
+    cas: u64,
+    ttl_secs: u32,
+    cooldown_secs: u32,
+    acquired_at: Instant,
+    expires_at: Option<Instant>,
+    armed: bool,
+}
+
+/// What reading the key back says about this permit.
+enum Found {
+    Ours { cas: u64 },
+    Lost(LostReason),
+}
+
+impl Permit {
+    pub(crate) fn new(
+        target: Arc<Target>,
+        token: Token,
+        value: Vec<u8>,
+        cas: u64,
+        ttl_secs: u32,
+        cooldown_secs: u32,
+        started: Instant,
+    ) -> Permit {
+        let expires_at = (ttl_secs > 0).then(|| started + Duration::from_secs(u64::from(ttl_secs)));
+        Permit {
+            target,
+            token,
+            value,
+            cas,
+            ttl_secs,
+            cooldown_secs,
+            acquired_at: started,
+            expires_at,
+            armed: true,
+        }
+    }
+
+    /// Sets the expiry from the seconds the server says are left (`None`: never).
+    pub(crate) fn set_remaining(&mut self, ttl: Option<u64>) {
+        self.expires_at = ttl.map(|secs| Instant::now() + Duration::from_secs(secs));
+    }
+
+    /// The lock's name.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let permit = client.semaphore("job")?.wait_acquire()?;
+    /// assert_eq!(permit.name(), "job");
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.target.name
+    }
+
+    /// This holder's token (32 hex characters): with it, another process can
+    /// [`resume`](crate::Semaphore::resume) the permit. Treat it as a secret; `Debug` never
+    /// shows it.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let permit = client.semaphore("job")?.wait_acquire()?;
+    /// assert_eq!(permit.token().len(), 32);
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn token(&self) -> &str {
+        self.token.as_str()
+    }
+
+    /// The lease the permit was taken or last refreshed with; `None` without expiry.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let permit = client.semaphore("job")?.wait_acquire()?;
+    /// assert_eq!(permit.ttl(), Some(memsem::DEFAULT_TTL));
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn ttl(&self) -> Option<Duration> {
+        (self.ttl_secs > 0).then(|| Duration::from_secs(u64::from(self.ttl_secs)))
+    }
+
+    /// When the lease ends, by this process's clock, counted from just before the request
+    /// was sent (so it never overstates the lease). `None` without expiry.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let permit = client.semaphore("job")?.wait_acquire()?;
+    /// assert!(permit.expires_at().unwrap() > std::time::Instant::now());
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn expires_at(&self) -> Option<Instant> {
+        self.expires_at
+    }
+
+    /// When this permit was acquired (just before the winning request was sent).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let permit = client.semaphore("job")?.wait_acquire()?;
+    /// println!("held for {:?}", permit.acquired_at().elapsed());
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn acquired_at(&self) -> Instant {
+        self.acquired_at
+    }
+
+    /// Gives the lock back: one CAS-checked delete (or, when the semaphore has a cooldown,
+    /// the same as [`release_with_cooldown`](Self::release_with_cooldown)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockLost`] when the lease had already ended or another holder has the lock
+    /// (which is left untouched); [`Error::Unavailable`] or [`Error::Ambiguous`] when the
+    /// server did not answer (the lock is then deleted in the background once it does, or
+    /// ends with its TTL).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let permit = client.semaphore("job")?.wait_acquire()?;
+    /// permit.release()?;
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn release(mut self) -> Result<()> {
+        self.armed = false;
+        self.give_back()
+    }
+
+    /// Gives the lock back but keeps it closed for `cooldown`: the key keeps this token with
+    /// an expiry of `cooldown` (whole seconds, rounded up), so nobody can acquire it until
+    /// then. One CAS-checked write. [`Duration::ZERO`] is a plain release.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for a cooldown above 30 days (the lock is then released
+    /// plainly); otherwise as [`release`](Self::release).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let permit = client.semaphore("send-digest")?.wait_acquire()?;
+    /// // ... send the digest; nobody may send another for 10 minutes ...
+    /// permit.release_with_cooldown(Duration::from_secs(600))?;
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn release_with_cooldown(mut self, cooldown: Duration) -> Result<()> {
+        self.armed = false;
+        self.cooldown_secs = 0;
+        if cooldown.is_zero() {
+            return self.give_back();
+        }
+        match whole_seconds(cooldown, "the cooldown") {
+            Ok(secs) => {
+                self.cooldown_secs = secs;
+                self.give_back()
+            }
+            Err(error) => {
+                self.give_back()?;
+                Err(error)
+            }
+        }
+    }
+
+    /// Extends the lease to `ttl` from now (whole seconds, rounded up). One CAS-checked
+    /// write that keeps the value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockLost`] when the lease had already ended; [`Error::InvalidConfig`] for a
+    /// zero TTL or one above 30 days; server errors as [`release`](Self::release) (the permit
+    /// is then still yours until its current lease ends).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let mut permit = client.semaphore("long-job")?.wait_acquire()?;
+    /// for _chunk in 0..10 {
+    ///     // ... a chunk of work shorter than the TTL ...
+    ///     permit.refresh(Duration::from_secs(60))?;
+    /// }
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn refresh(&mut self, ttl: Duration) -> Result<()> {
+        let secs = whole_seconds(ttl, "the TTL")?;
+        let started = Instant::now();
+        let target = Arc::clone(&self.target);
+        let value = self.value.clone();
+        let cas = self.checked_write("refresh", |cas| {
+            target
+                .backend
+                .replace_if(&target.key.wire, &value, cas, secs)
+        })?;
+        self.cas = cas.unwrap_or(self.cas);
+        self.ttl_secs = secs;
+        self.expires_at = Some(started + Duration::from_secs(u64::from(secs)));
+        Ok(())
+    }
+
+    /// Asks the server whether this permit still holds the lock. One read.
+    ///
+    /// # Errors
+    ///
+    /// Server errors, as [`release`](Self::release).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let permit = client.semaphore("job")?.wait_acquire()?;
+    /// assert!(permit.is_held()?);
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn is_held(&self) -> Result<bool> {
+        Ok(matches!(self.inspect("read")?, Found::Ours { .. }))
+    }
+
+    /// Keeps the lock: nothing is sent, and the lease ends with its TTL (or never, without
+    /// expiry). Returns the token, with which [`Semaphore::resume`](crate::Semaphore::resume)
+    /// can pick the permit up again.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let token: String = client.semaphore("job")?.wait_acquire()?.forget();
+    /// println!("{token}");
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn forget(mut self) -> String {
+        self.armed = false;
+        self.token.as_str().to_string()
+    }
+
+    /// Deletes the key (or cools it down), owner-checked.
+    fn give_back(&mut self) -> Result<()> {
+        let target = Arc::clone(&self.target);
+        let key = &target.key.wire;
+        let outcome = if self.cooldown_secs > 0 {
+            let (value, secs) = (self.value.clone(), self.cooldown_secs);
+            self.checked_write("cooldown", |cas| {
+                target.backend.replace_if(key, &value, cas, secs)
+            })
+        } else {
+            self.checked_write("release", |cas| target.backend.delete_if(key, cas))
+        };
+        match outcome {
+            Err(error @ (Error::Unavailable { .. } | Error::Ambiguous { .. })) => {
+                if self.cooldown_secs == 0 {
+                    target
+                        .janitor()
+                        .clean_up(&target.backend, key, &self.token, self.ttl_secs);
+                }
+                Err(error)
+            }
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Reads the key back and says whether it is still ours.
+    fn inspect(&self, operation: &'static str) -> Result<Found> {
+        let item = self
+            .target
+            .backend
+            .read(&self.target.key.wire)
+            .map_err(|failure| self.target.error(operation, failure))?;
+        Ok(match item {
+            Some(item) if self.token.owns(&item.value) => Found::Ours { cas: item.cas },
+            Some(_) => Found::Lost(LostReason::HeldByOther),
+            None => Found::Lost(LostReason::Missing),
+        })
+    }
+
+    fn lost(&self, reason: LostReason) -> Error {
+        Error::LockLost {
+            name: self.name().to_string(),
+            reason,
+        }
+    }
+
+    /// Runs a CAS-checked write. The token, not the CAS, says who owns the key: on a CAS
+    /// mismatch, or when the reply was lost, the key is read back; while it still holds our
+    /// token the write is retried with the CAS found (a lost-but-applied earlier write of
+    /// ours changes the CAS). Returns the new CAS when the item still exists.
+    fn checked_write(
+        &mut self,
+        operation: &'static str,
+        write: impl Fn(u64) -> Outcome<Checked>,
+    ) -> Result<Option<u64>> {
+        let deleting = operation == "release";
+        let mut sent_unanswered = None;
+        for _ in 0..4 {
+            match write(self.cas) {
+                Ok(Checked::Applied { cas }) => return Ok(cas),
+                Ok(Checked::Missing) if deleting && sent_unanswered.is_some() => return Ok(None),
+                Ok(Checked::Missing) => return Err(self.lost(LostReason::Missing)),
+                Ok(Checked::Mismatch) => {}
+                Err(Failure::Ambiguous(source)) => sent_unanswered = Some(source),
+                Err(failure) => return Err(self.target.error(operation, failure)),
+            }
+            let found = match self.inspect(operation) {
+                Ok(found) => found,
+                Err(error) => {
+                    return Err(match sent_unanswered.take() {
+                        Some(source) => self.target.error(operation, Failure::Ambiguous(source)),
+                        None => error,
+                    });
+                }
+            };
+            match found {
+                // Our earlier write landed after all.
+                Found::Lost(LostReason::Missing) if deleting && sent_unanswered.is_some() => {
+                    return Ok(None);
+                }
+                Found::Ours { cas }
+                    if !deleting && sent_unanswered.is_some() && cas != self.cas =>
+                {
+                    return Ok(Some(cas));
+                }
+                Found::Ours { cas } => self.cas = cas,
+                Found::Lost(reason) => return Err(self.lost(reason)),
+            }
+        }
+        Err(Error::Protocol {
+            server: self.target.backend.address().to_string(),
+            detail: format!("{operation}: the key's CAS kept changing while it held our token"),
+        })
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.armed = false;
+        if let Err(error) = self.give_back() {
+            tracing::warn!(lock = self.name(), %error, "releasing a dropped permit failed");
+        }
+    }
+}
+
+impl fmt::Debug for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit")
+            .field("name", &self.target.name)
+            .field("server", &self.target.backend.address())
+            .field("token", &self.token)
+            .field("ttl", &self.ttl())
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}

@@ -1,0 +1,457 @@
+//! The [`Semaphore`] handle: a named lock and how to take it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::client::Target;
+use crate::error::{Error, Result};
+use crate::memcached::{Added, Failure};
+use crate::permit::Permit;
+use crate::token::Token;
+use crate::wait::{self, RealClock, WaitPolicy};
+
+/// The default lease: a holder that dies without releasing blocks others at most this long.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
+
+/// memcached reads an expiry above 30 days as a Unix date.
+const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
+
+/// A named lock on the fleet (one permit). Get one from [`Client::semaphore`](crate::Client::semaphore);
+/// cheap to clone.
+///
+/// # Default
+///
+/// | setting | default |
+/// |---|---|
+/// | TTL (lease) | 60 s ([`DEFAULT_TTL`]) |
+/// | cooldown after release | none |
+/// | wait policy | [`WaitPolicy::default`] (wait forever, poll every 100 ms ± 50%) |
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use memsem::{Client, WaitPolicy};
+///
+/// let client = Client::connect("127.0.0.1:11211")?;
+/// let import = client
+///     .semaphore("daily-import")?
+///     .with_ttl(Duration::from_secs(300))?
+///     .with_wait_policy(WaitPolicy::new().max_wait(Duration::from_secs(30)));
+/// let permit = import.wait_acquire()?; // waits up to 30 s for the current holder
+/// // ... import ...
+/// permit.release()?;
+/// # Ok::<(), memsem::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Semaphore {
+    target: Arc<Target>,
+    ttl_secs: u32,
+    cooldown_secs: u32,
+    policy: WaitPolicy,
+}
+
+/// Converts a duration to memcached's whole seconds (rounding up), or says why it cannot be one.
+pub(crate) fn whole_seconds(duration: Duration, what: &str) -> Result<u32> {
+    if duration.is_zero() {
+        return Err(Error::InvalidConfig(format!(
+            "{what} must be at least 1 s, not 0"
+        )));
+    }
+    let secs = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
+    if secs > MAX_TTL_SECS {
+        return Err(Error::InvalidConfig(format!(
+            "{what} of {secs} s is above 30 days, which memcached would read as a date"
+        )));
+    }
+    Ok(secs as u32)
+}
+
+impl Semaphore {
+    pub(crate) fn new(target: Target) -> Semaphore {
+        Semaphore {
+            target: Arc::new(target),
+            ttl_secs: DEFAULT_TTL.as_secs() as u32,
+            cooldown_secs: 0,
+            policy: WaitPolicy::default(),
+        }
+    }
+
+    /// Sets the lease: a permit not released or refreshed within `ttl` ends by itself.
+    /// memcached counts whole seconds: a fraction is rounded up.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for zero or more than 30 days.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let sem = client.semaphore("job")?.with_ttl(Duration::from_millis(1500))?;
+    /// assert_eq!(sem.ttl(), Some(Duration::from_secs(2)));
+    /// assert!(client.semaphore("job")?.with_ttl(Duration::ZERO).is_err());
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn with_ttl(mut self, ttl: Duration) -> Result<Semaphore> {
+        self.ttl_secs = whole_seconds(ttl, "the TTL")?;
+        Ok(self)
+    }
+
+    /// **Dangerous**: permits never expire, like the Perl module's locks. A holder that
+    /// crashes keeps the lock until somebody deletes the key or memcached evicts it or
+    /// restarts. Only for parity with old Perl code.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// assert_eq!(client.semaphore("job")?.without_expiry().ttl(), None);
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn without_expiry(mut self) -> Semaphore {
+        self.ttl_secs = 0;
+        self
+    }
+
+    /// After every release, keep the lock closed for `cooldown` (what the Perl module's
+    /// `timeout` promised): nobody can acquire it until the cooldown ends. Whole seconds,
+    /// rounded up; [`Duration::ZERO`] turns it off.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for more than 30 days.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let sem = client.semaphore("mailer")?.with_cooldown(Duration::from_secs(10))?;
+    /// assert_eq!(sem.cooldown(), Some(Duration::from_secs(10)));
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn with_cooldown(mut self, cooldown: Duration) -> Result<Semaphore> {
+        self.cooldown_secs = match cooldown.is_zero() {
+            true => 0,
+            false => whole_seconds(cooldown, "the cooldown")?,
+        };
+        Ok(self)
+    }
+
+    /// Sets how [`wait_acquire`](Self::wait_acquire) waits.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use memsem::WaitPolicy;
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let sem = client
+    ///     .semaphore("job")?
+    ///     .with_wait_policy(WaitPolicy::new().max_wait(Duration::from_secs(5)));
+    /// assert_eq!(sem.wait_policy().get_max_wait(), Some(Duration::from_secs(5)));
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn with_wait_policy(mut self, policy: WaitPolicy) -> Semaphore {
+        self.policy = policy;
+        self
+    }
+
+    /// The lock's name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// assert_eq!(client.semaphore("job")?.name(), "job");
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.target.name
+    }
+
+    /// The memcached server that holds this lock, `host:port`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// assert_eq!(client.semaphore("job")?.server(), "127.0.0.1:11211");
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn server(&self) -> &str {
+        self.target.backend.address()
+    }
+
+    /// The lease given to each permit; `None` without expiry.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// assert_eq!(client.semaphore("job")?.ttl(), Some(memsem::DEFAULT_TTL));
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn ttl(&self) -> Option<Duration> {
+        (self.ttl_secs > 0).then(|| Duration::from_secs(u64::from(self.ttl_secs)))
+    }
+
+    /// The cooldown applied by [`Permit::release`]; `None` when off.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// assert_eq!(client.semaphore("job")?.cooldown(), None);
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn cooldown(&self) -> Option<Duration> {
+        (self.cooldown_secs > 0).then(|| Duration::from_secs(u64::from(self.cooldown_secs)))
+    }
+
+    /// The wait policy of [`wait_acquire`](Self::wait_acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// assert_eq!(client.semaphore("job")?.wait_policy(), &memsem::WaitPolicy::default());
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn wait_policy(&self) -> &WaitPolicy {
+        &self.policy
+    }
+
+    /// Takes the lock if it is free: one round trip (a memcached add of a fresh random
+    /// token with the TTL), never sleeps.
+    ///
+    /// Returns `Ok(None)` when somebody holds it — contention is not an error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unavailable`] when the server cannot be reached (nothing was taken);
+    /// [`Error::Ambiguous`] when the add was sent, no reply came, and a second try could not
+    /// find out either (a background clean-up removes the lock if it did land; at worst the
+    /// TTL ends it); [`Error::Protocol`] for a garbled reply.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// match client.semaphore("nightly-report")?.try_acquire()? {
+    ///     Some(permit) => {
+    ///         println!("running the report");
+    ///         permit.release()?;
+    ///     }
+    ///     None => println!("another machine is running it"),
+    /// }
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn try_acquire(&self) -> Result<Option<Permit>> {
+        let token = Token::generate();
+        let mut unsure = false;
+        let outcome = self.attempt(&token, &mut unsure);
+        if unsure {
+            self.abandon(&token);
+        }
+        outcome
+    }
+
+    /// Takes the lock, waiting as the [`WaitPolicy`] says while somebody holds it or while
+    /// its server is unreachable. The same token is offered on every attempt, so an attempt
+    /// whose reply was lost is recognised on the next one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] when `max_wait` ran out (carrying the last server error, if any);
+    /// with [`WaitPolicy::steal_after_wait`], the errors of the forced write instead.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use memsem::{Client, Error, WaitPolicy};
+    ///
+    /// let client = Client::connect("127.0.0.1:11211")?;
+    /// let sem = client
+    ///     .semaphore("rebuild-index")?
+    ///     .with_wait_policy(WaitPolicy::new().max_wait(Duration::from_secs(10)));
+    /// match sem.wait_acquire() {
+    ///     Ok(permit) => permit.release()?,
+    ///     Err(Error::Timeout { waited, attempts, .. }) => {
+    ///         eprintln!("still busy after {waited:?} ({attempts} tries)")
+    ///     }
+    ///     Err(other) => return Err(other),
+    /// }
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn wait_acquire(&self) -> Result<Permit> {
+        let token = Token::generate();
+        let mut unsure = false;
+        let outcome = wait::poll(self.name(), &self.policy, &mut RealClock, || {
+            self.attempt(&token, &mut unsure)
+        });
+        match outcome {
+            Err(Error::Timeout { .. }) if self.policy.get_steal_after_wait() => {
+                let started = Instant::now();
+                let value = token.as_str().as_bytes().to_vec();
+                let cas = self
+                    .target
+                    .backend
+                    .overwrite(&self.target.key.wire, &value, self.ttl_secs)
+                    .map_err(|failure| self.target.error("acquire", failure))?;
+                tracing::warn!(
+                    lock = self.name(),
+                    "took the lock by force after max_wait (steal_after_wait)"
+                );
+                Ok(self.permit(token, value, cas, started))
+            }
+            Err(error) => {
+                if unsure {
+                    self.abandon(&token);
+                }
+                Err(error)
+            }
+            Ok(permit) => Ok(permit),
+        }
+    }
+
+    /// Rebuilds the permit held by `token` (printed by `memsem acquire`, or kept from
+    /// [`Permit::token`]) in this process, to release, refresh or check it. The TTL of the
+    /// returned permit is what the server says is left.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockLost`] when the lock is free or held by another token;
+    /// [`Error::InvalidConfig`] for a malformed token; server errors as usual.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let sem = client.semaphore("deploy")?;
+    /// let token = sem.try_acquire()?.expect("free").forget();
+    /// // ... later, maybe in another process ...
+    /// sem.resume(&token)?.release()?;
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn resume(&self, token: &str) -> Result<Permit> {
+        let token = Token::parse(token)?;
+        let started = Instant::now();
+        let item = self
+            .target
+            .backend
+            .read(&self.target.key.wire)
+            .map_err(|failure| self.target.error("read", failure))?;
+        match item {
+            Some(item) if token.owns(&item.value) => {
+                let mut permit = self.permit(token, item.value, item.cas, started);
+                permit.set_remaining(item.ttl);
+                Ok(permit)
+            }
+            Some(_) => Err(self.lost(crate::LostReason::HeldByOther)),
+            None => Err(self.lost(crate::LostReason::Missing)),
+        }
+    }
+
+    /// Whether somebody holds the lock now (or it is cooling down). One read; the answer may
+    /// be stale by the time you act on it — use [`try_acquire`](Self::try_acquire) to take it.
+    ///
+    /// # Errors
+    ///
+    /// Server errors, as [`try_acquire`](Self::try_acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let sem = client.semaphore("deploy")?;
+    /// println!("deploy lock is {}", if sem.is_locked()? { "taken" } else { "free" });
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn is_locked(&self) -> Result<bool> {
+        let item = self
+            .target
+            .backend
+            .read(&self.target.key.wire)
+            .map_err(|failure| self.target.error("read", failure))?;
+        Ok(item.is_some())
+    }
+
+    fn lost(&self, reason: crate::LostReason) -> Error {
+        Error::LockLost {
+            name: self.name().to_string(),
+            reason,
+        }
+    }
+
+    fn permit(&self, token: Token, value: Vec<u8>, cas: u64, started: Instant) -> Permit {
+        Permit::new(
+            Arc::clone(&self.target),
+            token,
+            value,
+            cas,
+            self.ttl_secs,
+            self.cooldown_secs,
+            started,
+        )
+    }
+
+    /// One add; `unsure` says an earlier add with this token may have landed unseen.
+    fn attempt(&self, token: &Token, unsure: &mut bool) -> Result<Option<Permit>> {
+        let backend = &self.target.backend;
+        let key = &self.target.key.wire;
+        let value = token.as_str().as_bytes();
+        let started = Instant::now();
+        let added = match backend.add(key, value, self.ttl_secs) {
+            Err(Failure::Ambiguous(_)) => {
+                // The add may have landed. Asking again with the same token settles it: a
+                // second add either stores (ours now) or finds the key, whose value tells.
+                *unsure = true;
+                backend.add(key, value, self.ttl_secs)
+            }
+            other => other,
+        };
+        match added {
+            Ok(Added::Stored { cas }) => {
+                *unsure = false;
+                Ok(Some(self.permit(
+                    token.clone(),
+                    value.to_vec(),
+                    cas,
+                    started,
+                )))
+            }
+            Ok(Added::Exists) if *unsure => match backend.read(key) {
+                Ok(Some(item)) if token.owns(&item.value) => {
+                    *unsure = false;
+                    Ok(Some(self.permit(
+                        token.clone(),
+                        item.value,
+                        item.cas,
+                        started,
+                    )))
+                }
+                Ok(_) => Ok(None),
+                Err(failure) => Err(self.target.error("acquire", failure)),
+            },
+            Ok(Added::Exists) => Ok(None),
+            Err(Failure::Unavailable(source)) if *unsure => {
+                Err(self.target.error("acquire", Failure::Ambiguous(source)))
+            }
+            Err(failure) => Err(self.target.error("acquire", failure)),
+        }
+    }
+
+    /// Hands a token whose add may have landed unseen to the background clean-up.
+    fn abandon(&self, token: &Token) {
+        self.target.janitor().clean_up(
+            &self.target.backend,
+            &self.target.key.wire,
+            token,
+            self.ttl_secs,
+        );
+    }
+}
