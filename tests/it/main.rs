@@ -1,4 +1,6 @@
 //! Integration tests: one binary, every test against a real memcached.
 
+mod faults;
 mod harness;
+mod processes;
 mod semaphore;

@@ -1,0 +1,64 @@
+//! Several OS processes contending for one lock.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::harness::{Memcached, unique};
+
+/// The path of an example binary built by `cargo test` (examples are built with the tests).
+pub fn example(name: &str) -> PathBuf {
+    let mut path = std::env::current_exe().expect("test binary path");
+    path.pop();
+    if path.ends_with("deps") {
+        path.pop();
+    }
+    let path = path.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test` (it builds the examples) or `cargo build --examples`",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn processes_incrementing_a_shared_counter_under_the_lock_lose_no_update() {
+    let server = Memcached::start();
+    let dir = std::env::temp_dir().join(unique("memsem-counter"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("count");
+    let (processes, times) = (4, 200);
+    let name = unique("counter");
+    let children: Vec<_> = (0..processes)
+        .map(|_| {
+            Command::new(example("counter"))
+                .args([
+                    &server.address(),
+                    &name,
+                    file.to_str().unwrap(),
+                    &times.to_string(),
+                    "2",
+                ])
+                .spawn()
+                .expect("spawn counter")
+        })
+        .collect();
+    for mut child in children {
+        let status = child.wait().unwrap();
+        assert!(
+            status.success(),
+            "a counter process failed or saw an overlap: {status}"
+        );
+    }
+    let count: u32 = std::fs::read_to_string(&file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        count,
+        processes * times,
+        "every increment under the lock survived"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
