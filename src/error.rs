@@ -192,7 +192,10 @@ impl Error {
     pub fn is_unavailable(&self) -> bool {
         match self {
             Error::Unavailable { .. } => true,
-            Error::Timeout { last_error: Some(last), .. } => last.is_unavailable(),
+            Error::Timeout {
+                last_error: Some(last),
+                ..
+            } => last.is_unavailable(),
             _ => false,
         }
     }
