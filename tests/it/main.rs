@@ -3,4 +3,5 @@
 mod faults;
 mod harness;
 mod processes;
+mod routing;
 mod semaphore;
