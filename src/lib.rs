@@ -15,5 +15,5 @@ pub use client::{Client, ClientBuilder};
 pub use error::{Cause, Error, LostReason, Result};
 pub use permit::Permit;
 pub use routing::{Routing, ServerSpec};
-pub use semaphore::{DEFAULT_TTL, Semaphore};
+pub use semaphore::{DEFAULT_TTL, Holder, MAX_INFO_BYTES, Semaphore};
 pub use wait::{Delays, WaitPolicy};

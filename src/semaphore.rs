@@ -49,6 +49,77 @@ pub struct Semaphore {
     ttl_secs: u32,
     cooldown_secs: u32,
     policy: WaitPolicy,
+    info: Option<String>,
+}
+
+/// The longest holder information stored with a lock, in bytes.
+pub const MAX_INFO_BYTES: usize = 1024;
+
+/// What the server says about a held lock, from [`Semaphore::holder`].
+///
+/// # Examples
+///
+/// ```no_run
+/// let client = memsem::Client::connect("127.0.0.1:11211")?;
+/// if let Some(holder) = client.semaphore("deploy")?.holder()? {
+///     println!("held by {:?}, {:?} left", holder.info(), holder.ttl());
+/// }
+/// # Ok::<(), memsem::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    info: Option<String>,
+    ttl: Option<Duration>,
+    token_prefix: String,
+}
+
+impl Holder {
+    /// The holder information stored with the token (see [`Semaphore::with_info`]); `None`
+    /// for a lock taken without it, or by the Perl module.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let sem = client.semaphore("deploy")?.with_info("ci job 42")?;
+    /// let _permit = sem.try_acquire()?;
+    /// assert_eq!(sem.holder()?.unwrap().info(), Some("ci job 42"));
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn info(&self) -> Option<&str> {
+        self.info.as_deref()
+    }
+
+    /// How long the lock has left, by the server's count; `None` when it never expires.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let sem = client.semaphore("deploy")?;
+    /// let _permit = sem.try_acquire()?;
+    /// assert!(sem.holder()?.unwrap().ttl().is_some());
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn ttl(&self) -> Option<Duration> {
+        self.ttl
+    }
+
+    /// The first 4 characters of the holder's token: enough to tell holders apart in a log,
+    /// not enough to release their lock.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let sem = client.semaphore("deploy")?;
+    /// let permit = sem.try_acquire()?.unwrap();
+    /// assert!(permit.token().starts_with(sem.holder()?.unwrap().token_prefix()));
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn token_prefix(&self) -> &str {
+        &self.token_prefix
+    }
 }
 
 /// Converts a duration to memcached's whole seconds (rounding up), or says why it cannot be one.
@@ -74,6 +145,7 @@ impl Semaphore {
             ttl_secs: DEFAULT_TTL.as_secs() as u32,
             cooldown_secs: 0,
             policy: WaitPolicy::default(),
+            info: None,
         }
     }
 
@@ -157,6 +229,72 @@ impl Semaphore {
     pub fn with_wait_policy(mut self, policy: WaitPolicy) -> Semaphore {
         self.policy = policy;
         self
+    }
+
+    /// Stores `info` (who holds the lock and why: a host, a job id) with every permit's
+    /// token, for [`holder`](Self::holder) and `memsem status` to show. The value on the
+    /// server becomes `token + "\n" + info`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] when `info` is longer than [`MAX_INFO_BYTES`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let sem = client.semaphore("deploy")?.with_info("deploy by alice from ci-7")?;
+    /// assert!(client.semaphore("deploy")?.with_info(&"x".repeat(5000)).is_err());
+    /// # let _ = sem;
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn with_info(mut self, info: &str) -> Result<Semaphore> {
+        if info.len() > MAX_INFO_BYTES {
+            return Err(Error::InvalidConfig(format!(
+                "holder info is {} bytes; at most {MAX_INFO_BYTES}",
+                info.len()
+            )));
+        }
+        self.info = Some(info.to_string());
+        Ok(self)
+    }
+
+    /// Who holds the lock now: `None` when it is free. One read; never shows the full token.
+    ///
+    /// # Errors
+    ///
+    /// Server errors, as [`try_acquire`](Self::try_acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// match client.semaphore("deploy")?.holder()? {
+    ///     Some(holder) => println!("held: {}", holder.info().unwrap_or("(no info)")),
+    ///     None => println!("free"),
+    /// }
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn holder(&self) -> Result<Option<Holder>> {
+        let item = self
+            .target
+            .backend
+            .read(&self.target.key.wire)
+            .map_err(|failure| self.target.error("read", failure))?;
+        Ok(item.map(|item| {
+            let (token, info) = match item.value.iter().position(|&b| b == b'\n') {
+                Some(at) => (
+                    &item.value[..at],
+                    Some(String::from_utf8_lossy(&item.value[at + 1..]).into_owned()),
+                ),
+                None => (&item.value[..], None),
+            };
+            Holder {
+                info,
+                ttl: item.ttl.map(Duration::from_secs),
+                token_prefix: String::from_utf8_lossy(&token[..token.len().min(4)]).into_owned(),
+            }
+        }))
     }
 
     /// The lock's name.
@@ -296,7 +434,7 @@ impl Semaphore {
         match outcome {
             Err(Error::Timeout { .. }) if self.policy.get_steal_after_wait() => {
                 let started = Instant::now();
-                let value = token.as_str().as_bytes().to_vec();
+                let value = self.value_for(&token);
                 let cas = self
                     .target
                     .backend
@@ -403,7 +541,8 @@ impl Semaphore {
     fn attempt(&self, token: &Token, unsure: &mut bool) -> Result<Option<Permit>> {
         let backend = &self.target.backend;
         let key = &self.target.key.wire;
-        let value = token.as_str().as_bytes();
+        let value = self.value_for(token);
+        let value = value.as_slice();
         let started = Instant::now();
         let added = match backend.add(key, value, self.ttl_secs) {
             Err(Failure::Ambiguous(_)) => {
@@ -443,6 +582,16 @@ impl Semaphore {
             }
             Err(failure) => Err(self.target.error("acquire", failure)),
         }
+    }
+
+    /// The value stored for a permit: the token, then the holder info if any.
+    fn value_for(&self, token: &Token) -> Vec<u8> {
+        let mut value = token.as_str().as_bytes().to_vec();
+        if let Some(info) = &self.info {
+            value.push(b'\n');
+            value.extend_from_slice(info.as_bytes());
+        }
+        value
     }
 
     /// Hands a token whose add may have landed unseen to the background clean-up.

@@ -437,3 +437,36 @@ fn invalid_durations_are_rejected_before_anything_is_sent() {
     );
     permit.release().unwrap();
 }
+
+#[test]
+fn holder_shows_info_and_ttl_but_never_the_whole_token() {
+    let server = Memcached::start();
+    let name = unique("holder");
+    let sem = server
+        .client()
+        .semaphore(&name)
+        .unwrap()
+        .with_info("job 42 on ci-7")
+        .unwrap();
+    assert_eq!(sem.holder().unwrap(), None, "free");
+    let mut permit = sem.try_acquire().unwrap().unwrap();
+    let holder = sem.holder().unwrap().expect("held");
+    assert_eq!(holder.info(), Some("job 42 on ci-7"));
+    assert!(holder.ttl().unwrap() <= Duration::from_secs(60));
+    assert_eq!(holder.token_prefix().len(), 4);
+    assert!(permit.token().starts_with(holder.token_prefix()));
+    assert!(
+        !format!("{holder:?}{permit:?}").contains(permit.token()),
+        "Debug hides the token"
+    );
+    // Refresh and release work with the info stored beside the token.
+    permit.refresh(Duration::from_secs(30)).unwrap();
+    assert_eq!(
+        sem.holder().unwrap().unwrap().info(),
+        Some("job 42 on ci-7")
+    );
+    let other = server.client().semaphore(&name).unwrap();
+    other.resume(permit.token()).unwrap().forget();
+    permit.release().unwrap();
+    assert_eq!(sem.holder().unwrap(), None);
+}
