@@ -46,7 +46,12 @@ fn parent() -> Result<()> {
     println!("memsem demo: {WORKERS} processes, {ROUNDS} rounds each, on memcached {servers}");
     let exe = std::env::current_exe()?;
     let children: Vec<Child> = (1..=WORKERS)
-        .map(|i| Command::new(&exe).args(["--worker", &i.to_string()]).env("MEMSEM_SERVERS", &servers).spawn())
+        .map(|i| {
+            Command::new(&exe)
+                .args(["--worker", &i.to_string()])
+                .env("MEMSEM_SERVERS", &servers)
+                .spawn()
+        })
         .collect::<std::io::Result<_>>()?;
     let mut failed = 0;
     for mut child in children {
@@ -69,13 +74,19 @@ fn worker(id: &str) -> Result<()> {
         .semaphore("memsem-demo")?
         .with_ttl(Duration::from_secs(10))?
         .with_info(&format!("worker {id} (pid {})", std::process::id()))?
-        .with_wait_policy(WaitPolicy::new().poll_time(Duration::from_millis(50)).max_wait(Duration::from_secs(60)));
+        .with_wait_policy(
+            WaitPolicy::new()
+                .poll_time(Duration::from_millis(50))
+                .max_wait(Duration::from_secs(60)),
+        );
     for round in 1..=ROUNDS {
         let holder = sem.holder()?.and_then(|h| h.info().map(str::to_string));
         let started = Instant::now();
         let permit = sem.wait_acquire()?;
         let waited = started.elapsed();
-        let before = holder.map(|h| format!(" ({h} held it when it asked)")).unwrap_or_default();
+        let before = holder
+            .map(|h| format!(" ({h} held it when it asked)"))
+            .unwrap_or_default();
         println!("worker {id} round {round}: holds the lock after waiting {waited:.0?}{before}");
         std::thread::sleep(WORK); // the work that must not run twice at once
         permit.release()?;
@@ -90,7 +101,11 @@ fn start_memcached() -> Result<(Child, String)> {
     let address = format!("127.0.0.1:{port}");
     let mut command = Command::new("memcached");
     command.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"]);
-    if Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0")) {
+    if Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"))
+    {
         command.args(["-u", "root"]);
     }
     let child = command.spawn().map_err(|e| {
