@@ -101,7 +101,7 @@ pub use client::{Client, ClientBuilder};
 pub use error::{Cause, Error, LostReason, Result};
 pub use permit::Permit;
 pub use routing::{Routing, ServerSpec};
-pub use semaphore::{DEFAULT_TTL, Holder, MAX_INFO_BYTES, Semaphore};
+pub use semaphore::{DEFAULT_TTL, Holder, MAX_INFO_BYTES, MAX_PERMITS, Semaphore};
 pub use wait::{Delays, WaitPolicy};
 
 /// The README's code blocks, compiled as doctests.

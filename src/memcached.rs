@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use memcache::exp::{Delete, Get, Meta, MetaClient, MutationResult, MutationStatus, Set, SetMode};
+use memcache::exp::{
+    Delete, Get, GetResult, Meta, MetaClient, MutationResult, MutationStatus, Set, SetMode,
+};
 
 use crate::error::Cause;
 use crate::routing::ServerSpec;
@@ -133,22 +135,22 @@ impl Backend {
             .client
             .run(Get::new(key).meta(Meta::NONE.cas().ttl()))
             .map_err(classify)?;
-        if !reply.hit() {
-            return Ok(None);
-        }
-        let cas = reply
-            .item
-            .cas
-            .ok_or_else(|| Failure::Protocol("read reply without CAS".into()))?;
-        let ttl = match reply.item.ttl {
-            Some(ttl) if ttl >= 0 => Some(ttl as u64),
-            _ => None,
-        };
-        Ok(Some(Item {
-            value: reply.value.unwrap_or_default(),
-            cas,
-            ttl,
-        }))
+        item_of(reply)
+    }
+
+    /// Reads several keys in one round trip (one pipelined batch): one answer per key.
+    pub(crate) fn read_many(&self, keys: &[Vec<u8>]) -> Outcome<Vec<Option<Item>>> {
+        let replies = self
+            .client
+            .run_many(
+                keys.iter()
+                    .map(|key| Get::new(key).meta(Meta::NONE.cas().ttl())),
+            )
+            .map_err(classify)?;
+        replies
+            .into_iter()
+            .map(|reply| item_of(reply.map_err(classify)?))
+            .collect()
     }
 
     /// `md <key> C<cas>`: deletes only the item with this CAS.
@@ -213,4 +215,23 @@ fn classify(error: memcache::exp::Error) -> Failure {
         E::Io(_) | E::Timeout { .. } | E::Server(_) => Failure::Unavailable(Box::new(error)),
         other => Failure::Protocol(other.to_string()),
     }
+}
+
+fn item_of(reply: GetResult) -> Outcome<Option<Item>> {
+    if !reply.hit() {
+        return Ok(None);
+    }
+    let cas = reply
+        .item
+        .cas
+        .ok_or_else(|| Failure::Protocol("read reply without CAS".into()))?;
+    let ttl = match reply.item.ttl {
+        Some(ttl) if ttl >= 0 => Some(ttl as u64),
+        _ => None,
+    };
+    Ok(Some(Item {
+        value: reply.value.unwrap_or_default(),
+        cas,
+        ttl,
+    }))
 }

@@ -33,6 +33,8 @@ use crate::token::Token;
 #[clippy::has_significant_drop]
 pub struct Permit {
     target: Arc<Target>,
+    key: Vec<u8>,
+    slot: u32,
     token: Token,
     value: Vec<u8>,
     cas: u64,
@@ -50,8 +52,10 @@ enum Found {
 }
 
 impl Permit {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         target: Arc<Target>,
+        (key, slot): (Vec<u8>, u32),
         token: Token,
         value: Vec<u8>,
         cas: u64,
@@ -62,6 +66,8 @@ impl Permit {
         let expires_at = (ttl_secs > 0).then(|| started + Duration::from_secs(u64::from(ttl_secs)));
         Permit {
             target,
+            key,
+            slot,
             token,
             value,
             cas,
@@ -90,6 +96,22 @@ impl Permit {
     /// ```
     pub fn name(&self) -> &str {
         &self.target.name
+    }
+
+    /// Which of the semaphore's permits this is, from 1 (see
+    /// [`Semaphore::with_permits`](crate::Semaphore::with_permits)). Slot 1 is the Perl
+    /// module's key.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let permit = client.semaphore("job")?.wait_acquire()?;
+    /// assert_eq!(permit.slot(), 1);
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn slot(&self) -> u32 {
+        self.slot
     }
 
     /// This holder's token (32 hex characters): with it, another process can
@@ -236,11 +258,9 @@ impl Permit {
         let secs = whole_seconds(ttl, "the TTL")?;
         let started = Instant::now();
         let target = Arc::clone(&self.target);
-        let value = self.value.clone();
+        let (key, value) = (self.key.clone(), self.value.clone());
         let cas = self.checked_write("refresh", |cas| {
-            target
-                .backend
-                .replace_if(&target.key.wire, &value, cas, secs)
+            target.backend.replace_if(&key, &value, cas, secs)
         })?;
         self.cas = cas.unwrap_or(self.cas);
         self.ttl_secs = secs;
@@ -286,7 +306,7 @@ impl Permit {
     /// Deletes the key (or cools it down), owner-checked.
     fn give_back(&mut self) -> Result<()> {
         let target = Arc::clone(&self.target);
-        let key = &target.key.wire;
+        let key = &self.key.clone();
         let outcome = if self.cooldown_secs > 0 {
             let (value, secs) = (self.value.clone(), self.cooldown_secs);
             self.checked_write("cooldown", |cas| {
@@ -313,7 +333,7 @@ impl Permit {
         let item = self
             .target
             .backend
-            .read(&self.target.key.wire)
+            .read(&self.key)
             .map_err(|failure| self.target.error(operation, failure))?;
         Ok(match item {
             Some(item) if self.token.owns(&item.value) => Found::Ours { cas: item.cas },
@@ -395,6 +415,7 @@ impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
             .field("name", &self.target.name)
+            .field("slot", &self.slot)
             .field("server", &self.target.backend.address())
             .field("token", &self.token)
             .field("ttl", &self.ttl())

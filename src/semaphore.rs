@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::Target;
 use crate::error::{Error, Result};
-use crate::memcached::{Added, Failure};
+use crate::memcached::{Added, Failure, Item};
 use crate::permit::Permit;
 use crate::token::Token;
 use crate::wait::{self, RealClock, WaitPolicy};
@@ -50,7 +50,11 @@ pub struct Semaphore {
     cooldown_secs: u32,
     policy: WaitPolicy,
     info: Option<String>,
+    permits: u32,
 }
+
+/// The most permits one semaphore may have.
+pub const MAX_PERMITS: u32 = 1000;
 
 /// The longest holder information stored with a lock, in bytes.
 pub const MAX_INFO_BYTES: usize = 1024;
@@ -68,12 +72,28 @@ pub const MAX_INFO_BYTES: usize = 1024;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
+    slot: u32,
     info: Option<String>,
     ttl: Option<Duration>,
     token_prefix: String,
 }
 
 impl Holder {
+    /// Which permit the holder has, from 1.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let sem = client.semaphore("deploy")?;
+    /// let _permit = sem.try_acquire()?;
+    /// assert_eq!(sem.holder()?.unwrap().slot(), 1);
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn slot(&self) -> u32 {
+        self.slot
+    }
+
     /// The holder information stored with the token (see [`Semaphore::with_info`]); `None`
     /// for a lock taken without it, or by the Perl module.
     ///
@@ -146,6 +166,7 @@ impl Semaphore {
             cooldown_secs: 0,
             policy: WaitPolicy::default(),
             info: None,
+            permits: 1,
         }
     }
 
@@ -259,6 +280,78 @@ impl Semaphore {
         Ok(self)
     }
 
+    /// Lets up to `permits` holders in at once (a counting semaphore; default 1). Each permit
+    /// is a slot key: slot 1 is exactly the 1-permit key (Perl-compatible), slot *k* ≥ 2 is
+    /// that key followed by `#k`. All slots live on the server of slot 1, so an acquire costs
+    /// one batched read of every slot plus one add, whatever `permits` is.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for 0 or more than [`MAX_PERMITS`]; [`Error::InvalidName`]
+    /// when the longest slot key would exceed 250 bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let encoders = client.semaphore("video-encoders")?.with_permits(4)?;
+    /// assert_eq!(encoders.permits(), 4);
+    /// assert!(client.semaphore("x")?.with_permits(0).is_err());
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn with_permits(mut self, permits: u32) -> Result<Semaphore> {
+        if permits == 0 || permits > MAX_PERMITS {
+            return Err(Error::InvalidConfig(format!(
+                "a semaphore has 1 to {MAX_PERMITS} permits, not {permits}"
+            )));
+        }
+        if self.slot_key(permits).len() > crate::key::MAX_KEY_BYTES {
+            return Err(Error::InvalidName {
+                name: self.name().to_string(),
+                reason: "the slot keys of this many permits would exceed 250 bytes",
+            });
+        }
+        self.permits = permits;
+        Ok(self)
+    }
+
+    /// How many holders may be in at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// assert_eq!(client.semaphore("job")?.permits(), 1);
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn permits(&self) -> u32 {
+        self.permits
+    }
+
+    /// Every current holder, in slot order (empty when all permits are free). One read.
+    ///
+    /// # Errors
+    ///
+    /// Server errors, as [`try_acquire`](Self::try_acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// for holder in client.semaphore("encoders")?.with_permits(4)?.holders()? {
+    ///     println!("slot {}: {:?}", holder.slot(), holder.info());
+    /// }
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn holders(&self) -> Result<Vec<Holder>> {
+        let slots = self.read_slots()?;
+        Ok(slots
+            .into_iter()
+            .zip(1..)
+            .filter_map(|(item, slot)| item.map(|item| Holder::from_item(slot, &item)))
+            .collect())
+    }
+
     /// Who holds the lock now: `None` when it is free. One read; never shows the full token.
     ///
     /// # Errors
@@ -276,25 +369,7 @@ impl Semaphore {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn holder(&self) -> Result<Option<Holder>> {
-        let item = self
-            .target
-            .backend
-            .read(&self.target.key.wire)
-            .map_err(|failure| self.target.error("read", failure))?;
-        Ok(item.map(|item| {
-            let (token, info) = match item.value.iter().position(|&b| b == b'\n') {
-                Some(at) => (
-                    &item.value[..at],
-                    Some(String::from_utf8_lossy(&item.value[at + 1..]).into_owned()),
-                ),
-                None => (&item.value[..], None),
-            };
-            Holder {
-                info,
-                ttl: item.ttl.map(Duration::from_secs),
-                token_prefix: String::from_utf8_lossy(&token[..token.len().min(4)]).into_owned(),
-            }
-        }))
+        Ok(self.holders()?.into_iter().next())
     }
 
     /// The lock's name.
@@ -389,10 +464,10 @@ impl Semaphore {
     /// ```
     pub fn try_acquire(&self) -> Result<Option<Permit>> {
         let token = Token::generate();
-        let mut unsure = false;
+        let mut unsure = None;
         let outcome = self.attempt(&token, &mut unsure);
-        if unsure {
-            self.abandon(&token);
+        if let Some(key) = unsure {
+            self.abandon(&key, &token);
         }
         outcome
     }
@@ -427,7 +502,7 @@ impl Semaphore {
     /// ```
     pub fn wait_acquire(&self) -> Result<Permit> {
         let token = Token::generate();
-        let mut unsure = false;
+        let mut unsure = None;
         let outcome = wait::poll(self.name(), &self.policy, &mut RealClock, || {
             self.attempt(&token, &mut unsure)
         });
@@ -435,20 +510,22 @@ impl Semaphore {
             Err(Error::Timeout { .. }) if self.policy.get_steal_after_wait() => {
                 let started = Instant::now();
                 let value = self.value_for(&token);
+                let slot = rand::random_range(1..=self.permits);
+                let key = self.slot_key(slot);
                 let cas = self
                     .target
                     .backend
-                    .overwrite(&self.target.key.wire, &value, self.ttl_secs)
+                    .overwrite(&key, &value, self.ttl_secs)
                     .map_err(|failure| self.target.error("acquire", failure))?;
                 tracing::warn!(
                     lock = self.name(),
                     "took the lock by force after max_wait (steal_after_wait)"
                 );
-                Ok(self.permit(token, value, cas, started))
+                Ok(self.permit((key, slot), token, value, cas, started))
             }
             Err(error) => {
-                if unsure {
-                    self.abandon(&token);
+                if let Some(key) = unsure {
+                    self.abandon(&key, &token);
                 }
                 Err(error)
             }
@@ -478,24 +555,32 @@ impl Semaphore {
     pub fn resume(&self, token: &str) -> Result<Permit> {
         let token = Token::parse(token)?;
         let started = Instant::now();
-        let item = self
-            .target
-            .backend
-            .read(&self.target.key.wire)
-            .map_err(|failure| self.target.error("read", failure))?;
-        match item {
-            Some(item) if token.owns(&item.value) => {
-                let mut permit = self.permit(token, item.value, item.cas, started);
+        let slots = self.read_slots()?;
+        let mine = slots.iter().zip(1..).find_map(|(item, slot)| match item {
+            Some(item) if token.owns(&item.value) => Some((slot, item.clone())),
+            _ => None,
+        });
+        match mine {
+            Some((slot, item)) => {
+                let mut permit = self.permit(
+                    (self.slot_key(slot), slot),
+                    token,
+                    item.value,
+                    item.cas,
+                    started,
+                );
                 permit.set_remaining(item.ttl);
                 Ok(permit)
             }
-            Some(_) => Err(self.lost(crate::LostReason::HeldByOther)),
+            None if self.permits == 1 && slots[0].is_some() => {
+                Err(self.lost(crate::LostReason::HeldByOther))
+            }
             None => Err(self.lost(crate::LostReason::Missing)),
         }
     }
 
-    /// Whether somebody holds the lock now (or it is cooling down). One read; the answer may
-    /// be stale by the time you act on it — use [`try_acquire`](Self::try_acquire) to take it.
+    /// Whether every permit is taken now (for one permit: whether somebody holds the lock or
+    /// it is cooling down). One read; the answer may be stale by the time you act on it — use [`try_acquire`](Self::try_acquire) to take it.
     ///
     /// # Errors
     ///
@@ -510,12 +595,7 @@ impl Semaphore {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn is_locked(&self) -> Result<bool> {
-        let item = self
-            .target
-            .backend
-            .read(&self.target.key.wire)
-            .map_err(|failure| self.target.error("read", failure))?;
-        Ok(item.is_some())
+        Ok(self.read_slots()?.iter().all(Option::is_some))
     }
 
     fn lost(&self, reason: crate::LostReason) -> Error {
@@ -525,9 +605,17 @@ impl Semaphore {
         }
     }
 
-    fn permit(&self, token: Token, value: Vec<u8>, cas: u64, started: Instant) -> Permit {
+    fn permit(
+        &self,
+        slot: (Vec<u8>, u32),
+        token: Token,
+        value: Vec<u8>,
+        cas: u64,
+        started: Instant,
+    ) -> Permit {
         Permit::new(
             Arc::clone(&self.target),
+            slot,
             token,
             value,
             cas,
@@ -537,36 +625,101 @@ impl Semaphore {
         )
     }
 
-    /// One add; `unsure` says an earlier add with this token may have landed unseen.
-    fn attempt(&self, token: &Token, unsure: &mut bool) -> Result<Option<Permit>> {
+    /// The key of permit `slot` (from 1): slot 1 is the Perl module's key.
+    fn slot_key(&self, slot: u32) -> Vec<u8> {
+        let mut key = self.target.key.wire.clone();
+        if slot > 1 {
+            key.extend_from_slice(format!("#{slot}").as_bytes());
+        }
+        key
+    }
+
+    /// Reads every slot in one round trip.
+    fn read_slots(&self) -> Result<Vec<Option<Item>>> {
         let backend = &self.target.backend;
-        let key = &self.target.key.wire;
-        let value = self.value_for(token);
-        let value = value.as_slice();
+        let outcome = match self.permits {
+            1 => backend.read(&self.target.key.wire).map(|item| vec![item]),
+            n => backend.read_many(&(1..=n).map(|slot| self.slot_key(slot)).collect::<Vec<_>>()),
+        };
+        outcome.map_err(|failure| self.target.error("read", failure))
+    }
+
+    /// One acquire attempt. `unsure` names a slot key where an earlier add with this token
+    /// may have landed unseen.
+    fn attempt(&self, token: &Token, unsure: &mut Option<Vec<u8>>) -> Result<Option<Permit>> {
+        if self.permits == 1 {
+            return self.add_slot(1, token, unsure);
+        }
+        let slots = self.read_slots()?;
         let started = Instant::now();
-        let added = match backend.add(key, value, self.ttl_secs) {
+        let mut free = Vec::new();
+        for (item, slot) in slots.into_iter().zip(1..) {
+            match item {
+                Some(item) if token.owns(&item.value) => {
+                    // An earlier add of ours landed after all.
+                    *unsure = None;
+                    let permit = self.permit(
+                        (self.slot_key(slot), slot),
+                        token.clone(),
+                        item.value,
+                        item.cas,
+                        started,
+                    );
+                    return Ok(Some(permit));
+                }
+                Some(_) => {}
+                None => free.push(slot),
+            }
+        }
+        // Try the free slots in random order, so that waiters spread over them.
+        while !free.is_empty() {
+            let slot = free.swap_remove(rand::random_range(0..free.len()));
+            if let Some(permit) = self.add_slot(slot, token, unsure)? {
+                return Ok(Some(permit));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Adds the key of `slot` with this token, settling a lost reply by asking again.
+    fn add_slot(
+        &self,
+        slot: u32,
+        token: &Token,
+        unsure: &mut Option<Vec<u8>>,
+    ) -> Result<Option<Permit>> {
+        let backend = &self.target.backend;
+        let key = self.slot_key(slot);
+        let value = self.value_for(token);
+        let started = Instant::now();
+        let added = match backend.add(&key, &value, self.ttl_secs) {
             Err(Failure::Ambiguous(_)) => {
                 // The add may have landed. Asking again with the same token settles it: a
                 // second add either stores (ours now) or finds the key, whose value tells.
-                *unsure = true;
-                backend.add(key, value, self.ttl_secs)
+                *unsure = Some(key.clone());
+                backend.add(&key, &value, self.ttl_secs)
             }
             other => other,
         };
+        let unsure_here = unsure.as_deref() == Some(key.as_slice());
         match added {
             Ok(Added::Stored { cas }) => {
-                *unsure = false;
+                if unsure_here {
+                    *unsure = None;
+                }
                 Ok(Some(self.permit(
+                    (key, slot),
                     token.clone(),
-                    value.to_vec(),
+                    value,
                     cas,
                     started,
                 )))
             }
-            Ok(Added::Exists) if *unsure => match backend.read(key) {
+            Ok(Added::Exists) if unsure_here => match backend.read(&key) {
                 Ok(Some(item)) if token.owns(&item.value) => {
-                    *unsure = false;
+                    *unsure = None;
                     Ok(Some(self.permit(
+                        (key, slot),
                         token.clone(),
                         item.value,
                         item.cas,
@@ -577,14 +730,13 @@ impl Semaphore {
                 Err(failure) => Err(self.target.error("acquire", failure)),
             },
             Ok(Added::Exists) => Ok(None),
-            Err(Failure::Unavailable(source)) if *unsure => {
+            Err(Failure::Unavailable(source)) if unsure_here => {
                 Err(self.target.error("acquire", Failure::Ambiguous(source)))
             }
             Err(failure) => Err(self.target.error("acquire", failure)),
         }
     }
 
-    /// The value stored for a permit: the token, then the holder info if any.
     fn value_for(&self, token: &Token) -> Vec<u8> {
         let mut value = token.as_str().as_bytes().to_vec();
         if let Some(info) = &self.info {
@@ -595,12 +747,27 @@ impl Semaphore {
     }
 
     /// Hands a token whose add may have landed unseen to the background clean-up.
-    fn abandon(&self, token: &Token) {
-        self.target.janitor().clean_up(
-            &self.target.backend,
-            &self.target.key.wire,
-            token,
-            self.ttl_secs,
-        );
+    fn abandon(&self, key: &[u8], token: &Token) {
+        self.target
+            .janitor()
+            .clean_up(&self.target.backend, key, token, self.ttl_secs);
+    }
+}
+
+impl Holder {
+    fn from_item(slot: u32, item: &Item) -> Holder {
+        let (token, info) = match item.value.iter().position(|&b| b == b'\n') {
+            Some(at) => (
+                &item.value[..at],
+                Some(String::from_utf8_lossy(&item.value[at + 1..]).into_owned()),
+            ),
+            None => (&item.value[..], None),
+        };
+        Holder {
+            slot,
+            info,
+            ttl: item.ttl.map(Duration::from_secs),
+            token_prefix: String::from_utf8_lossy(&token[..token.len().min(4)]).into_owned(),
+        }
     }
 }

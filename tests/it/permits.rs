@@ -1,0 +1,118 @@
+//! Counting semaphores: N permits on one name.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use memsem::WaitPolicy;
+
+use crate::harness::{Memcached, unique};
+
+#[test]
+fn n_permits_admit_exactly_n_holders_in_distinct_slots() {
+    let server = Memcached::start();
+    let name = unique("slots");
+    let sem = server
+        .client()
+        .semaphore(&name)
+        .unwrap()
+        .with_permits(3)
+        .unwrap()
+        .with_info("t")
+        .unwrap();
+    let permits: Vec<_> = (0..3)
+        .map(|_| sem.try_acquire().unwrap().expect("a free permit"))
+        .collect();
+    let mut slots: Vec<u32> = permits.iter().map(|p| p.slot()).collect();
+    slots.sort();
+    assert_eq!(slots, [1, 2, 3]);
+    assert!(
+        sem.try_acquire().unwrap().is_none(),
+        "a fourth holder must wait"
+    );
+    assert!(sem.is_locked().unwrap(), "all permits taken");
+    let holders = sem.holders().unwrap();
+    assert_eq!(
+        holders.iter().map(|h| h.slot()).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    // Slot 1 is the Perl module's key; the others add "#k".
+    let mut raw = server.raw();
+    for permit in &permits {
+        let key = match permit.slot() {
+            1 => format!("__lock__{name}"),
+            k => format!("__lock__{name}#{k}"),
+        };
+        let value = raw.get(key.as_bytes()).expect("slot key stored");
+        assert!(value.starts_with(permit.token().as_bytes()));
+    }
+    let mut permits = permits.into_iter();
+    let first = permits.next().unwrap();
+    let freed = first.slot();
+    first.release().unwrap();
+    assert!(!sem.is_locked().unwrap());
+    let next = sem
+        .try_acquire()
+        .unwrap()
+        .expect("a released permit is reusable");
+    assert_eq!(next.slot(), freed);
+    // A permit of any slot can be resumed by its token.
+    let resumed = server
+        .client()
+        .semaphore(&name)
+        .unwrap()
+        .with_permits(3)
+        .unwrap()
+        .resume(next.token())
+        .unwrap();
+    assert_eq!(resumed.slot(), freed);
+    resumed.forget();
+}
+
+#[test]
+fn concurrency_never_exceeds_the_permits_and_all_are_used() {
+    let server = Memcached::start();
+    let name = unique("concurrency");
+    let (threads, rounds, permits) = (8, 25, 3);
+    let inside = Arc::new(AtomicU32::new(0));
+    let most = Arc::new(AtomicU32::new(0));
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let sem = server
+                .client()
+                .semaphore(&name)
+                .unwrap()
+                .with_permits(permits)
+                .unwrap()
+                .with_wait_policy(
+                    WaitPolicy::new()
+                        .poll_time(Duration::from_millis(2))
+                        .max_wait(Duration::from_secs(60)),
+                );
+            let (inside, most) = (Arc::clone(&inside), Arc::clone(&most));
+            thread::spawn(move || {
+                for _ in 0..rounds {
+                    let permit = sem.wait_acquire().unwrap();
+                    let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    thread::sleep(Duration::from_millis(5)); // the work
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                    permit.release().unwrap();
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let most = most.load(Ordering::SeqCst);
+    println!(
+        "{threads} threads x {rounds} rounds on {permits} permits: at most {most} inside at once"
+    );
+    assert!(
+        most <= permits,
+        "{most} holders at once with {permits} permits"
+    );
+    assert_eq!(most, permits, "every permit was usable");
+}
