@@ -89,6 +89,7 @@
 mod client;
 mod error;
 mod janitor;
+mod keepalive;
 mod key;
 mod memcached;
 mod permit;
@@ -99,6 +100,7 @@ mod wait;
 
 pub use client::{Client, ClientBuilder};
 pub use error::{Cause, Error, LostReason, Result};
+pub use keepalive::KeepAlive;
 pub use permit::Permit;
 pub use routing::{Routing, ServerSpec};
 pub use semaphore::{DEFAULT_TTL, Holder, MAX_INFO_BYTES, MAX_PERMITS, Semaphore};
@@ -122,6 +124,7 @@ mod tests {
         check::<crate::WaitPolicy>();
         check::<crate::Error>();
         check::<crate::Holder>();
+        check::<crate::KeepAlive>();
         check::<crate::routing::Ring>();
     }
 }

@@ -303,6 +303,23 @@ impl Permit {
         self.token.as_str().to_string()
     }
 
+    /// Hands the permit to a background thread that refreshes its lease every third of its
+    /// TTL until it is released or dropped, and flags the lock as lost when a refresh finds
+    /// it gone (see [`KeepAlive`](crate::KeepAlive)).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let held = client.semaphore("long-job")?.wait_acquire()?.keep_alive();
+    /// // ... work for longer than the TTL ...
+    /// held.release()?;
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn keep_alive(self) -> crate::KeepAlive {
+        crate::KeepAlive::start(self)
+    }
+
     /// Deletes the key (or cools it down), owner-checked.
     fn give_back(&mut self) -> Result<()> {
         let target = Arc::clone(&self.target);

@@ -2,6 +2,7 @@
 
 mod faults;
 mod harness;
+mod keepalive;
 mod permits;
 mod processes;
 mod routing;

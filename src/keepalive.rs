@@ -1,0 +1,270 @@
+//! [`KeepAlive`]: a permit whose lease is refreshed in the background while it is held.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::permit::Permit;
+
+/// A permit kept alive by a background thread that refreshes its lease every third of its
+/// TTL, so the protected work may run far longer than the TTL while a crashed process still
+/// frees the lock within one TTL. Get one from [`Permit::keep_alive`].
+///
+/// When a refresh finds the lock gone or taken by somebody else — or cannot reach the server
+/// before the lease ends — the keep-alive stops and the permit counts as lost: poll
+/// [`is_lost`](KeepAlive::is_lost) between steps of the work, or block on
+/// [`wait_lost`](KeepAlive::wait_lost) in a watchdog thread, and stop the protected work.
+///
+/// Dropping it stops the refreshing and releases the lock.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// let client = memsem::Client::connect("127.0.0.1:11211")?;
+/// let sem = client.semaphore("reindex")?.with_ttl(Duration::from_secs(30))?;
+/// let held = sem.wait_acquire()?.keep_alive();
+/// for batch in 0..1000 {
+///     if held.is_lost() {
+///         eprintln!("lost the lock at batch {batch}: {:?}", held.lost_reason());
+///         break;
+///     }
+///     // ... one batch of work, however long the whole job takes ...
+/// }
+/// held.release()?;
+/// # Ok::<(), memsem::Error>(())
+/// ```
+#[must_use = "the lock is released as soon as the keep-alive is dropped"]
+#[clippy::has_significant_drop]
+#[derive(Debug)]
+pub struct KeepAlive {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Debug)]
+struct State {
+    permit: Option<Permit>,
+    stopping: bool,
+    lost: Option<String>,
+}
+
+fn lock(shared: &Shared) -> MutexGuard<'_, State> {
+    shared
+        .state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl KeepAlive {
+    pub(crate) fn start(permit: Permit) -> KeepAlive {
+        let ttl = permit.ttl();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                permit: Some(permit),
+                stopping: false,
+                lost: None,
+            }),
+            changed: Condvar::new(),
+        });
+        // A lock without expiry needs no refreshing.
+        let thread = ttl.and_then(|ttl| {
+            let worker = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("memsem-keepalive".into())
+                .spawn(move || refresh_loop(&worker, ttl))
+                .map_err(|error| tracing::warn!(%error, "cannot start the keep-alive thread"))
+                .ok()
+        });
+        KeepAlive { shared, thread }
+    }
+
+    /// Whether the lock was found lost (or the lease ran out unrefreshed). Never blocks on
+    /// the network.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let held = client.semaphore("job")?.wait_acquire()?.keep_alive();
+    /// assert!(!held.is_lost());
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn is_lost(&self) -> bool {
+        lock(&self.shared).lost.is_some()
+    }
+
+    /// Why the lock was lost, once it is.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let held = client.semaphore("job")?.wait_acquire()?.keep_alive();
+    /// assert_eq!(held.lost_reason(), None);
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn lost_reason(&self) -> Option<String> {
+        lock(&self.shared).lost.clone()
+    }
+
+    /// Blocks until the lock is lost (`true`) or `timeout` passes (`false`): the
+    /// notification a watchdog thread waits on.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let held = client.semaphore("job")?.wait_acquire()?.keep_alive();
+    /// if held.wait_lost(Duration::from_secs(5)) {
+    ///     eprintln!("lost: stop the work");
+    /// }
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn wait_lost(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = lock(&self.shared);
+        while state.lost.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state = match self.shared.changed.wait_timeout(state, left) {
+                Ok((state, _)) => state,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        true
+    }
+
+    /// The permit's token (see [`Permit::token`]).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let held = client.semaphore("job")?.wait_acquire()?.keep_alive();
+    /// assert_eq!(held.token().len(), 32);
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn token(&self) -> String {
+        lock(&self.shared)
+            .permit
+            .as_ref()
+            .map(|p| p.token().to_string())
+            .unwrap_or_default()
+    }
+
+    /// Stops refreshing and releases the lock (as [`Permit::release`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Permit::release`]; [`Error::LockLost`] when the keep-alive had found it lost.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let held = client.semaphore("job")?.wait_acquire()?.keep_alive();
+    /// held.release()?;
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn release(mut self) -> Result<()> {
+        match self.stop() {
+            Some(permit) => permit.release(),
+            None => Err(Error::Protocol {
+                server: String::new(),
+                detail: "keep-alive holds no permit".into(),
+            }),
+        }
+    }
+
+    /// Stops refreshing and gives the permit back to the caller, still held.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let held = client.semaphore("job")?.wait_acquire()?.keep_alive();
+    /// let permit = held.into_permit().expect("still there");
+    /// permit.release()?;
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn into_permit(mut self) -> Option<Permit> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Option<Permit> {
+        {
+            let mut state = lock(&self.shared);
+            state.stopping = true;
+        }
+        self.shared.changed.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        lock(&self.shared).permit.take()
+    }
+}
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        // Dropping the permit releases it.
+        drop(self.stop());
+    }
+}
+
+fn refresh_loop(shared: &Shared, ttl: Duration) {
+    let interval = ttl / 3;
+    let mut state = lock(shared);
+    loop {
+        let due = Instant::now() + interval;
+        while !state.stopping && Instant::now() < due {
+            let left = due.saturating_duration_since(Instant::now());
+            state = match shared.changed.wait_timeout(state, left) {
+                Ok((state, _)) => state,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        if state.stopping {
+            return;
+        }
+        let Some(mut permit) = state.permit.take() else {
+            return;
+        };
+        // Refresh without holding the lock, so that is_lost() and stop() never wait on the
+        // network.
+        drop(state);
+        let outcome = permit.refresh(ttl);
+        let expired = permit.expires_at().is_some_and(|at| Instant::now() >= at);
+        let lost = match outcome {
+            Ok(()) => None,
+            Err(error @ Error::LockLost { .. }) => Some(error.to_string()),
+            Err(error) if expired => Some(format!(
+                "the lease ran out while refreshing failed: {error}"
+            )),
+            Err(error) => {
+                tracing::warn!(lock = permit.name(), %error, "refreshing the lease failed; retrying");
+                None
+            }
+        };
+        state = lock(shared);
+        if let Some(reason) = lost {
+            tracing::warn!(lock = permit.name(), reason, "lock lost");
+            state.lost = Some(reason);
+            // The lock is not ours any more: nothing to release.
+            permit.forget();
+            shared.changed.notify_all();
+            return;
+        }
+        state.permit = Some(permit);
+    }
+}
