@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use memcache::exp::{
-    Delete, Get, GetResult, Meta, MetaClient, MutationResult, MutationStatus, Set, SetMode,
+    Arithmetic, ArithmeticResult, Delete, Get, GetResult, Meta, MetaClient, MutationResult,
+    MutationStatus, Op, Set, SetMode,
 };
 
 use crate::error::Cause;
@@ -117,6 +118,60 @@ impl Backend {
         }
     }
 
+    /// The add of [`add`](Self::add) and, in the same round trip right after it, an
+    /// increment of the counter `fence_key` (created at `initial` when missing). Because the
+    /// increment follows the add on one connection, a holder's number is drawn before it can
+    /// release, so the next holder's number is larger.
+    pub(crate) fn add_fenced(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: u32,
+        fence_key: &[u8],
+        initial: u64,
+    ) -> Outcome<(Added, Outcome<u64>)> {
+        let add = Set::new(key, value)
+            .mode(SetMode::Add)
+            .ttl_raw(ttl)
+            .return_cas();
+        let fence = Arithmetic::new(fence_key).initial(initial, FENCE_TTL);
+        let mut replies = self
+            .client
+            .run_batch([Op::from(add), Op::from(fence)])
+            .map_err(classify)?
+            .into_iter();
+        let (Some(add), Some(fence)) = (replies.next(), replies.next()) else {
+            return Err(Failure::Protocol("batch reply missing".into()));
+        };
+        let add = add.map_err(classify)?;
+        let added = match add.as_mutation() {
+            Some(reply) if reply.status == MutationStatus::Applied => Added::Stored {
+                cas: cas_of(reply)?,
+            },
+            Some(reply) if reply.status == MutationStatus::AlreadyExists => Added::Exists,
+            _ => return Err(Failure::Protocol(format!("add answered {add:?}"))),
+        };
+        // The add's outcome stands even when the counter failed: a stored lock must reach
+        // the caller, who then releases it.
+        let fence = fence.map_err(classify).and_then(|fence| {
+            fence
+                .as_arithmetic()
+                .and_then(counter_of)
+                .ok_or_else(|| Failure::Protocol(format!("fence counter answered {fence:?}")))
+        });
+        Ok((added, fence))
+    }
+
+    /// Increments the counter `fence_key` (created at `initial` when missing).
+    pub(crate) fn next_fence(&self, fence_key: &[u8], initial: u64) -> Outcome<u64> {
+        let reply = self
+            .client
+            .run(Arithmetic::new(fence_key).initial(initial, FENCE_TTL))
+            .map_err(classify)?;
+        counter_of(&reply)
+            .ok_or_else(|| Failure::Protocol(format!("fence counter answered {reply:?}")))
+    }
+
     /// `ms <key> T<ttl> c`: stores `value` whatever is there (the unsafe "steal").
     pub(crate) fn overwrite(&self, key: &[u8], value: &[u8], ttl: u32) -> Outcome<u64> {
         let reply = self
@@ -215,6 +270,16 @@ fn classify(error: memcache::exp::Error) -> Failure {
         E::Io(_) | E::Timeout { .. } | E::Server(_) => Failure::Unavailable(Box::new(error)),
         other => Failure::Protocol(other.to_string()),
     }
+}
+
+/// How long an untouched fencing counter lives (30 days, memcached's longest relative TTL);
+/// when it is gone, the next number restarts from the clock.
+const FENCE_TTL: u32 = 30 * 24 * 3600;
+
+fn counter_of(reply: &ArithmeticResult) -> Option<u64> {
+    (reply.status == MutationStatus::Applied)
+        .then_some(reply.value)
+        .flatten()
 }
 
 fn item_of(reply: GetResult) -> Outcome<Option<Item>> {

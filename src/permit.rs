@@ -35,6 +35,7 @@ pub struct Permit {
     target: Arc<Target>,
     key: Vec<u8>,
     slot: u32,
+    fence: Option<u64>,
     token: Token,
     value: Vec<u8>,
     cas: u64,
@@ -68,6 +69,7 @@ impl Permit {
             target,
             key,
             slot,
+            fence: None,
             token,
             value,
             cas,
@@ -77,6 +79,30 @@ impl Permit {
             expires_at,
             armed: true,
         }
+    }
+
+    pub(crate) fn set_fence(&mut self, fence: Option<u64>) {
+        self.fence = fence;
+    }
+
+    /// The fencing token of this acquisition, when the semaphore hands them out (see
+    /// [`Semaphore::with_fencing`](crate::Semaphore::with_fencing)): larger than the number of
+    /// every earlier holder of the lock. `None` without fencing, and for a permit picked up
+    /// with [`resume`](crate::Semaphore::resume).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let sem = client.semaphore("ledger")?.with_fencing()?;
+    /// let first = sem.wait_acquire()?;
+    /// let a = first.fence().unwrap();
+    /// first.release()?;
+    /// assert!(sem.wait_acquire()?.fence().unwrap() > a);
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn fence(&self) -> Option<u64> {
+        self.fence
     }
 
     /// Sets the expiry from the seconds the server says are left (`None`: never).
@@ -433,6 +459,7 @@ impl fmt::Debug for Permit {
         f.debug_struct("Permit")
             .field("name", &self.target.name)
             .field("slot", &self.slot)
+            .field("fence", &self.fence)
             .field("server", &self.target.backend.address())
             .field("token", &self.token)
             .field("ttl", &self.ttl())

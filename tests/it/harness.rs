@@ -61,18 +61,48 @@ impl Memcached {
 
     /// Starts memcached with extra arguments (for example `-m 1` for a tiny cache).
     pub fn start_with(args: &[&str]) -> Memcached {
+        Memcached::launch(args, None)
+    }
+
+    /// Starts memcached on a fixed host port, so that it keeps its address across
+    /// [`restart`](Self::restart).
+    pub fn start_pinned() -> Memcached {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Memcached::launch(&[], Some(port))
+    }
+
+    /// Restarts the server process: memcached forgets every key.
+    pub fn restart(&self) {
+        docker(&["restart", "-t", "0", self.container.id()]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !answers(&self.address()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "memcached did not come back after a restart"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn launch(args: &[&str], pinned: Option<u16>) -> Memcached {
         ensure_image();
         let mut cmd = vec!["-vv", "-l", "0.0.0.0", "-p", "11211"];
         cmd.extend_from_slice(args);
-        let container = GenericImage::new(IMAGE, TAG)
+        let mut request = GenericImage::new(IMAGE, TAG)
             .with_exposed_port(ContainerPort::Tcp(11211))
             .with_wait_for(WaitFor::message_on_stderr("server listening"))
             .with_cmd(cmd)
-            .with_label(LABEL, "1")
-            .start()
-            .unwrap_or_else(|e| {
-                panic!("cannot start memcached container ({e}): {HOW_TO_GET_DOCKER}")
-            });
+            .with_label(LABEL, "1");
+        if let Some(port) = pinned {
+            request = request.with_mapped_port(port, ContainerPort::Tcp(11211));
+        }
+        let container = request.start().unwrap_or_else(|e| {
+            panic!("cannot start memcached container ({e}): {HOW_TO_GET_DOCKER}")
+        });
         let port = container.get_host_port_ipv4(11211).expect("mapped port");
         Memcached { container, port }
     }
@@ -109,6 +139,24 @@ impl Memcached {
     pub fn raw(&self) -> Raw {
         Raw::connect(&self.address())
     }
+}
+
+/// Whether a memcached answers `version` at `address` (a bare connect is not enough:
+/// docker-proxy accepts connections while nothing listens behind it).
+fn answers(address: &str) -> bool {
+    let Ok(stream) = TcpStream::connect(address) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut writer = match stream.try_clone() {
+        Ok(writer) => writer,
+        Err(_) => return false,
+    };
+    if writer.write_all(b"version\r\n").is_err() {
+        return false;
+    }
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("VERSION")
 }
 
 fn docker(args: &[&str]) {

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, every test against a real memcached.
 
 mod faults;
+mod fencing;
 mod harness;
 mod keepalive;
 mod permits;
