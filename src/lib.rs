@@ -88,6 +88,7 @@
 
 mod client;
 mod error;
+mod holder;
 mod janitor;
 mod keepalive;
 mod key;

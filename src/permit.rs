@@ -284,10 +284,15 @@ impl Permit {
         let secs = whole_seconds(ttl, "the TTL")?;
         let started = Instant::now();
         let target = Arc::clone(&self.target);
-        let (key, value) = (self.key.clone(), self.value.clone());
+        // The holder record says when it was last refreshed (for reap_stale).
+        let (key, value) = (
+            self.key.clone(),
+            crate::holder::Record::refreshed(&self.value),
+        );
         let cas = self.checked_write("refresh", |cas| {
             target.backend.replace_if(&key, &value, cas, secs)
         })?;
+        self.value = value;
         self.cas = cas.unwrap_or(self.cas);
         self.ttl_secs = secs;
         self.expires_at = Some(started + Duration::from_secs(u64::from(secs)));

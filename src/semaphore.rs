@@ -1,10 +1,11 @@
 //! The [`Semaphore`] handle: a named lock and how to take it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::client::Target;
 use crate::error::{Error, Result};
+use crate::holder::{Meta, Record};
 use crate::memcached::{Added, Failure, Item, Outcome};
 use crate::permit::Permit;
 use crate::token::Token;
@@ -75,6 +76,7 @@ pub const MAX_INFO_BYTES: usize = 1024;
 pub struct Holder {
     slot: u32,
     info: Option<String>,
+    meta: Option<Meta>,
     ttl: Option<Duration>,
     token_prefix: String,
 }
@@ -109,6 +111,68 @@ impl Holder {
     /// ```
     pub fn info(&self) -> Option<&str> {
         self.info.as_deref()
+    }
+
+    /// The host name of the holder's machine; `None` for a holder that did not say (the
+    /// Perl module).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let sem = client.semaphore("deploy")?;
+    /// let _permit = sem.try_acquire()?;
+    /// println!("held on {:?}", sem.holder()?.unwrap().host());
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn host(&self) -> Option<&str> {
+        self.meta.as_ref().map(|meta| meta.host.as_str())
+    }
+
+    /// The holder's process id; `None` when unknown.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let sem = client.semaphore("deploy")?;
+    /// let _permit = sem.try_acquire()?;
+    /// assert_eq!(sem.holder()?.unwrap().pid(), Some(std::process::id()));
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn pid(&self) -> Option<u32> {
+        self.meta.as_ref().map(|meta| meta.pid)
+    }
+
+    /// When the holder acquired the lock, by the holder's clock; `None` when unknown.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let sem = client.semaphore("deploy")?;
+    /// let _permit = sem.try_acquire()?;
+    /// assert!(sem.holder()?.unwrap().acquired_at().is_some());
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn acquired_at(&self) -> Option<SystemTime> {
+        self.meta.as_ref().map(Meta::acquired_at)
+    }
+
+    /// When the holder last refreshed its lease (or acquired it), by the holder's clock;
+    /// what [`Semaphore::reap_stale`] compares.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let sem = client.semaphore("deploy")?;
+    /// let _permit = sem.try_acquire()?;
+    /// assert!(sem.holder()?.unwrap().refreshed_at().is_some());
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn refreshed_at(&self) -> Option<SystemTime> {
+        self.meta.as_ref().map(Meta::refreshed_at)
     }
 
     /// How long the lock has left, by the server's count; `None` when it never expires.
@@ -392,6 +456,53 @@ impl Semaphore {
             .zip(1..)
             .filter_map(|(item, slot)| item.map(|item| Holder::from_item(slot, &item)))
             .collect())
+    }
+
+    /// Removes the holders whose last refresh (by their own clock) is older than
+    /// `older_than` — what an operator does after a crash left a lock without expiry, or a
+    /// process hangs while holding one. Each removal is CAS-checked: a holder that refreshed
+    /// after the read is kept. Holders that store no refresh time (the Perl module) are
+    /// never reaped. Returns how many were removed. Compares clocks of different machines:
+    /// keep `older_than` well above any clock skew.
+    ///
+    /// # Errors
+    ///
+    /// Server errors, as [`try_acquire`](Self::try_acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let workers = client.semaphore("workers")?.with_permits(8)?;
+    /// let reaped = workers.reap_stale(Duration::from_secs(3600))?;
+    /// println!("cleared {reaped} stale holders");
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn reap_stale(&self, older_than: Duration) -> Result<u32> {
+        let cutoff = SystemTime::now()
+            .checked_sub(older_than)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut reaped = 0;
+        for (item, slot) in self.read_slots()?.into_iter().zip(1..) {
+            let Some(item) = item else { continue };
+            let stale = Record::decode(&item.value)
+                .meta
+                .is_some_and(|meta| meta.refreshed_at() < cutoff);
+            if !stale {
+                continue;
+            }
+            let outcome = self
+                .target
+                .backend
+                .delete_if(&self.slot_key(slot), item.cas)
+                .map_err(|failure| self.target.error("reap", failure))?;
+            if matches!(outcome, crate::memcached::Checked::Applied { .. }) {
+                tracing::info!(lock = self.name(), slot, "reaped a stale holder");
+                reaped += 1;
+            }
+        }
+        Ok(reaped)
     }
 
     /// Who holds the lock now: `None` when it is free. One read; never shows the full token.
@@ -810,12 +921,12 @@ impl Semaphore {
 
     /// The value stored for a permit: the token, then the holder info if any.
     fn value_for(&self, token: &Token) -> Vec<u8> {
-        let mut value = token.as_str().as_bytes().to_vec();
-        if let Some(info) = &self.info {
-            value.push(b'\n');
-            value.extend_from_slice(info.as_bytes());
+        Record {
+            token: token.as_str().as_bytes().to_vec(),
+            meta: Some(Meta::here()),
+            info: self.info.clone(),
         }
-        value
+        .encode()
     }
 
     /// Hands a token whose add may have landed unseen to the background clean-up.
@@ -828,16 +939,12 @@ impl Semaphore {
 
 impl Holder {
     fn from_item(slot: u32, item: &Item) -> Holder {
-        let (token, info) = match item.value.iter().position(|&b| b == b'\n') {
-            Some(at) => (
-                &item.value[..at],
-                Some(String::from_utf8_lossy(&item.value[at + 1..]).into_owned()),
-            ),
-            None => (&item.value[..], None),
-        };
+        let record = Record::decode(&item.value);
+        let token = &record.token;
         Holder {
             slot,
-            info,
+            info: record.info,
+            meta: record.meta,
             ttl: item.ttl.map(Duration::from_secs),
             token_prefix: String::from_utf8_lossy(&token[..token.len().min(4)]).into_owned(),
         }
@@ -847,8 +954,8 @@ impl Holder {
 /// Where a missing fencing counter restarts: the clock in microseconds, above every number
 /// handed out before an eviction or restart (see [`Semaphore::with_fencing`]).
 fn fence_floor() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_micros() as u64)
         .unwrap_or(0)
 }

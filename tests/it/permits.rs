@@ -116,3 +116,63 @@ fn concurrency_never_exceeds_the_permits_and_all_are_used() {
     );
     assert_eq!(most, permits, "every permit was usable");
 }
+
+#[test]
+fn holders_show_host_pid_times_and_info() {
+    let server = Memcached::start();
+    let name = unique("holders");
+    let sem = server
+        .client()
+        .semaphore(&name)
+        .unwrap()
+        .with_permits(2)
+        .unwrap()
+        .with_info("batch 7")
+        .unwrap();
+    let _a = sem.try_acquire().unwrap().unwrap();
+    let holders = sem.holders().unwrap();
+    assert_eq!(holders.len(), 1);
+    let holder = &holders[0];
+    assert_eq!(holder.pid(), Some(std::process::id()));
+    assert!(holder.host().is_some_and(|h| !h.is_empty()));
+    assert_eq!(holder.info(), Some("batch 7"));
+    let acquired = holder.acquired_at().unwrap();
+    assert!(acquired.elapsed().unwrap() < Duration::from_secs(60));
+    assert_eq!(holder.refreshed_at(), Some(acquired));
+}
+
+#[test]
+fn reap_stale_removes_only_holders_not_refreshed_within_the_cutoff() {
+    let server = Memcached::start();
+    let name = unique("reap");
+    let sem = server
+        .client()
+        .semaphore(&name)
+        .unwrap()
+        .with_permits(3)
+        .unwrap()
+        .without_expiry();
+    // A Perl-style holder (a bare token, no refresh time) in slot 3: never reaped.
+    let mut raw = server.raw();
+    let perl_key = format!("__lock__{name}#3");
+    raw.set(perl_key.as_bytes(), b"0123456789abcdef0123456789abcdef", 0);
+    let stale = sem.try_acquire().unwrap().unwrap().forget(); // a crashed holder
+    let mut alive = sem.try_acquire().unwrap().unwrap();
+    // Let the holders age past the cutoff, then the live one refreshes.
+    std::thread::sleep(Duration::from_millis(1200));
+    alive.refresh(Duration::from_secs(60)).unwrap();
+    assert_eq!(sem.reap_stale(Duration::from_secs(1)).unwrap(), 1);
+    let left = sem.holders().unwrap();
+    assert_eq!(
+        left.len(),
+        2,
+        "the refreshed holder and the Perl holder are left"
+    );
+    assert!(alive.is_held().unwrap());
+    assert!(
+        sem.resume(&stale).unwrap_err().is_lock_lost(),
+        "the stale holder is gone"
+    );
+    assert!(raw.get(perl_key.as_bytes()).is_some());
+    alive.release().unwrap();
+}

@@ -1,0 +1,213 @@
+//! What a lock's value says about its holder: the token, then a line of metadata (host, pid,
+//! acquire and refresh times), then the caller's info.
+//!
+//! ```text
+//! 1f0c…32 hex…\nmemsem1 host=web-3 pid=4242 acquired=1763840000123 refreshed=1763840030456\nnightly import
+//! ```
+//!
+//! A value without the metadata line (the Perl module stores the bare token) is a holder
+//! about which nothing else is known.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const MARK: &str = "memsem1 ";
+
+/// This process's host name, as the kernel knows it (no spaces, never empty).
+fn host_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let clean: String = raw
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .collect();
+    if clean.is_empty() {
+        "unknown".to_string()
+    } else {
+        clean
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The metadata of a holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Meta {
+    pub(crate) host: String,
+    pub(crate) pid: u32,
+    pub(crate) acquired_ms: u64,
+    pub(crate) refreshed_ms: u64,
+}
+
+impl Meta {
+    /// The metadata of this process, acquiring now.
+    pub(crate) fn here() -> Meta {
+        let now = now_ms();
+        Meta {
+            host: host_name(),
+            pid: std::process::id(),
+            acquired_ms: now,
+            refreshed_ms: now,
+        }
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "{MARK}host={} pid={} acquired={} refreshed={}",
+            self.host, self.pid, self.acquired_ms, self.refreshed_ms
+        )
+    }
+
+    fn parse(line: &str) -> Option<Meta> {
+        let fields = line.strip_prefix(MARK)?;
+        let mut meta = Meta {
+            host: String::new(),
+            pid: 0,
+            acquired_ms: 0,
+            refreshed_ms: 0,
+        };
+        for field in fields.split(' ') {
+            let (name, value) = field.split_once('=')?;
+            match name {
+                "host" => meta.host = value.to_string(),
+                "pid" => meta.pid = value.parse().ok()?,
+                "acquired" => meta.acquired_ms = value.parse().ok()?,
+                "refreshed" => meta.refreshed_ms = value.parse().ok()?,
+                _ => {}
+            }
+        }
+        Some(meta)
+    }
+
+    pub(crate) fn acquired_at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.acquired_ms)
+    }
+
+    pub(crate) fn refreshed_at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.refreshed_ms)
+    }
+}
+
+/// A lock value taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Record {
+    pub(crate) token: Vec<u8>,
+    pub(crate) meta: Option<Meta>,
+    pub(crate) info: Option<String>,
+}
+
+impl Record {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut value = self.token.clone();
+        if let Some(meta) = &self.meta {
+            value.push(b'\n');
+            value.extend_from_slice(meta.line().as_bytes());
+        }
+        if let Some(info) = &self.info {
+            value.push(b'\n');
+            value.extend_from_slice(info.as_bytes());
+        }
+        value
+    }
+
+    pub(crate) fn decode(value: &[u8]) -> Record {
+        let mut parts = value.splitn(2, |&b| b == b'\n');
+        let token = parts.next().unwrap_or_default().to_vec();
+        let rest = parts
+            .next()
+            .map(|rest| String::from_utf8_lossy(rest).into_owned());
+        let Some(rest) = rest else {
+            return Record {
+                token,
+                meta: None,
+                info: None,
+            };
+        };
+        let (first, after) = match rest.split_once('\n') {
+            Some((first, after)) => (first.to_string(), Some(after.to_string())),
+            None => (rest.clone(), None),
+        };
+        match Meta::parse(&first) {
+            Some(meta) => Record {
+                token,
+                meta: Some(meta),
+                info: after,
+            },
+            None => Record {
+                token,
+                meta: None,
+                info: Some(rest),
+            },
+        }
+    }
+
+    /// The same record, refreshed now.
+    pub(crate) fn refreshed(value: &[u8]) -> Vec<u8> {
+        let mut record = Record::decode(value);
+        match record.meta.as_mut() {
+            Some(meta) => meta.refreshed_ms = now_ms(),
+            None => return value.to_vec(),
+        }
+        record.encode()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_token_meta_and_info() {
+        let record = Record {
+            token: b"abc".to_vec(),
+            meta: Some(Meta::here()),
+            info: Some("job\nwith lines".into()),
+        };
+        assert_eq!(Record::decode(&record.encode()), record);
+    }
+
+    #[test]
+    fn perl_values_are_a_bare_token() {
+        let record = Record::decode(b"0123456789abcdef0123456789abcdef");
+        assert_eq!(record.token, b"0123456789abcdef0123456789abcdef");
+        assert_eq!((record.meta, record.info), (None, None));
+    }
+
+    #[test]
+    fn foreign_second_lines_are_info() {
+        let record = Record::decode(b"tok\nsomething else");
+        assert_eq!(record.meta, None);
+        assert_eq!(record.info.as_deref(), Some("something else"));
+    }
+
+    #[test]
+    fn refresh_moves_only_the_refresh_time() {
+        let mut meta = Meta::here();
+        meta.refreshed_ms = 5;
+        meta.acquired_ms = 5;
+        let value = Record {
+            token: b"t".to_vec(),
+            meta: Some(meta),
+            info: None,
+        }
+        .encode();
+        let refreshed = Record::decode(&Record::refreshed(&value));
+        let meta = refreshed.meta.unwrap();
+        assert_eq!(meta.acquired_ms, 5);
+        assert!(meta.refreshed_ms > 5);
+        assert_eq!(Record::refreshed(b"bare"), b"bare");
+    }
+
+    #[test]
+    fn host_names_have_no_spaces() {
+        let host = host_name();
+        assert!(!host.is_empty() && !host.contains(' '));
+    }
+}
