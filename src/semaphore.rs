@@ -789,6 +789,15 @@ impl Semaphore {
         key
     }
 
+    /// The value of every slot, `None` where free: one round trip.
+    pub(crate) fn slot_values(&self) -> Result<Vec<Option<Vec<u8>>>> {
+        Ok(self
+            .read_slots()?
+            .into_iter()
+            .map(|item| item.map(|item| item.value))
+            .collect())
+    }
+
     /// Reads every slot in one round trip.
     fn read_slots(&self) -> Result<Vec<Option<Item>>> {
         let backend = &self.target.backend;
@@ -801,7 +810,11 @@ impl Semaphore {
 
     /// One acquire attempt. `unsure` names a slot key where an earlier add with this token
     /// may have landed unseen.
-    fn attempt(&self, token: &Token, unsure: &mut Option<Vec<u8>>) -> Result<Option<Permit>> {
+    pub(crate) fn attempt(
+        &self,
+        token: &Token,
+        unsure: &mut Option<Vec<u8>>,
+    ) -> Result<Option<Permit>> {
         if self.permits == 1 {
             return self.add_slot(1, token, unsure);
         }
@@ -930,7 +943,7 @@ impl Semaphore {
     }
 
     /// Hands a token whose add may have landed unseen to the background clean-up.
-    fn abandon(&self, key: &[u8], token: &Token) {
+    pub(crate) fn abandon(&self, key: &[u8], token: &Token) {
         self.target
             .janitor()
             .clean_up(&self.target.backend, key, token, self.ttl_secs);

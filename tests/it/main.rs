@@ -4,6 +4,7 @@ mod faults;
 mod fencing;
 mod harness;
 mod keepalive;
+mod keyed;
 mod permits;
 mod processes;
 mod routing;
