@@ -252,6 +252,27 @@ fn deleting_the_key_during_a_run_stops_the_command_and_exits_75() {
 }
 
 #[test]
+fn command_that_ignores_sigterm_after_a_lost_lease_is_killed() {
+    let server = Memcached::start();
+    let name = unique("cli-lost-kill");
+    let dir = scratch();
+    let script = format!(
+        "trap '' TERM; touch {d}/started; while :; do sleep 0.05; done",
+        d = dir.display()
+    );
+    let run = spawn_run(
+        &server,
+        &["--ttl", "2s", "--kill-after", "300ms"],
+        &name,
+        &script,
+    );
+    wait_for_file(&dir.join("started"));
+    assert!(server.raw().delete(&lock_key(&name)));
+    let run = wait_with_deadline(run);
+    assert_eq!(run.status.code(), Some(75), "{}", stderr(&run));
+}
+
+#[test]
 fn on_lost_warn_lets_the_command_finish() {
     let server = Memcached::start();
     let name = unique("cli-lost-warn");

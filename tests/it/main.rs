@@ -1,5 +1,6 @@
 //! Integration tests: one binary, every test against a real memcached.
 
+#[cfg(feature = "cli")]
 mod cli;
 mod faults;
 mod harness;

@@ -175,6 +175,7 @@ pub fn hostname() -> String {
 struct StatusLine {
     enabled: bool,
     shown: bool,
+    last: String,
 }
 
 impl StatusLine {
@@ -182,11 +183,13 @@ impl StatusLine {
         StatusLine {
             enabled,
             shown: false,
+            last: String::new(),
         }
     }
 
     fn show(&mut self, text: &str) {
-        if self.enabled {
+        if self.enabled && !(self.shown && self.last == text) {
+            self.last = text.to_string();
             let mut stderr = std::io::stderr().lock();
             let _ = write!(stderr, "\r\x1b[2K{text}");
             let _ = stderr.flush();

@@ -227,7 +227,8 @@ pub struct AcquireArgs {
     #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "60s")]
     pub ttl: Duration,
 
-    /// Holder information shown to others [default: "host=HOST pid=PID cmd=acquire"]
+    /// Holder information shown to others [default: "host=HOST pid=PPID cmd=memsem acquire NAME",
+    /// PPID being the calling shell's]
     #[arg(long, value_name = "TEXT")]
     pub info: Option<String>,
 }
