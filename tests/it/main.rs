@@ -1,5 +1,7 @@
 //! Integration tests: one binary, every test against a real memcached.
 
+#[cfg(feature = "cli")]
+mod cli;
 mod faults;
 mod fencing;
 mod harness;

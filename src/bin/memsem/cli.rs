@@ -1,0 +1,318 @@
+//! The command line: global options, subcommands and their help.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXIT_STATUSES: &str = "\
+Exit statuses:
+  0        success (run: the command's own status)
+  1        status: the lock is held; verify/release/refresh: the token does not hold it
+  64       bad arguments or configuration
+  69       a memcached server is unreachable (named on stderr)
+  75       the lock was not acquired, or was lost while the command ran
+  126/127  the command could not be executed / was not found
+  128+N    the command (or memsem while waiting) was killed by signal N";
+
+/// Distributed locks on memcached: flock(1) for a whole fleet.
+#[derive(Debug, Parser)]
+#[command(name = "memsem", version, about, after_help = EXIT_STATUSES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// memcached servers, `host:port[:weight],...`
+    #[arg(long, env = "MEMSEM_SERVERS", global = true, value_name = "LIST")]
+    pub servers: Option<String>,
+
+    /// How a lock name picks its server: `ketama` (libmemcached) or `cache-memcached` (Perl)
+    #[arg(long, env = "MEMSEM_ROUTING", global = true, value_name = "ROUTING")]
+    pub routing: Option<String>,
+
+    /// Prefix of every key, as in the Perl client's `namespace`
+    #[arg(long, env = "MEMSEM_NAMESPACE", global = true, value_name = "NS")]
+    pub namespace: Option<String>,
+
+    /// How long to wait for a TCP connection [default: 1s]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = duration)]
+    pub connect_timeout: Option<Duration>,
+
+    /// How long to wait for a request and its reply [default: 1s]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = duration)]
+    pub io_timeout: Option<Duration>,
+
+    /// Say nothing on stderr but errors
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+
+    /// Print data (tokens, status, ping results) as one JSON object
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command while holding the lock NAME
+    #[command(after_help = RUN_HELP)]
+    Run(RunArgs),
+    /// Take the lock and print its token; give it back later with `release`
+    #[command(after_help = ACQUIRE_HELP)]
+    Acquire(AcquireArgs),
+    /// Give back a lock taken with `acquire`
+    #[command(after_help = RELEASE_HELP)]
+    Release(ReleaseArgs),
+    /// Extend the lease of a lock taken with `acquire`
+    #[command(after_help = REFRESH_HELP)]
+    Refresh(RefreshArgs),
+    /// Say whether the lock is free or held, for how long and by whom (exit 0 free, 1 held)
+    #[command(after_help = STATUS_HELP)]
+    Status(StatusArgs),
+    /// Check that a token holds the lock (exit 0 if it does, 1 if not)
+    #[command(after_help = VERIFY_HELP)]
+    Verify(VerifyArgs),
+    /// Check every server: reachable or not, and the round-trip time (exit 69 if any is down)
+    #[command(after_help = PING_HELP)]
+    Ping,
+}
+
+const RUN_HELP: &str = "\
+Examples:
+  # At most one nightly report in the fleet; skip this run if another host has it
+  memsem --servers mc1:11211,mc2:11211 run --no-wait nightly-report -- ./report.sh
+
+  # Wait up to 10 minutes for the lock, keep it closed 1 hour after the job
+  memsem run --wait 10m --cooldown 1h send-digest -- ./digest --all
+
+  # In a crontab, with the servers in the environment; 'already running' is not an error
+  MEMSEM_SERVERS=mc1:11211,mc2:11211
+  */5 * * * * memsem run -q --no-wait --conflict-exit-code 0 sync -- /opt/sync.sh
+
+The lease (--ttl) is refreshed every TTL/3 while the command runs, so the command may run
+far longer than the TTL; if memsem dies, the lock ends with its TTL. If the lease is lost
+(the key expired, was evicted or deleted), memsem says so and by default stops the command
+(SIGTERM, SIGKILL after --kill-after) and exits 75. SIGINT, SIGTERM and SIGHUP are passed
+on to the command; the lock is given back when it ends. Signals go to the command's own
+process only: in `sh -c '...'`, `exec` the last command so that it receives them.";
+
+const ACQUIRE_HELP: &str = "\
+Examples:
+  token=$(memsem acquire --ttl 10m deploy) || exit 1
+  ./deploy-step-1 && memsem refresh deploy --token \"$token\" --ttl 10m && ./deploy-step-2
+  memsem release deploy --token \"$token\"
+
+The lock is held until `release`, or until its TTL runs out: refresh it for long work.";
+
+const RELEASE_HELP: &str = "\
+Examples:
+  memsem release deploy --token \"$token\"
+  MEMSEM_TOKEN=$token memsem release deploy --cooldown 5m
+
+Only the holder's token releases the lock; a token that no longer holds it exits 1 and
+leaves the lock untouched.";
+
+const REFRESH_HELP: &str = "\
+Examples:
+  memsem refresh deploy --token \"$token\" --ttl 10m
+
+Exits 1, changing nothing, when the token no longer holds the lock.";
+
+const STATUS_HELP: &str = "\
+Examples:
+  memsem status nightly-report
+  memsem status --json nightly-report | jq .info
+  memsem status -q deploy && echo 'deploy lock is free'";
+
+const VERIFY_HELP: &str = "\
+Examples:
+  memsem verify deploy --token \"$token\" || { echo 'lost the deploy lock'; exit 1; }";
+
+const PING_HELP: &str = "\
+Examples:
+  memsem --servers mc1:11211,mc2:11211 ping
+  MEMSEM_SERVERS=mc1:11211 memsem ping --json";
+
+/// How long to wait for the lock.
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Give up after this long (exit 75) [default: wait forever]
+    #[arg(long, short, value_name = "DURATION", value_parser = duration)]
+    pub wait: Option<Duration>,
+
+    /// Try once; exit 75 at once if the lock is held
+    #[arg(long, short, conflicts_with = "wait")]
+    pub no_wait: bool,
+
+    /// Base delay between attempts while waiting (spread ±50%)
+    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "100ms")]
+    pub poll: Duration,
+}
+
+impl WaitArgs {
+    /// `Some(limit)` for a bounded wait (zero for `--no-wait`), `None` for forever.
+    pub fn limit(&self) -> Option<Duration> {
+        if self.no_wait {
+            Some(Duration::ZERO)
+        } else {
+            self.wait
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnLost {
+    /// Stop the command (SIGTERM, then SIGKILL after --kill-after) and exit 75
+    Kill,
+    /// Say so on stderr and let the command run on
+    Warn,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The lock's name
+    pub name: String,
+
+    #[command(flatten)]
+    pub wait: WaitArgs,
+
+    /// The lease, refreshed every TTL/3 while the command runs (whole seconds)
+    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "60s")]
+    pub ttl: Duration,
+
+    /// Keep the lock closed this long after the command ends
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub cooldown: Option<Duration>,
+
+    /// Holder information shown to others [default: "host=HOST pid=PID cmd=CMD"]
+    #[arg(long, value_name = "TEXT")]
+    pub info: Option<String>,
+
+    /// Exit status when the lock is not acquired
+    #[arg(long, value_name = "N", default_value_t = crate::exit::TEMPFAIL)]
+    pub conflict_exit_code: u8,
+
+    /// What to do when the lease is lost while the command runs
+    #[arg(long, value_enum, value_name = "ACTION", default_value = "kill")]
+    pub on_lost: OnLost,
+
+    /// After SIGTERM, how long to wait before SIGKILL when the lease was lost
+    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "10s")]
+    pub kill_after: Duration,
+
+    /// The command and its arguments (after `--`)
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct AcquireArgs {
+    /// The lock's name
+    pub name: String,
+
+    #[command(flatten)]
+    pub wait: WaitArgs,
+
+    /// The lease: the lock ends by itself this long after acquire (or the last refresh)
+    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "60s")]
+    pub ttl: Duration,
+
+    /// Holder information shown to others [default: "host=HOST pid=PPID cmd=memsem acquire NAME",
+    /// PPID being the calling shell's]
+    #[arg(long, value_name = "TEXT")]
+    pub info: Option<String>,
+}
+
+/// The token printed by `acquire`.
+#[derive(Debug, Args)]
+pub struct TokenArg {
+    /// The token printed by `memsem acquire`
+    #[arg(
+        long,
+        env = "MEMSEM_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// The lock's name
+    pub name: String,
+    #[command(flatten)]
+    pub token: TokenArg,
+    /// Keep the lock closed this long after the release
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub cooldown: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct RefreshArgs {
+    /// The lock's name
+    pub name: String,
+    #[command(flatten)]
+    pub token: TokenArg,
+    /// The new lease, from now
+    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "60s")]
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The lock's name
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The lock's name
+    pub name: String,
+    #[command(flatten)]
+    pub token: TokenArg,
+}
+
+/// A humantime duration: `500ms`, `30s`, `10m`, `1h 30m`.
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|error| format!("{error} (expected a duration like 500ms, 30s, 10m)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_the_command_with_or_without_a_double_dash() {
+        let with = Cli::try_parse_from(["memsem", "run", "job", "--", "ls", "-l"]).unwrap();
+        let without = Cli::try_parse_from(["memsem", "run", "job", "ls", "-l"]).unwrap();
+        for cli in [with, without] {
+            let Command::Run(run) = cli.command else {
+                panic!("not run")
+            };
+            assert_eq!(run.command, ["ls", "-l"]);
+        }
+    }
+
+    #[test]
+    fn wait_and_no_wait_conflict() {
+        let parsed = Cli::try_parse_from(["memsem", "run", "-n", "-w", "1s", "job", "true"]);
+        assert!(parsed.is_err());
+    }
+}

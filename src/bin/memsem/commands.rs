@@ -1,0 +1,253 @@
+//! The subcommands other than `run`, and the client every subcommand shares.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use memsem::{Client, Error, Semaphore};
+use serde_json::json;
+
+use crate::acquire::{self, Acquired};
+use crate::cli::{AcquireArgs, Cli, Command, Global, RefreshArgs, ReleaseArgs};
+use crate::exit;
+use crate::run;
+
+/// Runs the parsed command line; the exit status.
+pub fn dispatch(cli: Cli) -> u8 {
+    let Cli { global, command } = cli;
+    let client = match client(&global) {
+        Ok(client) => client,
+        Err(error) => return exit::report(&error),
+    };
+    let outcome = match command {
+        Command::Run(args) => {
+            let info = match &args.info {
+                Some(info) => info.clone(),
+                None => {
+                    acquire::default_info(std::process::id(), &run::command_text(&args.command))
+                }
+            };
+            match semaphore(&client, &args.name, Some(args.ttl), args.cooldown, &info) {
+                Ok(sem) => Ok(run::run(sem, &args, global.quiet)),
+                Err(error) => Err(error),
+            }
+        }
+        Command::Acquire(args) => acquire_command(&client, &args, &global),
+        Command::Release(args) => release(&client, &args, &global),
+        Command::Refresh(args) => refresh(&client, &args, &global),
+        Command::Status(args) => status(&client, &args.name, &global),
+        Command::Verify(args) => verify(&client, &args.name, &args.token.token, &global),
+        Command::Ping => Ok(ping(&client, &global)),
+    };
+    outcome.unwrap_or_else(|error| exit::report(&error))
+}
+
+/// The client the global options (or the environment) describe.
+fn client(global: &Global) -> Result<Client, Error> {
+    let servers = global.servers.as_deref().ok_or_else(|| {
+        Error::InvalidConfig(
+            "no servers: give --servers host:port[:weight],... or set MEMSEM_SERVERS".into(),
+        )
+    })?;
+    let mut builder = Client::builder().servers(servers);
+    if let Some(routing) = &global.routing {
+        builder = builder.routing(routing.parse()?);
+    }
+    if let Some(namespace) = &global.namespace {
+        builder = builder.namespace(namespace);
+    }
+    if let Some(timeout) = global.connect_timeout {
+        builder = builder.connect_timeout(timeout);
+    }
+    if let Some(timeout) = global.io_timeout {
+        builder = builder.io_timeout(timeout);
+    }
+    builder.build()
+}
+
+fn semaphore(
+    client: &Client,
+    name: &str,
+    ttl: Option<Duration>,
+    cooldown: Option<Duration>,
+    info: &str,
+) -> Result<Semaphore, Error> {
+    let mut sem = client.semaphore(name)?;
+    if let Some(ttl) = ttl {
+        sem = sem.with_ttl(ttl)?;
+    }
+    if let Some(cooldown) = cooldown {
+        sem = sem.with_cooldown(cooldown)?;
+    }
+    if !info.is_empty() {
+        sem = sem.with_info(info)?;
+    }
+    Ok(sem)
+}
+
+fn acquire_command(client: &Client, args: &AcquireArgs, global: &Global) -> Result<u8, Error> {
+    // The lock outlives this process: name the shell or script that asked for it.
+    let info = match &args.info {
+        Some(info) => info.clone(),
+        None => acquire::default_info(parent_pid(), &format!("memsem acquire {}", args.name)),
+    };
+    let sem = semaphore(client, &args.name, Some(args.ttl), None, &info)?;
+    let (events_tx, events) = mpsc::channel();
+    if let Err(error) = acquire::catch_signals(events_tx) {
+        eprintln!("memsem: cannot handle signals: {error}");
+        return Ok(exit::SOFTWARE);
+    }
+    match acquire::acquire(
+        &sem,
+        args.wait.limit(),
+        args.wait.poll,
+        &events,
+        global.quiet,
+    )? {
+        Acquired::Permit(permit) => {
+            let ttl = permit.ttl().map(|ttl| ttl.as_secs());
+            let token = permit.forget();
+            if global.json {
+                let data = json!({
+                    "name": args.name,
+                    "server": sem.server(),
+                    "token": token,
+                    "ttl_secs": ttl,
+                });
+                println!("{data}");
+            } else {
+                println!("{token}");
+            }
+            Ok(0)
+        }
+        Acquired::Busy(holder) => {
+            if !global.quiet {
+                let by = holder
+                    .map(|holder| format!(" by {}", acquire::describe(&holder)))
+                    .unwrap_or_default();
+                eprintln!("memsem: lock {} is held{by}", args.name);
+            }
+            Ok(exit::TEMPFAIL)
+        }
+        Acquired::Interrupted(signal) => Ok(exit::for_signal(signal)),
+    }
+}
+
+fn parent_pid() -> u32 {
+    // SAFETY: getppid cannot fail and touches no memory.
+    let pid = unsafe { libc::getppid() };
+    u32::try_from(pid).unwrap_or(0)
+}
+
+/// `LockLost` as the exit status 1 with a message; other errors pass through.
+fn unless_lost(outcome: Result<(), Error>, global: &Global) -> Result<u8, Error> {
+    match outcome {
+        Ok(()) => Ok(0),
+        Err(error) if error.is_lock_lost() => {
+            if !global.quiet {
+                eprintln!("memsem: {error}");
+            }
+            Ok(exit::NO)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+fn release(client: &Client, args: &ReleaseArgs, global: &Global) -> Result<u8, Error> {
+    let sem = client.semaphore(&args.name)?;
+    let outcome = sem
+        .resume(&args.token.token)
+        .and_then(|permit| match args.cooldown {
+            Some(cooldown) => permit.release_with_cooldown(cooldown),
+            None => permit.release(),
+        });
+    unless_lost(outcome, global)
+}
+
+fn refresh(client: &Client, args: &RefreshArgs, global: &Global) -> Result<u8, Error> {
+    let sem = client.semaphore(&args.name)?;
+    let outcome = sem.resume(&args.token.token).and_then(|mut permit| {
+        let refreshed = permit.refresh(args.ttl);
+        let _ = permit.forget();
+        refreshed
+    });
+    unless_lost(outcome, global)
+}
+
+fn status(client: &Client, name: &str, global: &Global) -> Result<u8, Error> {
+    let sem = client.semaphore(name)?;
+    let holder = sem.holder()?;
+    if global.json {
+        let data = match &holder {
+            Some(holder) => json!({
+                "name": name,
+                "server": sem.server(),
+                "held": true,
+                "ttl_secs": holder.ttl().map(|ttl| ttl.as_secs()),
+                "info": holder.info(),
+                "token_prefix": holder.token_prefix(),
+            }),
+            None => json!({ "name": name, "server": sem.server(), "held": false }),
+        };
+        println!("{data}");
+    } else if !global.quiet {
+        match &holder {
+            Some(holder) => println!("{name}: held by {}", acquire::describe(holder)),
+            None => println!("{name}: free"),
+        }
+    }
+    Ok(if holder.is_some() { exit::NO } else { 0 })
+}
+
+fn verify(client: &Client, name: &str, token: &str, global: &Global) -> Result<u8, Error> {
+    let sem = client.semaphore(name)?;
+    let held = match sem.resume(token) {
+        Ok(permit) => {
+            let _ = permit.forget();
+            true
+        }
+        Err(error) if error.is_lock_lost() => false,
+        Err(error) => return Err(error),
+    };
+    if global.json {
+        println!("{}", json!({ "name": name, "held": held }));
+    } else if !global.quiet {
+        let answer = if held {
+            "held by this token"
+        } else {
+            "not held by this token"
+        };
+        println!("{name}: {answer}");
+    }
+    Ok(if held { 0 } else { exit::NO })
+}
+
+fn ping(client: &Client, global: &Global) -> u8 {
+    let answers = client.ping();
+    let all_up = answers.iter().all(|(_, answer)| answer.is_ok());
+    if global.json {
+        let servers: Vec<_> = answers
+            .iter()
+            .map(|(server, answer)| match answer {
+                Ok(rtt) => json!({
+                    "server": server,
+                    "up": true,
+                    "rtt_ms": rtt.as_secs_f64() * 1000.0,
+                }),
+                Err(error) => json!({ "server": server, "up": false, "error": error.to_string() }),
+            })
+            .collect();
+        println!("{}", json!({ "all_up": all_up, "servers": servers }));
+    } else {
+        for (server, answer) in &answers {
+            match answer {
+                Ok(rtt) => {
+                    if !global.quiet {
+                        println!("{server}: up, {:.3} ms", rtt.as_secs_f64() * 1000.0);
+                    }
+                }
+                Err(error) => println!("{server}: DOWN: {error}"),
+            }
+        }
+    }
+    if all_up { 0 } else { exit::UNAVAILABLE }
+}

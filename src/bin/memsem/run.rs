@@ -1,0 +1,260 @@
+//! `memsem run`: hold the lock while a command runs, keeping the lease alive.
+
+use std::ffi::OsString;
+use std::io::ErrorKind;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, ExitStatus};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use memsem::{Permit, Semaphore};
+
+use crate::acquire::{self, Acquired, Event};
+use crate::cli::{OnLost, RunArgs};
+use crate::exit;
+
+/// Runs `args.command` under the lock; the exit status to return.
+pub fn run(sem: Semaphore, args: &RunArgs, quiet: bool) -> u8 {
+    let (events_tx, events) = mpsc::channel();
+    if let Err(error) = acquire::catch_signals(events_tx.clone()) {
+        eprintln!("memsem: cannot handle signals: {error}");
+        return exit::SOFTWARE;
+    }
+    let permit = match acquire::acquire(&sem, args.wait.limit(), args.wait.poll, &events, quiet) {
+        Ok(Acquired::Permit(permit)) => permit,
+        Ok(Acquired::Busy(holder)) => {
+            if !quiet {
+                let by = holder
+                    .map(|holder| format!(" by {}", acquire::describe(&holder)))
+                    .unwrap_or_default();
+                eprintln!("memsem: lock {} is held{by}", sem.name());
+            }
+            return args.conflict_exit_code;
+        }
+        Ok(Acquired::Interrupted(signal)) => return exit::for_signal(signal),
+        Err(error) => return exit::report(&error),
+    };
+
+    let (program, rest) = args.command.split_first().expect("clap requires a command");
+    let child = match Command::new(program).args(rest).spawn() {
+        Ok(child) => child,
+        Err(error) => {
+            eprintln!("memsem: cannot run {}: {error}", program.to_string_lossy());
+            give_back(permit, quiet);
+            return match error.kind() {
+                ErrorKind::NotFound => exit::NOT_FOUND,
+                _ => exit::CANNOT_EXECUTE,
+            };
+        }
+    };
+    let pid = child.id() as libc::pid_t;
+    let waiter_events = events_tx.clone();
+    thread::spawn(move || {
+        let _ = waiter_events.send(Event::Exited(wait_without_reaping(pid)));
+    });
+
+    let ttl = sem.ttl().unwrap_or(memsem::DEFAULT_TTL);
+    let (stop, keeper) = keep_alive(permit, ttl, events_tx, quiet);
+
+    let outcome = supervise(child, &sem, args, &events);
+    drop(stop);
+    let permit = keeper.join().unwrap_or(None);
+    if let Some(permit) = permit {
+        give_back(permit, quiet);
+    }
+    match outcome {
+        Ok(status) => status,
+        Err(code) => code,
+    }
+}
+
+/// Waits for the command to end, passing on signals and acting on a lost lease. `Ok` with
+/// the command's status, or `Err` with memsem's own.
+fn supervise(
+    mut child: Child,
+    sem: &Semaphore,
+    args: &RunArgs,
+    events: &Receiver<Event>,
+) -> Result<u8, u8> {
+    let pid = child.id() as libc::pid_t;
+    let mut lost = false;
+    let mut kill_at: Option<Instant> = None;
+    loop {
+        let event = match kill_at {
+            Some(at) => events.recv_timeout(at.saturating_duration_since(Instant::now())),
+            None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match event {
+            Ok(Event::Exited(Ok(()))) => {
+                let status = match child.wait() {
+                    Ok(status) => status,
+                    Err(error) => {
+                        eprintln!("memsem: waiting for the command failed: {error}");
+                        return Err(exit::SOFTWARE);
+                    }
+                };
+                return if lost && args.on_lost == OnLost::Kill {
+                    Err(exit::TEMPFAIL)
+                } else {
+                    Ok(status_code(status))
+                };
+            }
+            Ok(Event::Exited(Err(error))) => {
+                eprintln!("memsem: waiting for the command failed: {error}");
+                return Err(exit::SOFTWARE);
+            }
+            Ok(Event::Signal(signal)) => signal_child(pid, signal),
+            Ok(Event::Lost(why)) => {
+                lost = true;
+                eprintln!(
+                    "memsem: lost lock {} while the command ran: {why}",
+                    sem.name()
+                );
+                match args.on_lost {
+                    OnLost::Kill => {
+                        eprintln!(
+                            "memsem: stopping the command (SIGTERM, SIGKILL after {})",
+                            humantime::format_duration(args.kill_after)
+                        );
+                        signal_child(pid, libc::SIGTERM);
+                        kill_at = Some(Instant::now() + args.kill_after);
+                    }
+                    OnLost::Warn => eprintln!("memsem: the command keeps running (--on-lost warn)"),
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                signal_child(pid, libc::SIGKILL);
+                kill_at = None;
+            }
+            Err(RecvTimeoutError::Disconnected) => return Err(exit::SOFTWARE),
+        }
+    }
+}
+
+/// Blocks until the child `pid` has ended, leaving it to be reaped by `Child::wait`: until
+/// then its pid cannot be reused, so signalling it stays safe.
+fn wait_without_reaping(pid: libc::pid_t) -> std::io::Result<()> {
+    loop {
+        // SAFETY: waitid only writes into the zeroed siginfo we own.
+        let status = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if status == 0 {
+            return Ok(());
+        }
+        let error = std::io::Error::last_os_error();
+        if error.kind() != ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+fn signal_child(pid: libc::pid_t, signal: i32) {
+    // SAFETY: kill has no memory effects; the child is reaped only after its exit event is
+    // handled, so the pid still names it (or its zombie).
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
+/// The shell's view of a status: the exit code, or 128 + the signal that killed it.
+fn status_code(status: ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code & 0xff).unwrap_or(exit::SOFTWARE),
+        (None, Some(signal)) => exit::for_signal(signal),
+        (None, None) => exit::SOFTWARE,
+    }
+}
+
+/// Refreshes the lease every TTL/3 in a thread until `stop` is dropped; the thread gives the
+/// permit back, or `None` after reporting [`Event::Lost`].
+fn keep_alive(
+    mut permit: Permit,
+    ttl: Duration,
+    events: Sender<Event>,
+    quiet: bool,
+) -> (Sender<()>, JoinHandle<Option<Permit>>) {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let interval = (ttl / 3).max(Duration::from_millis(100));
+    let handle = thread::spawn(move || {
+        let mut next = interval;
+        loop {
+            match stopped.recv_timeout(next) {
+                Err(RecvTimeoutError::Timeout) => {}
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => return Some(permit),
+            }
+            match permit.refresh(ttl) {
+                Ok(()) => next = interval,
+                Err(error) if error.is_lock_lost() => {
+                    let _ = permit.forget();
+                    let _ = events.send(Event::Lost(error.to_string()));
+                    return None;
+                }
+                Err(error) => {
+                    let left = permit
+                        .expires_at()
+                        .map(|at| at.saturating_duration_since(Instant::now()));
+                    if left == Some(Duration::ZERO) {
+                        let _ = permit.forget();
+                        let why = format!("the lease ran out while refreshing failed: {error}");
+                        let _ = events.send(Event::Lost(why));
+                        return None;
+                    }
+                    if !quiet {
+                        eprintln!("memsem: refreshing the lease failed, retrying: {error}");
+                    }
+                    next = (interval / 4).max(Duration::from_millis(100));
+                    if let Some(left) = left {
+                        next = next.min(left);
+                    }
+                }
+            }
+        }
+    });
+    (stop, handle)
+}
+
+/// Releases the permit (with the semaphore's cooldown), reporting a failure on stderr.
+fn give_back(permit: Permit, quiet: bool) {
+    let name = permit.name().to_string();
+    match permit.release() {
+        Ok(()) => {}
+        Err(error) if error.is_lock_lost() => {
+            eprintln!("memsem: lock {name} was lost before the command ended: {error}");
+        }
+        Err(error) => {
+            if !quiet {
+                eprintln!("memsem: could not release lock {name} (it ends with its TTL): {error}");
+            }
+        }
+    }
+}
+
+/// The command line as text, for the default holder information.
+pub fn command_text(command: &[OsString]) -> String {
+    command
+        .iter()
+        .map(|part| part.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_code_follows_the_shell() {
+        let exited = ExitStatus::from_raw(7 << 8);
+        assert_eq!(status_code(exited), 7);
+        let killed = ExitStatus::from_raw(libc::SIGTERM);
+        assert_eq!(status_code(killed), 143);
+    }
+}
