@@ -246,6 +246,14 @@ impl Target {
 }
 
 impl Client {
+    pub(crate) fn backends(&self) -> &[Arc<Backend>] {
+        &self.inner.backends
+    }
+
+    pub(crate) fn janitor(&self) -> &Janitor {
+        &self.inner.janitor
+    }
+
     /// Starts a [`ClientBuilder`].
     ///
     /// # Examples
@@ -334,6 +342,31 @@ impl Client {
             key,
             backend,
         }))
+    }
+
+    /// A lock held on a majority of **all** the client's servers (Redlock), instead of on
+    /// the one server its key routes to: it survives the loss of a minority of servers. See
+    /// [`QuorumLock`](crate::QuorumLock) for the algorithm and its limits.
+    ///
+    /// # Errors
+    ///
+    /// As [`semaphore`](Self::semaphore).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let client = memsem::Client::connect("127.0.0.1:11211,127.0.0.1:11212,127.0.0.1:11213")?;
+    /// let lock = client.quorum_lock("billing-run")?;
+    /// assert_eq!(lock.voters(), 3);
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn quorum_lock(&self, name: &str) -> Result<crate::QuorumLock> {
+        let key = key::lock_key(&self.inner.namespace, name)?;
+        Ok(crate::QuorumLock::new(
+            self.clone(),
+            name.to_string(),
+            key.wire,
+        ))
     }
 
     /// The servers, `host:port`, in configured order.

@@ -97,6 +97,22 @@ pub enum Error {
         last_error: Option<Box<Error>>,
     },
 
+    /// A [`QuorumLock`](crate::QuorumLock) could not reach enough servers to decide: fewer
+    /// than a majority answered. Nothing is held.
+    #[error(
+        "lock {name:?} needs {needed} of {voters} memcached servers, but only {reachable} answered"
+    )]
+    NoQuorum {
+        /// The lock name.
+        name: String,
+        /// How many servers answered.
+        reachable: usize,
+        /// How many are needed (a majority).
+        needed: usize,
+        /// How many servers vote.
+        voters: usize,
+    },
+
     /// The server answered with something that is not a valid reply.
     #[error("unexpected reply from memcached server {server}: {detail}")]
     Protocol {
@@ -161,7 +177,10 @@ impl Error {
     /// assert!(timeout.is_retryable());
     /// ```
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Unavailable { .. } | Error::Timeout { .. })
+        matches!(
+            self,
+            Error::Unavailable { .. } | Error::Timeout { .. } | Error::NoQuorum { .. }
+        )
     }
 
     /// Whether this is [`Error::LockLost`].
@@ -191,7 +210,7 @@ impl Error {
     /// ```
     pub fn is_unavailable(&self) -> bool {
         match self {
-            Error::Unavailable { .. } => true,
+            Error::Unavailable { .. } | Error::NoQuorum { .. } => true,
             Error::Timeout {
                 last_error: Some(last),
                 ..

@@ -95,6 +95,7 @@ mod key;
 mod keyed;
 mod memcached;
 mod permit;
+mod quorum;
 pub mod routing;
 mod semaphore;
 mod token;
@@ -105,6 +106,7 @@ pub use error::{Cause, Error, LostReason, Result};
 pub use keepalive::KeepAlive;
 pub use keyed::LockOrWait;
 pub use permit::Permit;
+pub use quorum::{QuorumLock, QuorumPermit};
 pub use routing::{Routing, ServerSpec};
 pub use semaphore::{DEFAULT_TTL, Holder, MAX_INFO_BYTES, MAX_PERMITS, Semaphore};
 pub use wait::{Delays, WaitPolicy};
@@ -128,6 +130,8 @@ mod tests {
         check::<crate::Error>();
         check::<crate::Holder>();
         check::<crate::KeepAlive>();
+        check::<crate::QuorumLock>();
+        check::<crate::QuorumPermit>();
         check::<crate::routing::Ring>();
     }
 }

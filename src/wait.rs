@@ -329,7 +329,10 @@ impl Clock for RealClock {
 fn worth_retrying(error: &Error) -> bool {
     matches!(
         error,
-        Error::Unavailable { .. } | Error::Ambiguous { .. } | Error::Protocol { .. }
+        Error::Unavailable { .. }
+            | Error::Ambiguous { .. }
+            | Error::Protocol { .. }
+            | Error::NoQuorum { .. }
     )
 }
 

@@ -75,6 +75,11 @@ impl Memcached {
         Memcached::launch(&[], Some(port))
     }
 
+    /// Stops the server: connections are refused from now on.
+    pub fn stop(&self) {
+        docker(&["stop", "-t", "0", self.container.id()]);
+    }
+
     /// Restarts the server process: memcached forgets every key.
     pub fn restart(&self) {
         docker(&["restart", "-t", "0", self.container.id()]);

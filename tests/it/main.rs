@@ -9,5 +9,6 @@ mod keepalive;
 mod keyed;
 mod permits;
 mod processes;
+mod quorum;
 mod routing;
 mod semaphore;
