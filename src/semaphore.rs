@@ -734,6 +734,33 @@ impl Semaphore {
         }
     }
 
+    /// Whether `token` holds one of this semaphore's permits right now (Lock::Server's
+    /// VERIFY). One read; changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for a malformed token; server errors as
+    /// [`try_acquire`](Self::try_acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let sem = client.semaphore("deploy")?;
+    /// let permit = sem.try_acquire()?.unwrap();
+    /// assert!(sem.verify(permit.token())?);
+    /// assert!(!sem.verify("0123456789abcdef0123456789abcdef")?);
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn verify(&self, token: &str) -> Result<bool> {
+        let token = Token::parse(token)?;
+        Ok(self
+            .read_slots()?
+            .iter()
+            .flatten()
+            .any(|item| token.owns(&item.value)))
+    }
+
     /// Whether every permit is taken now (for one permit: whether somebody holds the lock or
     /// it is cooling down). One read; the answer may be stale by the time you act on it — use [`try_acquire`](Self::try_acquire) to take it.
     ///

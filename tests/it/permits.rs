@@ -176,3 +176,27 @@ fn reap_stale_removes_only_holders_not_refreshed_within_the_cutoff() {
     assert!(raw.get(perl_key.as_bytes()).is_some());
     alive.release().unwrap();
 }
+
+#[test]
+fn verify_answers_for_the_holders_token_only() {
+    let server = Memcached::start();
+    let name = unique("verify");
+    let sem = server
+        .client()
+        .semaphore(&name)
+        .unwrap()
+        .with_permits(2)
+        .unwrap();
+    let a = sem.try_acquire().unwrap().unwrap();
+    let b = sem.try_acquire().unwrap().unwrap();
+    assert!(sem.verify(a.token()).unwrap() && sem.verify(b.token()).unwrap());
+    assert!(!sem.verify("0123456789abcdef0123456789abcdef").unwrap());
+    assert!(
+        sem.verify("bad token").is_err(),
+        "malformed tokens are rejected"
+    );
+    let token = a.token().to_string();
+    a.release().unwrap();
+    assert!(!sem.verify(&token).unwrap(), "released");
+    b.release().unwrap();
+}
