@@ -42,7 +42,7 @@ impl Semaphore {
     ///
     /// # Errors
     ///
-    /// [`Error::Timeout`] when the holder kept the lock past `max_wait`; server errors as
+    /// [`Error::Timeout`](crate::Error::Timeout) when the holder kept the lock past `max_wait`; server errors as
     /// [`try_acquire`](Self::try_acquire).
     ///
     /// # Examples
