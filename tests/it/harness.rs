@@ -205,6 +205,16 @@ impl Raw {
         self.get_with_ttl(key).map(|(value, _)| value)
     }
 
+    /// The holder's token stored under `key` (the value up to its first newline), or None.
+    pub fn token(&mut self, key: &[u8]) -> Option<String> {
+        let value = self.get(key)?;
+        let end = value
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap_or(value.len());
+        Some(String::from_utf8_lossy(&value[..end]).into_owned())
+    }
+
     /// The value and remaining TTL (-1 = never) of `key`.
     pub fn get_with_ttl(&mut self, key: &[u8]) -> Option<(Vec<u8>, i64)> {
         let mut cmd = b"mg ".to_vec();

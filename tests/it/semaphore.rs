@@ -58,7 +58,11 @@ fn key_on_the_wire_is_the_perl_modules_key_holding_the_token() {
         .raw()
         .get_with_ttl(key.as_bytes())
         .expect("key stored");
-    assert_eq!(value, permit.token().as_bytes());
+    let expected = format!("{}\nmemsem1 host=", permit.token());
+    assert!(
+        value.starts_with(expected.as_bytes()),
+        "token, then the holder record: {value:?}"
+    );
     assert!(
         ttl > 0 && ttl <= 60,
         "default TTL is 60 s, server says {ttl}"
@@ -102,8 +106,8 @@ fn release_after_expiry_and_retake_reports_lock_lost_and_keeps_the_new_holder() 
     );
     let key = format!("__lock__{name}");
     assert_eq!(
-        server.raw().get(key.as_bytes()),
-        Some(new.token().as_bytes().to_vec()),
+        server.raw().token(key.as_bytes()).as_deref(),
+        Some(new.token()),
         "B's lock is intact"
     );
     new.release().unwrap();
@@ -280,8 +284,12 @@ fn refresh_extends_the_lease_on_the_server() {
     let mut permit = sem.try_acquire().unwrap().unwrap();
     permit.refresh(Duration::from_secs(120)).unwrap();
     let key = format!("__lock__{name}");
-    let (value, ttl) = server.raw().get_with_ttl(key.as_bytes()).unwrap();
-    assert_eq!(value, permit.token().as_bytes(), "refresh keeps the token");
+    let (_, ttl) = server.raw().get_with_ttl(key.as_bytes()).unwrap();
+    assert_eq!(
+        server.raw().token(key.as_bytes()).as_deref(),
+        Some(permit.token()),
+        "refresh keeps the token"
+    );
     assert!(ttl > 60, "refresh set a 120 s lease, server says {ttl}");
     assert_eq!(permit.ttl(), Some(Duration::from_secs(120)));
     // A refresh still works after another refresh (the CAS is followed).
