@@ -200,3 +200,36 @@ fn verify_answers_for_the_holders_token_only() {
     assert!(!sem.verify(&token).unwrap(), "released");
     b.release().unwrap();
 }
+
+#[test]
+fn acquire_cost_does_not_grow_with_the_number_of_permits() {
+    let server = Memcached::start();
+    let mut raw = server.raw();
+    for permits in [1u32, 8, 64] {
+        let sem = server
+            .client()
+            .semaphore(&unique("cost"))
+            .unwrap()
+            .with_permits(permits)
+            .unwrap();
+        // Fill half the slots, then measure one more acquire.
+        let held: Vec<_> = (0..permits / 2)
+            .map(|_| sem.try_acquire().unwrap().unwrap())
+            .collect();
+        let (gets, sets) = (raw.stat("cmd_get"), raw.stat("cmd_set"));
+        let permit = sem.try_acquire().unwrap().expect("a free slot");
+        let (gets, sets) = (raw.stat("cmd_get") - gets, raw.stat("cmd_set") - sets);
+        // One add; for N > 1 also one pipelined read of every slot (a single round trip).
+        let round_trips = if permits == 1 { 1 } else { 2 };
+        println!(
+            "N = {permits}: {round_trips} round trip(s), {gets} keys read in one batch, {sets} add"
+        );
+        assert_eq!(sets, 1, "one add per acquire, whatever N");
+        assert_eq!(
+            gets,
+            if permits == 1 { 0 } else { u64::from(permits) },
+            "each slot read once"
+        );
+        drop((held, permit));
+    }
+}

@@ -62,3 +62,49 @@ fn processes_incrementing_a_shared_counter_under_the_lock_lose_no_update() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn processes_sharing_n_permits_never_exceed_n_and_use_all_of_them() {
+    let server = Memcached::start();
+    let dir = std::env::temp_dir().join(unique("memsem-slots"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (processes, permits, times) = (5, 2, 30);
+    let name = unique("slots");
+    let children: Vec<_> = (0..processes)
+        .map(|_| {
+            Command::new(example("slots"))
+                .args([
+                    &server.address(),
+                    &name,
+                    &permits.to_string(),
+                    dir.to_str().unwrap(),
+                    &times.to_string(),
+                ])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn slots worker")
+        })
+        .collect();
+    let mut most = 0;
+    for child in children {
+        let output = child.wait_with_output().expect("slots worker ran");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let seen: usize = stdout.trim().rsplit(' ').next().unwrap().parse().unwrap();
+        most = most.max(seen);
+    }
+    println!(
+        "{processes} processes x {times} acquisitions on {permits} permits: at most {most} inside at once"
+    );
+    assert!(
+        most <= permits,
+        "{most} processes inside with {permits} permits"
+    );
+    assert_eq!(most, permits, "all permits were usable");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
