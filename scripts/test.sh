@@ -34,6 +34,9 @@ sweep
 trap sweep EXIT
 
 cargo fmt --all -- --check
+# Lint and document both the default build and the one with every feature (tokio, cli).
 cargo clippy --all-targets -- -D warnings
+cargo clippy --all-targets --all-features -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
-cargo test
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet --all-features
+cargo test --all-features

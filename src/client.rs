@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::flavor::{Blocking, Flavor, block_on};
 use crate::janitor::Janitor;
 use crate::key::{self, LockKey};
-use crate::memcached::{Backend, Failure, Timeouts};
+use crate::memcached::{Backend, Failure, Timeouts, Transport};
 use crate::routing::{Ring, Routing, ServerSpec};
 use crate::semaphore::Semaphore;
 
@@ -160,6 +161,45 @@ impl ClientBuilder {
     /// assert!(matches!(error, memsem::Error::InvalidConfig(_)));
     /// ```
     pub fn build(self) -> Result<Client> {
+        let (specs, ring) = self.check()?;
+        let backends = self.blocking_backends(&specs)?;
+        Ok(self.assemble(ring, backends.clone(), backends))
+    }
+
+    /// Builds a client for tokio (feature `tokio`): the same configuration, async
+    /// operations. Host names are resolved here; connections are made on first use. A
+    /// blocking connection pool per server is kept too, for the background clean-up thread.
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), memsem::Error> {
+    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
+    /// assert_eq!(client.servers(), ["127.0.0.1:11211"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "tokio")]
+    pub async fn build_async(self) -> Result<Client<crate::Tokio>> {
+        let (specs, ring) = self.check()?;
+        let cleanup = self.blocking_backends(&specs)?;
+        let mut backends = Vec::with_capacity(specs.len());
+        for spec in &specs {
+            let backend = crate::memcached::AsyncBackend::new(spec, self.timeouts, self.max_idle)
+                .await
+                .map_err(Error::InvalidConfig)?;
+            backends.push(Arc::new(backend));
+        }
+        Ok(self.assemble(ring, backends, cleanup))
+    }
+
+    /// Validates the configuration: the server list and its routing table.
+    fn check(&self) -> Result<(Vec<ServerSpec>, Ring)> {
         let mut specs = Vec::new();
         for list in &self.servers {
             specs.extend(ServerSpec::parse_list(list)?);
@@ -169,20 +209,33 @@ impl ClientBuilder {
         }
         key::check_namespace(&self.namespace)?;
         let ring = Ring::new(self.routing, &specs)?;
-        let backends = specs
+        Ok((specs, ring))
+    }
+
+    fn blocking_backends(&self, specs: &[ServerSpec]) -> Result<Vec<Arc<Backend>>> {
+        specs
             .iter()
             .map(|spec| Backend::new(spec, self.timeouts, self.max_idle).map(Arc::new))
             .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(Error::InvalidConfig)?;
-        Ok(Client {
+            .map_err(Error::InvalidConfig)
+    }
+
+    fn assemble<F: Flavor>(
+        self,
+        ring: Ring,
+        backends: Vec<Arc<F::Wire>>,
+        cleanup: Vec<Arc<Backend>>,
+    ) -> Client<F> {
+        Client {
             inner: Arc::new(Inner {
                 janitor: Janitor::new(),
                 backends,
+                cleanup,
                 ring,
                 routing: self.routing,
                 namespace: self.namespace,
             }),
-        })
+        }
     }
 }
 
@@ -203,13 +256,15 @@ impl ClientBuilder {
 /// # Ok::<(), memsem::Error>(())
 /// ```
 #[derive(Debug, Clone)]
-pub struct Client {
-    inner: Arc<Inner>,
+pub struct Client<F: Flavor = Blocking> {
+    inner: Arc<Inner<F>>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    backends: Vec<Arc<Backend>>,
+struct Inner<F: Flavor> {
+    backends: Vec<Arc<F::Wire>>,
+    /// Blocking connections to the same servers, for the clean-up thread.
+    cleanup: Vec<Arc<Backend>>,
     ring: Ring,
     routing: Routing,
     namespace: String,
@@ -218,14 +273,16 @@ struct Inner {
 
 /// A lock's key, bound to the server that holds it. Shared by a semaphore and its permits.
 #[derive(Debug)]
-pub(crate) struct Target {
-    pub(crate) client: Client,
+pub(crate) struct Target<F: Flavor> {
+    pub(crate) client: Client<F>,
     pub(crate) name: String,
     pub(crate) key: LockKey,
-    pub(crate) backend: Arc<Backend>,
+    pub(crate) backend: Arc<F::Wire>,
+    /// A blocking connection to the same server, for the clean-up thread.
+    pub(crate) cleanup: Arc<Backend>,
 }
 
-impl Target {
+impl<F: Flavor> Target<F> {
     /// Gives a failure of this lock's server the lock's context.
     pub(crate) fn error(&self, operation: &'static str, failure: Failure) -> Error {
         let server = self.backend.address().to_string();
@@ -245,15 +302,98 @@ impl Target {
     }
 }
 
-impl Client {
-    pub(crate) fn backends(&self) -> &[Arc<Backend>] {
+impl<F: Flavor> Client<F> {
+    pub(crate) fn backends(&self) -> &[Arc<F::Wire>] {
         &self.inner.backends
+    }
+
+    pub(crate) fn cleanup_backends(&self) -> &[Arc<Backend>] {
+        &self.inner.cleanup
     }
 
     pub(crate) fn janitor(&self) -> &Janitor {
         &self.inner.janitor
     }
 
+    /// A handle on the semaphore `name` (one permit, 60 s TTL, default [`WaitPolicy`](crate::WaitPolicy)).
+    /// On the wire its key is `namespace + "__lock__" + name`, the key the Perl module
+    /// Cache::Memcached::Semaphore uses, so Perl and Rust processes contend for the same lock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] for an empty name, one with whitespace or control bytes, or one
+    /// whose key would exceed memcached's 250 bytes. Nothing is sent to the server.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// assert!(client.semaphore("nightly-report").is_ok());
+    /// assert!(client.semaphore("two words").is_err());
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn semaphore(&self, name: &str) -> Result<Semaphore<F>> {
+        let key = key::lock_key(&self.inner.namespace, name)?;
+        let index = self.inner.ring.server_for(&key.routed);
+        let backend = Arc::clone(&self.inner.backends[index]);
+        let cleanup = Arc::clone(&self.inner.cleanup[index]);
+        Ok(Semaphore::new(Target {
+            client: self.clone(),
+            name: name.to_string(),
+            key,
+            backend,
+            cleanup,
+        }))
+    }
+
+    /// The servers, `host:port`, in configured order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let client = memsem::Client::connect("127.0.0.1:11211:5")?;
+    /// assert_eq!(client.servers(), ["127.0.0.1:11211"]);
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn servers(&self) -> Vec<&str> {
+        self.inner.backends.iter().map(|b| b.address()).collect()
+    }
+
+    /// The routing in use.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// assert_eq!(client.routing(), memsem::Routing::Ketama);
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn routing(&self) -> Routing {
+        self.inner.routing
+    }
+
+    /// Pings every server (the shared body of both flavours' `ping`).
+    async fn ping_all(&self) -> Vec<(String, Result<Duration>)> {
+        let mut answers = Vec::with_capacity(self.inner.backends.len());
+        for backend in &self.inner.backends {
+            let server = backend.address().to_string();
+            let answer = backend.ping().await.map_err(|failure| match failure {
+                Failure::Unavailable(source) | Failure::Ambiguous(source) => Error::Unavailable {
+                    server: server.clone(),
+                    source,
+                },
+                Failure::Protocol(detail) => Error::Protocol {
+                    server: server.clone(),
+                    detail,
+                },
+            });
+            answers.push((server, answer));
+        }
+        answers
+    }
+}
+
+impl Client {
     /// Starts a [`ClientBuilder`].
     ///
     /// # Examples
@@ -315,35 +455,6 @@ impl Client {
         builder.build()
     }
 
-    /// A handle on the semaphore `name` (one permit, 60 s TTL, default [`WaitPolicy`](crate::WaitPolicy)).
-    /// On the wire its key is `namespace + "__lock__" + name`, the key the Perl module
-    /// Cache::Memcached::Semaphore uses, so Perl and Rust processes contend for the same lock.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidName`] for an empty name, one with whitespace or control bytes, or one
-    /// whose key would exceed memcached's 250 bytes. Nothing is sent to the server.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
-    /// assert!(client.semaphore("nightly-report").is_ok());
-    /// assert!(client.semaphore("two words").is_err());
-    /// # Ok::<(), memsem::Error>(())
-    /// ```
-    pub fn semaphore(&self, name: &str) -> Result<Semaphore> {
-        let key = key::lock_key(&self.inner.namespace, name)?;
-        let index = self.inner.ring.server_for(&key.routed);
-        let backend = Arc::clone(&self.inner.backends[index]);
-        Ok(Semaphore::new(Target {
-            client: self.clone(),
-            name: name.to_string(),
-            key,
-            backend,
-        }))
-    }
-
     /// A lock held on a majority of **all** the client's servers (Redlock), instead of on
     /// the one server its key routes to: it survives the loss of a minority of servers. See
     /// [`QuorumLock`](crate::QuorumLock) for the algorithm and its limits.
@@ -369,32 +480,6 @@ impl Client {
         ))
     }
 
-    /// The servers, `host:port`, in configured order.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let client = memsem::Client::connect("127.0.0.1:11211:5")?;
-    /// assert_eq!(client.servers(), ["127.0.0.1:11211"]);
-    /// # Ok::<(), memsem::Error>(())
-    /// ```
-    pub fn servers(&self) -> Vec<&str> {
-        self.inner.backends.iter().map(|b| b.address()).collect()
-    }
-
-    /// The routing in use.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
-    /// assert_eq!(client.routing(), memsem::Routing::Ketama);
-    /// # Ok::<(), memsem::Error>(())
-    /// ```
-    pub fn routing(&self) -> Routing {
-        self.inner.routing
-    }
-
     /// Checks every server with one no-op round trip: `(server, round-trip time or error)`.
     ///
     /// # Examples
@@ -410,24 +495,26 @@ impl Client {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn ping(&self) -> Vec<(String, Result<Duration>)> {
-        self.inner
-            .backends
-            .iter()
-            .map(|backend| {
-                let answer = backend.ping().map_err(|failure| match failure {
-                    Failure::Unavailable(source) | Failure::Ambiguous(source) => {
-                        Error::Unavailable {
-                            server: backend.address().to_string(),
-                            source,
-                        }
-                    }
-                    Failure::Protocol(detail) => Error::Protocol {
-                        server: backend.address().to_string(),
-                        detail,
-                    },
-                });
-                (backend.address().to_string(), answer)
-            })
-            .collect()
+        block_on(self.ping_all())
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Client<crate::Tokio> {
+    /// Checks every server with one no-op round trip, as [`Client::ping`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), memsem::Error> {
+    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
+    /// for (server, answer) in client.ping().await {
+    ///     println!("{server}: {answer:?}");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn ping(&self) -> Vec<(String, Result<Duration>)> {
+        self.ping_all().await
     }
 }

@@ -5,7 +5,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::memcached::{Backend, Checked};
+use crate::memcached::{Backend, Checked, Transport};
 use crate::token::Token;
 
 /// How often pending chores are retried.
@@ -29,6 +29,8 @@ struct Chore {
     due: Instant,
     /// A confirmed clean-up waiting for its re-check.
     confirmed: bool,
+    /// Instead of deleting the lock, keep it closed this many seconds (a cooldown release).
+    cooldown_secs: u32,
 }
 
 impl Chore {
@@ -40,10 +42,23 @@ impl Chore {
         if now < self.due {
             return false;
         }
-        let clean = match self.backend.read(&self.key) {
+        let clean = match self.backend.read_now(&self.key) {
+            Ok(Some(item)) if self.token.owns(&item.value) && self.cooldown_secs > 0 => {
+                let cooled = self.backend.replace_if_now(
+                    &self.key,
+                    &item.value,
+                    item.cas,
+                    self.cooldown_secs,
+                );
+                // Cooled down: the key stays ours until it expires; nothing more to do.
+                if matches!(cooled, Ok(Checked::Applied { .. })) {
+                    return true;
+                }
+                false
+            }
             Ok(Some(item)) if self.token.owns(&item.value) => {
                 matches!(
-                    self.backend.delete_if(&self.key, item.cas),
+                    self.backend.delete_if_now(&self.key, item.cas),
                     Ok(Checked::Applied { .. })
                 )
             }
@@ -85,6 +100,19 @@ impl Janitor {
         token: &Token,
         ttl_secs: u32,
     ) {
+        self.release(backend, key, token, ttl_secs, 0);
+    }
+
+    /// Releases `key` in the background while it still carries `token`: deletes it, or with
+    /// `cooldown_secs` above 0 keeps it closed that long.
+    pub(crate) fn release(
+        &self,
+        backend: &Arc<Backend>,
+        key: &[u8],
+        token: &Token,
+        ttl_secs: u32,
+        cooldown_secs: u32,
+    ) {
         let now = Instant::now();
         let limit = match ttl_secs {
             0 => NO_TTL_LIMIT,
@@ -97,6 +125,7 @@ impl Janitor {
             until: now + limit,
             due: now,
             confirmed: false,
+            cooldown_secs,
         };
         let mut queue = match self.queue.lock() {
             Ok(queue) => queue,

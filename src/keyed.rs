@@ -1,11 +1,13 @@
 //! The keyed mutex (stampede guard): one caller computes, the others wait for it and then
 //! read the cache — what Perl's KeyedMutex does.
 
+use std::time::Instant;
+
 use crate::error::Result;
+use crate::flavor::{Blocking, Flavor, block_on};
 use crate::permit::Permit;
 use crate::semaphore::Semaphore;
-use crate::token::Token;
-use crate::wait::{self, RealClock};
+use crate::wait::{Next, Waiter};
 
 /// What [`Semaphore::lock_or_wait`] found.
 ///
@@ -22,15 +24,43 @@ use crate::wait::{self, RealClock};
 /// ```
 #[derive(Debug)]
 #[must_use = "an acquired permit is released as soon as it is dropped"]
-pub enum LockOrWait {
+pub enum LockOrWait<F: Flavor = Blocking> {
     /// Nobody held the lock: you hold it now; compute the value, store it, release.
-    Acquired(Permit),
+    Acquired(Permit<F>),
     /// Somebody held the lock and has released it (or its lease ended) while you waited:
     /// the value they computed should now be in the cache.
     Released,
 }
 
-impl Semaphore {
+impl<F: Flavor> Semaphore<F> {
+    pub(crate) async fn lock_or_wait_core(&self) -> Result<LockOrWait<F>> {
+        if let Some(permit) = self.try_acquire_core().await? {
+            return Ok(LockOrWait::Acquired(permit));
+        }
+        // Whom are we waiting for? Remember the holders' values, and wait until they change.
+        let before = self.slot_values().await?;
+        if before.iter().all(Option::is_none) {
+            // Released between the add and the read.
+            return Ok(LockOrWait::Released);
+        }
+        let mut waiter = Waiter::new(self.name(), self.wait_policy(), Instant::now());
+        loop {
+            let outcome = self.slot_values().await.map(|now| {
+                let gone = before
+                    .iter()
+                    .zip(&now)
+                    .any(|(was, is)| was.is_some() && was != is);
+                gone.then_some(())
+            });
+            match waiter.after(outcome, Instant::now())? {
+                Next::Done(()) => return Ok(LockOrWait::Released),
+                Next::Sleep(delay) => F::sleep(delay).await,
+            }
+        }
+    }
+}
+
+impl Semaphore<Blocking> {
     /// Takes the lock if it is free; otherwise waits (by the semaphore's
     /// [`WaitPolicy`](crate::WaitPolicy)) until the current holder lets go, and says so
     /// without taking the lock. The cache-aside loop that stops a stampede: on a miss, call
@@ -76,28 +106,33 @@ impl Semaphore {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn lock_or_wait(&self) -> Result<LockOrWait> {
-        let token = Token::generate();
-        let mut unsure = None;
-        let first = self.attempt(&token, &mut unsure);
-        if let Some(key) = unsure.take() {
-            self.abandon(&key, &token);
-        }
-        if let Some(permit) = first? {
-            return Ok(LockOrWait::Acquired(permit));
-        }
-        // Whom are we waiting for? Remember the holders' values, and wait until they change.
-        let before = self.slot_values()?;
-        if before.iter().all(Option::is_none) {
-            // Released between the add and the read.
-            return Ok(LockOrWait::Released);
-        }
-        wait::poll(self.name(), self.wait_policy(), &mut RealClock, || {
-            let now = self.slot_values()?;
-            let gone = before
-                .iter()
-                .zip(&now)
-                .any(|(was, is)| was.is_some() && was != is);
-            Ok(gone.then_some(LockOrWait::Released))
-        })
+        block_on(self.lock_or_wait_core())
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Semaphore<crate::Tokio> {
+    /// Takes the lock if it is free, or waits for its holder to let go. As
+    /// [`Semaphore::lock_or_wait`]; cancel safe (see [`Semaphore::try_acquire`](Semaphore#impl-Semaphore<Tokio>)).
+    ///
+    /// # Errors
+    ///
+    /// As [`Semaphore::lock_or_wait`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), memsem::Error> {
+    /// use memsem::LockOrWait;
+    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
+    /// match client.semaphore("report:q3")?.lock_or_wait().await? {
+    ///     LockOrWait::Acquired(permit) => permit.release().await?,
+    ///     LockOrWait::Released => { /* read the cache */ }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn lock_or_wait(&self) -> Result<LockOrWait<crate::Tokio>> {
+        self.lock_or_wait_core().await
     }
 }

@@ -88,6 +88,7 @@
 
 mod client;
 mod error;
+mod flavor;
 mod holder;
 mod janitor;
 mod keepalive;
@@ -103,6 +104,9 @@ mod wait;
 
 pub use client::{Client, ClientBuilder};
 pub use error::{Cause, Error, LostReason, Result};
+#[cfg(feature = "tokio")]
+pub use flavor::Tokio;
+pub use flavor::{Blocking, Flavor};
 pub use keepalive::KeepAlive;
 pub use keyed::LockOrWait;
 pub use permit::Permit;

@@ -1,12 +1,18 @@
 //! The one place that talks to the `memcache` crate (its experimental meta-protocol `exp`
 //! module, pinned to an exact version). Everything above this module speaks in lock terms:
 //! add-if-absent, read, compare-and-delete, compare-and-replace.
+//!
+//! Each operation is built once and its reply interpreted once; only running it differs
+//! between the blocking [`Backend`] and the tokio [`AsyncBackend`].
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "tokio")]
+use memcache::exp::AsyncMetaClient;
 use memcache::exp::{
-    Arithmetic, ArithmeticResult, Delete, Get, GetResult, Meta, MetaClient, MutationResult,
-    MutationStatus, Op, Set, SetMode,
+    Arithmetic, ArithmeticResult, Delete, Get, GetResult, Meta, MetaClient, MetaClientBuilder,
+    MutationResult, MutationStatus, Op, OpResult, Set, SetMode,
 };
 
 use crate::error::Cause;
@@ -14,7 +20,7 @@ use crate::routing::ServerSpec;
 
 /// Why an exchange with a server failed, before it is given the lock's context.
 #[derive(Debug)]
-pub(crate) enum Failure {
+pub enum Failure {
     /// Nothing was applied: the server could not be reached, or the command was not sent
     /// in full.
     Unavailable(Cause),
@@ -24,11 +30,11 @@ pub(crate) enum Failure {
     Protocol(String),
 }
 
-pub(crate) type Outcome<T> = std::result::Result<T, Failure>;
+pub type Outcome<T> = std::result::Result<T, Failure>;
 
 /// What an add-if-absent found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Added {
+pub enum Added {
     /// Stored: the key is ours, with this CAS.
     Stored { cas: u64 },
     /// The key already exists.
@@ -37,7 +43,7 @@ pub(crate) enum Added {
 
 /// What a CAS-checked write found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Checked {
+pub enum Checked {
     /// Applied; the new CAS when the item still exists.
     Applied { cas: Option<u64> },
     /// The item exists with another CAS.
@@ -48,7 +54,7 @@ pub(crate) enum Checked {
 
 /// An item read back from the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Item {
+pub struct Item {
     pub(crate) value: Vec<u8>,
     pub(crate) cas: u64,
     /// Seconds left, `None` for an item that never expires.
@@ -62,8 +68,227 @@ pub(crate) struct Timeouts {
     pub(crate) io: Duration,
 }
 
-/// One memcached server with its own connection pool.
-pub(crate) struct Backend {
+/// How long an untouched fencing counter lives (30 days, memcached's longest relative TTL);
+/// when it is gone, the next number restarts from the clock.
+const FENCE_TTL: u32 = 30 * 24 * 3600;
+
+/// The lock operations on one server. Implemented by the blocking [`Backend`] (whose
+/// futures complete on their first poll) and the tokio [`AsyncBackend`]; the lock logic is
+/// written once, against this trait.
+pub trait Transport: Send + Sync + std::fmt::Debug + 'static {
+    /// The server as configured, `host:port`.
+    fn address(&self) -> &str;
+    /// `ms <key> T<ttl> ME c`: stores `value` only if the key is absent. `ttl` 0 = never.
+    fn add(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: u32,
+    ) -> impl Future<Output = Outcome<Added>> + Send;
+    /// The add, and in the same round trip right after it an increment of the counter
+    /// `fence_key` (created at `initial` when missing). Because the increment follows the add
+    /// on one connection, a holder's number is drawn before it can release, so the next
+    /// holder's number is larger. The add's outcome stands even when the counter failed.
+    fn add_fenced(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: u32,
+        fence_key: &[u8],
+        initial: u64,
+    ) -> impl Future<Output = Outcome<(Added, Outcome<u64>)>> + Send;
+    /// Increments the counter `fence_key` (created at `initial` when missing).
+    fn next_fence(
+        &self,
+        fence_key: &[u8],
+        initial: u64,
+    ) -> impl Future<Output = Outcome<u64>> + Send;
+    /// `ms <key> T<ttl> c`: stores `value` whatever is there (the unsafe "steal").
+    fn overwrite(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: u32,
+    ) -> impl Future<Output = Outcome<u64>> + Send;
+    /// `mg <key> v c t`: the item, or `None` when the key is absent.
+    fn read(&self, key: &[u8]) -> impl Future<Output = Outcome<Option<Item>>> + Send;
+    /// Reads several keys in one round trip (one pipelined batch): one answer per key.
+    fn read_many(
+        &self,
+        keys: &[Vec<u8>],
+    ) -> impl Future<Output = Outcome<Vec<Option<Item>>>> + Send;
+    /// `md <key> C<cas>`: deletes only the item with this CAS.
+    fn delete_if(&self, key: &[u8], cas: u64) -> impl Future<Output = Outcome<Checked>> + Send;
+    /// `ms <key> T<ttl> C<cas> c`: rewrites the item with this CAS, giving it a new TTL.
+    fn replace_if(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        cas: u64,
+        ttl: u32,
+    ) -> impl Future<Output = Outcome<Checked>> + Send;
+    /// `mn`: one no-op round trip; returns how long it took.
+    fn ping(&self) -> impl Future<Output = Outcome<Duration>> + Send;
+}
+
+fn builder(timeouts: Timeouts, max_idle: usize) -> MetaClientBuilder {
+    MetaClientBuilder::new()
+        .connect_timeout(Some(timeouts.connect))
+        .io_timeout(Some(timeouts.io))
+        .max_idle(max_idle)
+}
+
+// The operations, built once for both backends.
+
+fn add_op(key: &[u8], value: &[u8], ttl: u32) -> Set {
+    Set::new(key, value)
+        .mode(SetMode::Add)
+        .ttl_raw(ttl)
+        .return_cas()
+}
+
+fn fence_op(fence_key: &[u8], initial: u64) -> Arithmetic {
+    Arithmetic::new(fence_key).initial(initial, FENCE_TTL)
+}
+
+fn overwrite_op(key: &[u8], value: &[u8], ttl: u32) -> Set {
+    Set::new(key, value).ttl_raw(ttl).return_cas()
+}
+
+fn read_op(key: &[u8]) -> Get {
+    Get::new(key).meta(Meta::NONE.cas().ttl())
+}
+
+fn delete_op(key: &[u8], cas: u64) -> Delete {
+    Delete::new(key).compare_cas(cas)
+}
+
+fn replace_op(key: &[u8], value: &[u8], cas: u64, ttl: u32) -> Set {
+    Set::new(key, value)
+        .ttl_raw(ttl)
+        .compare_cas(cas)
+        .return_cas()
+}
+
+// Their replies, interpreted once for both backends.
+
+fn classify(error: memcache::exp::Error) -> Failure {
+    use memcache::exp::Error as E;
+    match error {
+        E::Ambiguous { .. } => Failure::Ambiguous(Box::new(error)),
+        E::Io(_) | E::Timeout { .. } | E::Server(_) => Failure::Unavailable(Box::new(error)),
+        other => Failure::Protocol(other.to_string()),
+    }
+}
+
+fn cas_of(reply: &MutationResult) -> Outcome<u64> {
+    reply
+        .cas
+        .ok_or_else(|| Failure::Protocol("store reply without the CAS that was asked for".into()))
+}
+
+fn added(reply: memcache::exp::Result<MutationResult>) -> Outcome<Added> {
+    let reply = reply.map_err(classify)?;
+    match reply.status {
+        MutationStatus::Applied => Ok(Added::Stored {
+            cas: cas_of(&reply)?,
+        }),
+        MutationStatus::AlreadyExists | MutationStatus::CasMismatch => Ok(Added::Exists),
+        other => Err(Failure::Protocol(format!("add answered {other:?}"))),
+    }
+}
+
+fn counter_of(reply: &ArithmeticResult) -> Option<u64> {
+    (reply.status == MutationStatus::Applied)
+        .then_some(reply.value)
+        .flatten()
+}
+
+fn counted(reply: memcache::exp::Result<ArithmeticResult>) -> Outcome<u64> {
+    let reply = reply.map_err(classify)?;
+    counter_of(&reply).ok_or_else(|| Failure::Protocol(format!("fence counter answered {reply:?}")))
+}
+
+fn added_and_counted(
+    replies: memcache::exp::Result<Vec<memcache::exp::Result<OpResult>>>,
+) -> Outcome<(Added, Outcome<u64>)> {
+    let mut replies = replies.map_err(classify)?.into_iter();
+    let (Some(add), Some(fence)) = (replies.next(), replies.next()) else {
+        return Err(Failure::Protocol("batch reply missing".into()));
+    };
+    let add = add.map_err(classify)?;
+    let outcome = match add.as_mutation() {
+        Some(reply) if reply.status == MutationStatus::Applied => Added::Stored {
+            cas: cas_of(reply)?,
+        },
+        Some(reply) if reply.status == MutationStatus::AlreadyExists => Added::Exists,
+        _ => return Err(Failure::Protocol(format!("add answered {add:?}"))),
+    };
+    let fence = fence.map_err(classify).and_then(|fence| {
+        fence
+            .as_arithmetic()
+            .and_then(counter_of)
+            .ok_or_else(|| Failure::Protocol(format!("fence counter answered {fence:?}")))
+    });
+    Ok((outcome, fence))
+}
+
+fn overwritten(reply: memcache::exp::Result<MutationResult>) -> Outcome<u64> {
+    let reply = reply.map_err(classify)?;
+    match reply.status {
+        MutationStatus::Applied => cas_of(&reply),
+        other => Err(Failure::Protocol(format!("set answered {other:?}"))),
+    }
+}
+
+fn item_of(reply: GetResult) -> Outcome<Option<Item>> {
+    if !reply.hit() {
+        return Ok(None);
+    }
+    let cas = reply
+        .item
+        .cas
+        .ok_or_else(|| Failure::Protocol("read reply without CAS".into()))?;
+    let ttl = match reply.item.ttl {
+        Some(ttl) if ttl >= 0 => Some(ttl as u64),
+        _ => None,
+    };
+    Ok(Some(Item {
+        value: reply.value.unwrap_or_default(),
+        cas,
+        ttl,
+    }))
+}
+
+fn read_one(reply: memcache::exp::Result<GetResult>) -> Outcome<Option<Item>> {
+    item_of(reply.map_err(classify)?)
+}
+
+fn read_all(
+    replies: memcache::exp::Result<Vec<memcache::exp::Result<GetResult>>>,
+) -> Outcome<Vec<Option<Item>>> {
+    replies
+        .map_err(classify)?
+        .into_iter()
+        .map(|reply| item_of(reply.map_err(classify)?))
+        .collect()
+}
+
+fn checked(reply: memcache::exp::Result<MutationResult>, wants_cas: bool) -> Outcome<Checked> {
+    let reply = reply.map_err(classify)?;
+    match reply.status {
+        MutationStatus::Applied if wants_cas => Ok(Checked::Applied {
+            cas: Some(cas_of(&reply)?),
+        }),
+        MutationStatus::Applied => Ok(Checked::Applied { cas: None }),
+        MutationStatus::CasMismatch | MutationStatus::AlreadyExists => Ok(Checked::Mismatch),
+        MutationStatus::NotFound => Ok(Checked::Missing),
+        other => Err(Failure::Protocol(format!("unexpected status {other:?}"))),
+    }
+}
+
+/// One memcached server with its own pool of blocking connections.
+pub struct Backend {
     address: String,
     client: MetaClient,
 }
@@ -84,45 +309,44 @@ impl Backend {
         max_idle: usize,
     ) -> Result<Backend, String> {
         let address = spec.address();
-        let client = MetaClient::builder()
-            .connect_timeout(Some(timeouts.connect))
-            .io_timeout(Some(timeouts.io))
-            .max_idle(max_idle)
+        let client = builder(timeouts, max_idle)
             .connect((spec.host().to_string(), spec.port()))
             .map_err(|error| format!("cannot use memcached server {address}: {error}"))?;
         Ok(Backend { address, client })
     }
 
-    /// The server as configured, `host:port`.
-    pub(crate) fn address(&self) -> &str {
+    /// Blocking read, for the clean-up thread.
+    pub(crate) fn read_now(&self, key: &[u8]) -> Outcome<Option<Item>> {
+        read_one(self.client.run(read_op(key)))
+    }
+
+    /// Blocking compare-and-delete, for the clean-up thread.
+    pub(crate) fn delete_if_now(&self, key: &[u8], cas: u64) -> Outcome<Checked> {
+        checked(self.client.run(delete_op(key, cas)), false)
+    }
+
+    /// Blocking compare-and-replace, for the clean-up thread.
+    pub(crate) fn replace_if_now(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        cas: u64,
+        ttl: u32,
+    ) -> Outcome<Checked> {
+        checked(self.client.run(replace_op(key, value, cas, ttl)), true)
+    }
+}
+
+impl Transport for Backend {
+    fn address(&self) -> &str {
         &self.address
     }
 
-    /// `ms <key> T<ttl> ME c`: stores `value` only if the key is absent. `ttl` 0 = never.
-    pub(crate) fn add(&self, key: &[u8], value: &[u8], ttl: u32) -> Outcome<Added> {
-        let reply = self
-            .client
-            .run(
-                Set::new(key, value)
-                    .mode(SetMode::Add)
-                    .ttl_raw(ttl)
-                    .return_cas(),
-            )
-            .map_err(classify)?;
-        match reply.status {
-            MutationStatus::Applied => Ok(Added::Stored {
-                cas: cas_of(&reply)?,
-            }),
-            MutationStatus::AlreadyExists | MutationStatus::CasMismatch => Ok(Added::Exists),
-            other => Err(Failure::Protocol(format!("add answered {other:?}"))),
-        }
+    async fn add(&self, key: &[u8], value: &[u8], ttl: u32) -> Outcome<Added> {
+        added(self.client.run(add_op(key, value, ttl)))
     }
 
-    /// The add of [`add`](Self::add) and, in the same round trip right after it, an
-    /// increment of the counter `fence_key` (created at `initial` when missing). Because the
-    /// increment follows the add on one connection, a holder's number is drawn before it can
-    /// release, so the next holder's number is larger.
-    pub(crate) fn add_fenced(
+    async fn add_fenced(
         &self,
         key: &[u8],
         value: &[u8],
@@ -130,173 +354,133 @@ impl Backend {
         fence_key: &[u8],
         initial: u64,
     ) -> Outcome<(Added, Outcome<u64>)> {
-        let add = Set::new(key, value)
-            .mode(SetMode::Add)
-            .ttl_raw(ttl)
-            .return_cas();
-        let fence = Arithmetic::new(fence_key).initial(initial, FENCE_TTL);
-        let mut replies = self
-            .client
-            .run_batch([Op::from(add), Op::from(fence)])
-            .map_err(classify)?
-            .into_iter();
-        let (Some(add), Some(fence)) = (replies.next(), replies.next()) else {
-            return Err(Failure::Protocol("batch reply missing".into()));
-        };
-        let add = add.map_err(classify)?;
-        let added = match add.as_mutation() {
-            Some(reply) if reply.status == MutationStatus::Applied => Added::Stored {
-                cas: cas_of(reply)?,
-            },
-            Some(reply) if reply.status == MutationStatus::AlreadyExists => Added::Exists,
-            _ => return Err(Failure::Protocol(format!("add answered {add:?}"))),
-        };
-        // The add's outcome stands even when the counter failed: a stored lock must reach
-        // the caller, who then releases it.
-        let fence = fence.map_err(classify).and_then(|fence| {
-            fence
-                .as_arithmetic()
-                .and_then(counter_of)
-                .ok_or_else(|| Failure::Protocol(format!("fence counter answered {fence:?}")))
-        });
-        Ok((added, fence))
+        let batch = [
+            Op::from(add_op(key, value, ttl)),
+            Op::from(fence_op(fence_key, initial)),
+        ];
+        added_and_counted(self.client.run_batch(batch))
     }
 
-    /// Increments the counter `fence_key` (created at `initial` when missing).
-    pub(crate) fn next_fence(&self, fence_key: &[u8], initial: u64) -> Outcome<u64> {
-        let reply = self
-            .client
-            .run(Arithmetic::new(fence_key).initial(initial, FENCE_TTL))
-            .map_err(classify)?;
-        counter_of(&reply)
-            .ok_or_else(|| Failure::Protocol(format!("fence counter answered {reply:?}")))
+    async fn next_fence(&self, fence_key: &[u8], initial: u64) -> Outcome<u64> {
+        counted(self.client.run(fence_op(fence_key, initial)))
     }
 
-    /// `ms <key> T<ttl> c`: stores `value` whatever is there (the unsafe "steal").
-    pub(crate) fn overwrite(&self, key: &[u8], value: &[u8], ttl: u32) -> Outcome<u64> {
-        let reply = self
-            .client
-            .run(Set::new(key, value).ttl_raw(ttl).return_cas())
-            .map_err(classify)?;
-        match reply.status {
-            MutationStatus::Applied => cas_of(&reply),
-            other => Err(Failure::Protocol(format!("set answered {other:?}"))),
-        }
+    async fn overwrite(&self, key: &[u8], value: &[u8], ttl: u32) -> Outcome<u64> {
+        overwritten(self.client.run(overwrite_op(key, value, ttl)))
     }
 
-    /// `mg <key> v c t`: the item, or `None` when the key is absent.
-    pub(crate) fn read(&self, key: &[u8]) -> Outcome<Option<Item>> {
-        let reply = self
-            .client
-            .run(Get::new(key).meta(Meta::NONE.cas().ttl()))
-            .map_err(classify)?;
-        item_of(reply)
+    async fn read(&self, key: &[u8]) -> Outcome<Option<Item>> {
+        self.read_now(key)
     }
 
-    /// Reads several keys in one round trip (one pipelined batch): one answer per key.
-    pub(crate) fn read_many(&self, keys: &[Vec<u8>]) -> Outcome<Vec<Option<Item>>> {
-        let replies = self
-            .client
-            .run_many(
-                keys.iter()
-                    .map(|key| Get::new(key).meta(Meta::NONE.cas().ttl())),
-            )
-            .map_err(classify)?;
-        replies
-            .into_iter()
-            .map(|reply| item_of(reply.map_err(classify)?))
-            .collect()
+    async fn read_many(&self, keys: &[Vec<u8>]) -> Outcome<Vec<Option<Item>>> {
+        read_all(self.client.run_many(keys.iter().map(|key| read_op(key))))
     }
 
-    /// `md <key> C<cas>`: deletes only the item with this CAS.
-    pub(crate) fn delete_if(&self, key: &[u8], cas: u64) -> Outcome<Checked> {
-        let reply = self
-            .client
-            .run(Delete::new(key).compare_cas(cas))
-            .map_err(classify)?;
-        checked(&reply, false)
+    async fn delete_if(&self, key: &[u8], cas: u64) -> Outcome<Checked> {
+        self.delete_if_now(key, cas)
     }
 
-    /// `ms <key> T<ttl> C<cas> c`: rewrites the item with this CAS, giving it a new TTL.
-    pub(crate) fn replace_if(
-        &self,
-        key: &[u8],
-        value: &[u8],
-        cas: u64,
-        ttl: u32,
-    ) -> Outcome<Checked> {
-        let reply = self
-            .client
-            .run(
-                Set::new(key, value)
-                    .ttl_raw(ttl)
-                    .compare_cas(cas)
-                    .return_cas(),
-            )
-            .map_err(classify)?;
-        checked(&reply, true)
+    async fn replace_if(&self, key: &[u8], value: &[u8], cas: u64, ttl: u32) -> Outcome<Checked> {
+        self.replace_if_now(key, value, cas, ttl)
     }
 
-    /// `mn`: one no-op round trip; returns how long it took.
-    pub(crate) fn ping(&self) -> Outcome<Duration> {
+    async fn ping(&self) -> Outcome<Duration> {
         let started = Instant::now();
         self.client.noop().map_err(classify)?;
         Ok(started.elapsed())
     }
 }
 
-fn cas_of(reply: &MutationResult) -> Outcome<u64> {
-    reply
-        .cas
-        .ok_or_else(|| Failure::Protocol("store reply without the CAS that was asked for".into()))
+/// One memcached server with its own pool of tokio connections.
+#[cfg(feature = "tokio")]
+pub struct AsyncBackend {
+    address: String,
+    client: AsyncMetaClient,
 }
 
-fn checked(reply: &MutationResult, wants_cas: bool) -> Outcome<Checked> {
-    match reply.status {
-        MutationStatus::Applied if wants_cas => Ok(Checked::Applied {
-            cas: Some(cas_of(reply)?),
-        }),
-        MutationStatus::Applied => Ok(Checked::Applied { cas: None }),
-        MutationStatus::CasMismatch | MutationStatus::AlreadyExists => Ok(Checked::Mismatch),
-        MutationStatus::NotFound => Ok(Checked::Missing),
-        other => Err(Failure::Protocol(format!("unexpected status {other:?}"))),
+#[cfg(feature = "tokio")]
+impl std::fmt::Debug for AsyncBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncBackend")
+            .field("address", &self.address)
+            .finish()
     }
 }
 
-fn classify(error: memcache::exp::Error) -> Failure {
-    use memcache::exp::Error as E;
-    match error {
-        E::Ambiguous { .. } => Failure::Ambiguous(Box::new(error)),
-        E::Io(_) | E::Timeout { .. } | E::Server(_) => Failure::Unavailable(Box::new(error)),
-        other => Failure::Protocol(other.to_string()),
+#[cfg(feature = "tokio")]
+impl AsyncBackend {
+    /// Resolves the server's address; connections are dialed on first use.
+    pub(crate) async fn new(
+        spec: &ServerSpec,
+        timeouts: Timeouts,
+        max_idle: usize,
+    ) -> Result<AsyncBackend, String> {
+        let address = spec.address();
+        let client = builder(timeouts, max_idle)
+            .connect_async((spec.host().to_string(), spec.port()))
+            .await
+            .map_err(|error| format!("cannot use memcached server {address}: {error}"))?;
+        Ok(AsyncBackend { address, client })
     }
 }
 
-/// How long an untouched fencing counter lives (30 days, memcached's longest relative TTL);
-/// when it is gone, the next number restarts from the clock.
-const FENCE_TTL: u32 = 30 * 24 * 3600;
-
-fn counter_of(reply: &ArithmeticResult) -> Option<u64> {
-    (reply.status == MutationStatus::Applied)
-        .then_some(reply.value)
-        .flatten()
-}
-
-fn item_of(reply: GetResult) -> Outcome<Option<Item>> {
-    if !reply.hit() {
-        return Ok(None);
+#[cfg(feature = "tokio")]
+impl Transport for AsyncBackend {
+    fn address(&self) -> &str {
+        &self.address
     }
-    let cas = reply
-        .item
-        .cas
-        .ok_or_else(|| Failure::Protocol("read reply without CAS".into()))?;
-    let ttl = match reply.item.ttl {
-        Some(ttl) if ttl >= 0 => Some(ttl as u64),
-        _ => None,
-    };
-    Ok(Some(Item {
-        value: reply.value.unwrap_or_default(),
-        cas,
-        ttl,
-    }))
+
+    async fn add(&self, key: &[u8], value: &[u8], ttl: u32) -> Outcome<Added> {
+        added(self.client.run(add_op(key, value, ttl)).await)
+    }
+
+    async fn add_fenced(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: u32,
+        fence_key: &[u8],
+        initial: u64,
+    ) -> Outcome<(Added, Outcome<u64>)> {
+        let batch = [
+            Op::from(add_op(key, value, ttl)),
+            Op::from(fence_op(fence_key, initial)),
+        ];
+        added_and_counted(self.client.run_batch(batch).await)
+    }
+
+    async fn next_fence(&self, fence_key: &[u8], initial: u64) -> Outcome<u64> {
+        counted(self.client.run(fence_op(fence_key, initial)).await)
+    }
+
+    async fn overwrite(&self, key: &[u8], value: &[u8], ttl: u32) -> Outcome<u64> {
+        overwritten(self.client.run(overwrite_op(key, value, ttl)).await)
+    }
+
+    async fn read(&self, key: &[u8]) -> Outcome<Option<Item>> {
+        read_one(self.client.run(read_op(key)).await)
+    }
+
+    async fn read_many(&self, keys: &[Vec<u8>]) -> Outcome<Vec<Option<Item>>> {
+        let operations: Vec<Get> = keys.iter().map(|key| read_op(key)).collect();
+        read_all(self.client.run_many(operations).await)
+    }
+
+    async fn delete_if(&self, key: &[u8], cas: u64) -> Outcome<Checked> {
+        checked(self.client.run(delete_op(key, cas)).await, false)
+    }
+
+    async fn replace_if(&self, key: &[u8], value: &[u8], cas: u64, ttl: u32) -> Outcome<Checked> {
+        checked(
+            self.client.run(replace_op(key, value, cas, ttl)).await,
+            true,
+        )
+    }
+
+    async fn ping(&self) -> Outcome<Duration> {
+        let started = Instant::now();
+        self.client.noop().await.map_err(classify)?;
+        Ok(started.elapsed())
+    }
 }

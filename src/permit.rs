@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::client::Target;
 use crate::error::{Error, LostReason, Result};
-use crate::memcached::{Checked, Failure, Outcome};
+use crate::flavor::{Blocking, Flavor, block_on};
+use crate::memcached::{Checked, Failure, Transport};
 use crate::semaphore::whole_seconds;
 use crate::token::Token;
 
@@ -31,8 +32,8 @@ use crate::token::Token;
 /// ```
 #[must_use = "a permit is released as soon as it is dropped"]
 #[clippy::has_significant_drop]
-pub struct Permit {
-    target: Arc<Target>,
+pub struct Permit<F: Flavor = Blocking> {
+    target: Arc<Target<F>>,
     key: Vec<u8>,
     slot: u32,
     fence: Option<u64>,
@@ -52,10 +53,10 @@ enum Found {
     Lost(LostReason),
 }
 
-impl Permit {
+impl<F: Flavor> Permit<F> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        target: Arc<Target>,
+        target: Arc<Target<F>>,
         (key, slot): (Vec<u8>, u32),
         token: Token,
         value: Vec<u8>,
@@ -63,7 +64,7 @@ impl Permit {
         ttl_secs: u32,
         cooldown_secs: u32,
         started: Instant,
-    ) -> Permit {
+    ) -> Permit<F> {
         let expires_at = (ttl_secs > 0).then(|| started + Duration::from_secs(u64::from(ttl_secs)));
         Permit {
             target,
@@ -199,124 +200,6 @@ impl Permit {
         self.acquired_at
     }
 
-    /// Gives the lock back: one CAS-checked delete (or, when the semaphore has a cooldown,
-    /// the same as [`release_with_cooldown`](Self::release_with_cooldown)).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::LockLost`] when the lease had already ended or another holder has the lock
-    /// (which is left untouched); [`Error::Unavailable`] or [`Error::Ambiguous`] when the
-    /// server did not answer (the lock is then deleted in the background once it does, or
-    /// ends with its TTL).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
-    /// let permit = client.semaphore("job")?.wait_acquire()?;
-    /// permit.release()?;
-    /// # Ok::<(), memsem::Error>(())
-    /// ```
-    pub fn release(mut self) -> Result<()> {
-        self.armed = false;
-        self.give_back()
-    }
-
-    /// Gives the lock back but keeps it closed for `cooldown`: the key keeps this token with
-    /// an expiry of `cooldown` (whole seconds, rounded up), so nobody can acquire it until
-    /// then. One CAS-checked write. [`Duration::ZERO`] is a plain release.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidConfig`] for a cooldown above 30 days (the lock is then released
-    /// plainly); otherwise as [`release`](Self::release).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// use std::time::Duration;
-    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
-    /// let permit = client.semaphore("send-digest")?.wait_acquire()?;
-    /// // ... send the digest; nobody may send another for 10 minutes ...
-    /// permit.release_with_cooldown(Duration::from_secs(600))?;
-    /// # Ok::<(), memsem::Error>(())
-    /// ```
-    pub fn release_with_cooldown(mut self, cooldown: Duration) -> Result<()> {
-        self.armed = false;
-        self.cooldown_secs = 0;
-        if cooldown.is_zero() {
-            return self.give_back();
-        }
-        match whole_seconds(cooldown, "the cooldown") {
-            Ok(secs) => {
-                self.cooldown_secs = secs;
-                self.give_back()
-            }
-            Err(error) => {
-                self.give_back()?;
-                Err(error)
-            }
-        }
-    }
-
-    /// Extends the lease to `ttl` from now (whole seconds, rounded up). One CAS-checked
-    /// write that keeps the value.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::LockLost`] when the lease had already ended; [`Error::InvalidConfig`] for a
-    /// zero TTL or one above 30 days; server errors as [`release`](Self::release) (the permit
-    /// is then still yours until its current lease ends).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// use std::time::Duration;
-    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
-    /// let mut permit = client.semaphore("long-job")?.wait_acquire()?;
-    /// for _chunk in 0..10 {
-    ///     // ... a chunk of work shorter than the TTL ...
-    ///     permit.refresh(Duration::from_secs(60))?;
-    /// }
-    /// # Ok::<(), memsem::Error>(())
-    /// ```
-    pub fn refresh(&mut self, ttl: Duration) -> Result<()> {
-        let secs = whole_seconds(ttl, "the TTL")?;
-        let started = Instant::now();
-        let target = Arc::clone(&self.target);
-        // The holder record says when it was last refreshed (for reap_stale).
-        let (key, value) = (
-            self.key.clone(),
-            crate::holder::Record::refreshed(&self.value),
-        );
-        let cas = self.checked_write("refresh", |cas| {
-            target.backend.replace_if(&key, &value, cas, secs)
-        })?;
-        self.value = value;
-        self.cas = cas.unwrap_or(self.cas);
-        self.ttl_secs = secs;
-        self.expires_at = Some(started + Duration::from_secs(u64::from(secs)));
-        Ok(())
-    }
-
-    /// Asks the server whether this permit still holds the lock. One read.
-    ///
-    /// # Errors
-    ///
-    /// Server errors, as [`release`](Self::release).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
-    /// let permit = client.semaphore("job")?.wait_acquire()?;
-    /// assert!(permit.is_held()?);
-    /// # Ok::<(), memsem::Error>(())
-    /// ```
-    pub fn is_held(&self) -> Result<bool> {
-        Ok(matches!(self.inspect("read")?, Found::Ours { .. }))
-    }
-
     /// Keeps the lock: nothing is sent, and the lease ends with its TTL (or never, without
     /// expiry). Returns the token, with which [`Semaphore::resume`](crate::Semaphore::resume)
     /// can pick the permit up again.
@@ -333,43 +216,86 @@ impl Permit {
         self.armed = false;
         self.token.as_str().to_string()
     }
+}
 
-    /// Hands the permit to a background thread that refreshes its lease every third of its
-    /// TTL until it is released or dropped, and flags the lock as lost when a refresh finds
-    /// it gone (see [`KeepAlive`](crate::KeepAlive)).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
-    /// let held = client.semaphore("long-job")?.wait_acquire()?.keep_alive();
-    /// // ... work for longer than the TTL ...
-    /// held.release()?;
-    /// # Ok::<(), memsem::Error>(())
-    /// ```
-    pub fn keep_alive(self) -> crate::KeepAlive {
-        crate::KeepAlive::start(self)
+/// A CAS-checked write of a permit's key.
+enum Write {
+    Delete,
+    Replace { value: Vec<u8>, ttl_secs: u32 },
+}
+
+/// The lock logic of a permit, written once for both flavours.
+impl<F: Flavor> Permit<F> {
+    pub(crate) async fn release_core(mut self) -> Result<()> {
+        self.armed = false;
+        self.give_back().await
+    }
+
+    pub(crate) async fn release_with_cooldown_core(mut self, cooldown: Duration) -> Result<()> {
+        self.armed = false;
+        self.cooldown_secs = 0;
+        if cooldown.is_zero() {
+            return self.give_back().await;
+        }
+        match whole_seconds(cooldown, "the cooldown") {
+            Ok(secs) => {
+                self.cooldown_secs = secs;
+                self.give_back().await
+            }
+            Err(error) => {
+                self.give_back().await?;
+                Err(error)
+            }
+        }
+    }
+
+    pub(crate) async fn refresh_core(&mut self, ttl: Duration) -> Result<()> {
+        let secs = whole_seconds(ttl, "the TTL")?;
+        let started = Instant::now();
+        // The holder record says when it was last refreshed (for reap_stale).
+        let value = crate::holder::Record::refreshed(&self.value);
+        let cas = self
+            .checked_write(
+                "refresh",
+                Write::Replace {
+                    value: value.clone(),
+                    ttl_secs: secs,
+                },
+            )
+            .await?;
+        self.value = value;
+        self.cas = cas.unwrap_or(self.cas);
+        self.ttl_secs = secs;
+        self.expires_at = Some(started + Duration::from_secs(u64::from(secs)));
+        Ok(())
+    }
+
+    pub(crate) async fn is_held_core(&self) -> Result<bool> {
+        Ok(matches!(self.inspect("read").await?, Found::Ours { .. }))
     }
 
     /// Deletes the key (or cools it down), owner-checked.
-    fn give_back(&mut self) -> Result<()> {
-        let target = Arc::clone(&self.target);
-        let key = &self.key.clone();
+    async fn give_back(&mut self) -> Result<()> {
         let outcome = if self.cooldown_secs > 0 {
-            let (value, secs) = (self.value.clone(), self.cooldown_secs);
-            self.checked_write("cooldown", |cas| {
-                target.backend.replace_if(key, &value, cas, secs)
-            })
+            let write = Write::Replace {
+                value: self.value.clone(),
+                ttl_secs: self.cooldown_secs,
+            };
+            self.checked_write("cooldown", write).await
         } else {
-            self.checked_write("release", |cas| target.backend.delete_if(key, cas))
+            self.checked_write("release", Write::Delete).await
         };
         match outcome {
             Err(error @ (Error::Unavailable { .. } | Error::Ambiguous { .. })) => {
-                if self.cooldown_secs == 0 {
-                    target
-                        .janitor()
-                        .clean_up(&target.backend, key, &self.token, self.ttl_secs);
-                }
+                // Finish it in the background once the server answers.
+                let target = &self.target;
+                target.janitor().release(
+                    &target.cleanup,
+                    &self.key,
+                    &self.token,
+                    self.ttl_secs,
+                    self.cooldown_secs,
+                );
                 Err(error)
             }
             other => other.map(|_| ()),
@@ -377,11 +303,12 @@ impl Permit {
     }
 
     /// Reads the key back and says whether it is still ours.
-    fn inspect(&self, operation: &'static str) -> Result<Found> {
+    async fn inspect(&self, operation: &'static str) -> Result<Found> {
         let item = self
             .target
             .backend
             .read(&self.key)
+            .await
             .map_err(|failure| self.target.error(operation, failure))?;
         Ok(match item {
             Some(item) if self.token.owns(&item.value) => Found::Ours { cas: item.cas },
@@ -401,15 +328,24 @@ impl Permit {
     /// mismatch, or when the reply was lost, the key is read back; while it still holds our
     /// token the write is retried with the CAS found (a lost-but-applied earlier write of
     /// ours changes the CAS). Returns the new CAS when the item still exists.
-    fn checked_write(
+    async fn checked_write(
         &mut self,
         operation: &'static str,
-        write: impl Fn(u64) -> Outcome<Checked>,
+        write: Write,
     ) -> Result<Option<u64>> {
-        let deleting = operation == "release";
+        let deleting = matches!(write, Write::Delete);
         let mut sent_unanswered = None;
         for _ in 0..4 {
-            match write(self.cas) {
+            let backend = &self.target.backend;
+            let reply = match &write {
+                Write::Delete => backend.delete_if(&self.key, self.cas).await,
+                Write::Replace { value, ttl_secs } => {
+                    backend
+                        .replace_if(&self.key, value, self.cas, *ttl_secs)
+                        .await
+                }
+            };
+            match reply {
                 Ok(Checked::Applied { cas }) => return Ok(cas),
                 Ok(Checked::Missing) if deleting && sent_unanswered.is_some() => return Ok(None),
                 Ok(Checked::Missing) => return Err(self.lost(LostReason::Missing)),
@@ -417,7 +353,7 @@ impl Permit {
                 Err(Failure::Ambiguous(source)) => sent_unanswered = Some(source),
                 Err(failure) => return Err(self.target.error(operation, failure)),
             }
-            let found = match self.inspect(operation) {
+            let found = match self.inspect(operation).await {
                 Ok(found) => found,
                 Err(error) => {
                     return Err(match sent_unanswered.take() {
@@ -447,19 +383,234 @@ impl Permit {
     }
 }
 
-impl Drop for Permit {
+/// The blocking operations (the default flavour).
+impl Permit<Blocking> {
+    /// Gives the lock back: one CAS-checked delete (or, when the semaphore has a cooldown,
+    /// the same as [`release_with_cooldown`](Self::release_with_cooldown)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockLost`] when the lease had already ended or another holder has the lock
+    /// (which is left untouched); [`Error::Unavailable`] or [`Error::Ambiguous`] when the
+    /// server did not answer (the lock is then deleted in the background once it does, or
+    /// ends with its TTL).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let permit = client.semaphore("job")?.wait_acquire()?;
+    /// permit.release()?;
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn release(self) -> Result<()> {
+        block_on(self.release_core())
+    }
+
+    /// Gives the lock back but keeps it closed for `cooldown`: the key keeps this token with
+    /// an expiry of `cooldown` (whole seconds, rounded up), so nobody can acquire it until
+    /// then. One CAS-checked write. [`Duration::ZERO`] is a plain release.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for a cooldown above 30 days (the lock is then released
+    /// plainly); otherwise as [`release`](Self::release).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let permit = client.semaphore("send-digest")?.wait_acquire()?;
+    /// // ... send the digest; nobody may send another for 10 minutes ...
+    /// permit.release_with_cooldown(Duration::from_secs(600))?;
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn release_with_cooldown(self, cooldown: Duration) -> Result<()> {
+        block_on(self.release_with_cooldown_core(cooldown))
+    }
+
+    /// Extends the lease to `ttl` from now (whole seconds, rounded up). One CAS-checked
+    /// write that keeps the value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockLost`] when the lease had already ended; [`Error::InvalidConfig`] for a
+    /// zero TTL or one above 30 days; server errors as [`release`](Self::release) (the permit
+    /// is then still yours until its current lease ends).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let mut permit = client.semaphore("long-job")?.wait_acquire()?;
+    /// for _chunk in 0..10 {
+    ///     // ... a chunk of work shorter than the TTL ...
+    ///     permit.refresh(Duration::from_secs(60))?;
+    /// }
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn refresh(&mut self, ttl: Duration) -> Result<()> {
+        block_on(self.refresh_core(ttl))
+    }
+
+    /// Asks the server whether this permit still holds the lock. One read.
+    ///
+    /// # Errors
+    ///
+    /// Server errors, as [`release`](Self::release).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let permit = client.semaphore("job")?.wait_acquire()?;
+    /// assert!(permit.is_held()?);
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn is_held(&self) -> Result<bool> {
+        block_on(self.is_held_core())
+    }
+
+    /// Hands the permit to a background thread that refreshes its lease every third of its
+    /// TTL until it is released or dropped, and flags the lock as lost when a refresh finds
+    /// it gone (see [`KeepAlive`](crate::KeepAlive)).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let held = client.semaphore("long-job")?.wait_acquire()?.keep_alive();
+    /// // ... work for longer than the TTL ...
+    /// held.release()?;
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn keep_alive(self) -> crate::KeepAlive {
+        crate::KeepAlive::start(self)
+    }
+}
+
+/// The async operations (feature `tokio`): the same names and semantics as the blocking
+/// ones.
+///
+/// **Dropping** an async permit never blocks the runtime: the client's background clean-up
+/// thread releases it (owner-checked, with the semaphore's cooldown) right away; call
+/// [`release`](Self::release) to learn the outcome. **Cancel safety**: dropping a release,
+/// cooldown or refresh future mid-flight leaves the lock to its TTL (or to the clean-up, for
+/// a release whose reply was lost).
+#[cfg(feature = "tokio")]
+impl Permit<crate::Tokio> {
+    /// Gives the lock back. As [`Permit::release`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Permit::release`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), memsem::Error> {
+    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
+    /// let permit = client.semaphore("job")?.wait_acquire().await?;
+    /// permit.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn release(self) -> Result<()> {
+        self.release_core().await
+    }
+
+    /// Gives the lock back, keeping it closed for `cooldown`. As
+    /// [`Permit::release_with_cooldown`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Permit::release_with_cooldown`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), memsem::Error> {
+    /// use std::time::Duration;
+    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
+    /// let permit = client.semaphore("digest")?.wait_acquire().await?;
+    /// permit.release_with_cooldown(Duration::from_secs(600)).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn release_with_cooldown(self, cooldown: Duration) -> Result<()> {
+        self.release_with_cooldown_core(cooldown).await
+    }
+
+    /// Extends the lease. As [`Permit::refresh`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Permit::refresh`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), memsem::Error> {
+    /// use std::time::Duration;
+    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
+    /// let mut permit = client.semaphore("job")?.wait_acquire().await?;
+    /// permit.refresh(Duration::from_secs(60)).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn refresh(&mut self, ttl: Duration) -> Result<()> {
+        self.refresh_core(ttl).await
+    }
+
+    /// Asks the server whether this permit still holds the lock. As [`Permit::is_held`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Permit::is_held`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), memsem::Error> {
+    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
+    /// let permit = client.semaphore("job")?.wait_acquire().await?;
+    /// assert!(permit.is_held().await?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn is_held(&self) -> Result<bool> {
+        self.is_held_core().await
+    }
+}
+
+impl<F: Flavor> Drop for Permit<F> {
     fn drop(&mut self) {
         if !self.armed {
             return;
         }
         self.armed = false;
-        if let Err(error) = self.give_back() {
-            tracing::warn!(lock = self.name(), %error, "releasing a dropped permit failed");
+        if F::BLOCKING {
+            if let Err(error) = block_on(self.give_back()) {
+                tracing::warn!(lock = self.name(), %error, "releasing a dropped permit failed");
+            }
+        } else {
+            // Never block an async runtime in drop: the client's clean-up thread releases
+            // the lock (owner-checked, with the cooldown if any) right away.
+            let target = &self.target;
+            target.janitor().release(
+                &target.cleanup,
+                &self.key,
+                &self.token,
+                self.ttl_secs,
+                self.cooldown_secs,
+            );
         }
     }
 }
 
-impl fmt::Debug for Permit {
+impl<F: Flavor> fmt::Debug for Permit<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
             .field("name", &self.target.name)

@@ -4,10 +4,11 @@ use std::time::{Duration, Instant};
 
 use crate::client::Client;
 use crate::error::{Error, LostReason, Result};
-use crate::memcached::{Added, Checked, Failure, Outcome};
+use crate::flavor::block_on;
+use crate::memcached::{Added, Checked, Failure, Outcome, Transport};
 use crate::semaphore::{DEFAULT_TTL, whole_seconds};
 use crate::token::Token;
-use crate::wait::{self, RealClock, WaitPolicy};
+use crate::wait::{Next, WaitPolicy, Waiter};
 
 /// A lock on a majority of the client's servers (the Redlock algorithm), for locks that must
 /// survive the loss of a minority of memcached servers. Every server of the
@@ -175,7 +176,7 @@ impl QuorumLock {
         let token = Token::generate();
         let started = Instant::now();
         let replies = on_all(backends, |backend| {
-            backend.add(&self.key, token.as_str().as_bytes(), self.ttl_secs)
+            block_on(backend.add(&self.key, token.as_str().as_bytes(), self.ttl_secs))
         });
         let elapsed = started.elapsed();
         let ttl = Duration::from_secs(u64::from(self.ttl_secs));
@@ -207,7 +208,7 @@ impl QuorumLock {
         }
         // Failed: undo every vote we got, and have the clean-up settle the unanswered ones.
         let undone = on_all(&held, |&(index, cas)| {
-            backends[index].delete_if(&self.key, cas)
+            block_on(backends[index].delete_if(&self.key, cas))
         });
         for (&(index, _), outcome) in held.iter().zip(undone) {
             if outcome.is_err() {
@@ -215,9 +216,12 @@ impl QuorumLock {
             }
         }
         for index in unsure {
-            self.client
-                .janitor()
-                .clean_up(&backends[index], &self.key, &token, self.ttl_secs);
+            self.client.janitor().clean_up(
+                &self.client.cleanup_backends()[index],
+                &self.key,
+                &token,
+                self.ttl_secs,
+            );
         }
         if reachable < needed {
             return Err(Error::NoQuorum {
@@ -245,9 +249,13 @@ impl QuorumLock {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn wait_acquire(&self) -> Result<QuorumPermit> {
-        wait::poll(&self.name, &self.policy, &mut RealClock, || {
-            self.try_acquire()
-        })
+        let mut waiter = Waiter::new(&self.name, &self.policy, Instant::now());
+        loop {
+            match waiter.after(self.try_acquire(), Instant::now())? {
+                Next::Done(permit) => return Ok(permit),
+                Next::Sleep(delay) => std::thread::sleep(delay),
+            }
+        }
     }
 }
 
@@ -314,7 +322,7 @@ impl QuorumPermit {
         let started = Instant::now();
         let value = self.token.as_str().as_bytes();
         let replies: Vec<Outcome<Checked>> = on_all(&self.held, |&(index, cas)| {
-            backends[index].replace_if(&self.lock.key, value, cas, secs)
+            block_on(backends[index].replace_if(&self.lock.key, value, cas, secs))
         });
         let mut held = Vec::new();
         for (&(index, _), reply) in self.held.iter().zip(replies) {
@@ -364,14 +372,14 @@ impl QuorumPermit {
     fn undo(&mut self) -> Result<()> {
         let backends = self.lock.client.backends();
         let replies = on_all(&self.held, |&(index, cas)| {
-            backends[index].delete_if(&self.lock.key, cas)
+            block_on(backends[index].delete_if(&self.lock.key, cas))
         });
         let mut first_error = None;
         for (&(index, _), reply) in self.held.iter().zip(replies) {
             if let Err(failure) = reply {
                 let backend = &backends[index];
                 self.lock.client.janitor().clean_up(
-                    backend,
+                    &self.lock.client.cleanup_backends()[index],
                     &self.lock.key,
                     &self.token,
                     self.lock.ttl_secs,

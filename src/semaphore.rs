@@ -4,12 +4,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::client::Target;
-use crate::error::{Error, Result};
+use crate::error::{Error, LostReason, Result};
+use crate::flavor::{Blocking, Flavor, block_on};
 use crate::holder::{Meta, Record};
-use crate::memcached::{Added, Failure, Item, Outcome};
+use crate::memcached::{Added, Checked, Failure, Item, Outcome, Transport};
 use crate::permit::Permit;
 use crate::token::Token;
-use crate::wait::{self, RealClock, WaitPolicy};
+use crate::wait::{Next, WaitPolicy, Waiter};
 
 /// The default lease: a holder that dies without releasing blocks others at most this long.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
@@ -45,8 +46,8 @@ const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
 /// # Ok::<(), memsem::Error>(())
 /// ```
 #[derive(Debug, Clone)]
-pub struct Semaphore {
-    target: Arc<Target>,
+pub struct Semaphore<F: Flavor = Blocking> {
+    target: Arc<Target<F>>,
     ttl_secs: u32,
     cooldown_secs: u32,
     policy: WaitPolicy,
@@ -223,8 +224,8 @@ pub(crate) fn whole_seconds(duration: Duration, what: &str) -> Result<u32> {
     Ok(secs as u32)
 }
 
-impl Semaphore {
-    pub(crate) fn new(target: Target) -> Semaphore {
+impl<F: Flavor> Semaphore<F> {
+    pub(crate) fn new(target: Target<F>) -> Semaphore<F> {
         Semaphore {
             target: Arc::new(target),
             ttl_secs: DEFAULT_TTL.as_secs() as u32,
@@ -253,7 +254,7 @@ impl Semaphore {
     /// assert!(client.semaphore("job")?.with_ttl(Duration::ZERO).is_err());
     /// # Ok::<(), memsem::Error>(())
     /// ```
-    pub fn with_ttl(mut self, ttl: Duration) -> Result<Semaphore> {
+    pub fn with_ttl(mut self, ttl: Duration) -> Result<Self> {
         self.ttl_secs = whole_seconds(ttl, "the TTL")?;
         Ok(self)
     }
@@ -269,7 +270,7 @@ impl Semaphore {
     /// assert_eq!(client.semaphore("job")?.without_expiry().ttl(), None);
     /// # Ok::<(), memsem::Error>(())
     /// ```
-    pub fn without_expiry(mut self) -> Semaphore {
+    pub fn without_expiry(mut self) -> Self {
         self.ttl_secs = 0;
         self
     }
@@ -291,7 +292,7 @@ impl Semaphore {
     /// assert_eq!(sem.cooldown(), Some(Duration::from_secs(10)));
     /// # Ok::<(), memsem::Error>(())
     /// ```
-    pub fn with_cooldown(mut self, cooldown: Duration) -> Result<Semaphore> {
+    pub fn with_cooldown(mut self, cooldown: Duration) -> Result<Self> {
         self.cooldown_secs = match cooldown.is_zero() {
             true => 0,
             false => whole_seconds(cooldown, "the cooldown")?,
@@ -313,7 +314,7 @@ impl Semaphore {
     /// assert_eq!(sem.wait_policy().get_max_wait(), Some(Duration::from_secs(5)));
     /// # Ok::<(), memsem::Error>(())
     /// ```
-    pub fn with_wait_policy(mut self, policy: WaitPolicy) -> Semaphore {
+    pub fn with_wait_policy(mut self, policy: WaitPolicy) -> Self {
         self.policy = policy;
         self
     }
@@ -335,7 +336,7 @@ impl Semaphore {
     /// # let _ = sem;
     /// # Ok::<(), memsem::Error>(())
     /// ```
-    pub fn with_info(mut self, info: &str) -> Result<Semaphore> {
+    pub fn with_info(mut self, info: &str) -> Result<Self> {
         if info.len() > MAX_INFO_BYTES {
             return Err(Error::InvalidConfig(format!(
                 "holder info is {} bytes; at most {MAX_INFO_BYTES}",
@@ -365,7 +366,7 @@ impl Semaphore {
     /// assert!(client.semaphore("x")?.with_permits(0).is_err());
     /// # Ok::<(), memsem::Error>(())
     /// ```
-    pub fn with_permits(mut self, permits: u32) -> Result<Semaphore> {
+    pub fn with_permits(mut self, permits: u32) -> Result<Self> {
         if permits == 0 || permits > MAX_PERMITS {
             return Err(Error::InvalidConfig(format!(
                 "a semaphore has 1 to {MAX_PERMITS} permits, not {permits}"
@@ -405,7 +406,7 @@ impl Semaphore {
     /// # let _ = fence;
     /// # Ok::<(), memsem::Error>(())
     /// ```
-    pub fn with_fencing(mut self) -> Result<Semaphore> {
+    pub fn with_fencing(mut self) -> Result<Self> {
         let key = &self.target.key;
         let namespace = &key.wire[..key.wire.len() - key.routed.len()];
         let mut fence_key = namespace.to_vec();
@@ -432,97 +433,6 @@ impl Semaphore {
     /// ```
     pub fn permits(&self) -> u32 {
         self.permits
-    }
-
-    /// Every current holder, in slot order (empty when all permits are free). One read.
-    ///
-    /// # Errors
-    ///
-    /// Server errors, as [`try_acquire`](Self::try_acquire).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
-    /// for holder in client.semaphore("encoders")?.with_permits(4)?.holders()? {
-    ///     println!("slot {}: {:?}", holder.slot(), holder.info());
-    /// }
-    /// # Ok::<(), memsem::Error>(())
-    /// ```
-    pub fn holders(&self) -> Result<Vec<Holder>> {
-        let slots = self.read_slots()?;
-        Ok(slots
-            .into_iter()
-            .zip(1..)
-            .filter_map(|(item, slot)| item.map(|item| Holder::from_item(slot, &item)))
-            .collect())
-    }
-
-    /// Removes the holders whose last refresh (by their own clock) is older than
-    /// `older_than` — what an operator does after a crash left a lock without expiry, or a
-    /// process hangs while holding one. Each removal is CAS-checked: a holder that refreshed
-    /// after the read is kept. Holders that store no refresh time (the Perl module) are
-    /// never reaped. Returns how many were removed. Compares clocks of different machines:
-    /// keep `older_than` well above any clock skew.
-    ///
-    /// # Errors
-    ///
-    /// Server errors, as [`try_acquire`](Self::try_acquire).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// use std::time::Duration;
-    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
-    /// let workers = client.semaphore("workers")?.with_permits(8)?;
-    /// let reaped = workers.reap_stale(Duration::from_secs(3600))?;
-    /// println!("cleared {reaped} stale holders");
-    /// # Ok::<(), memsem::Error>(())
-    /// ```
-    pub fn reap_stale(&self, older_than: Duration) -> Result<u32> {
-        let cutoff = SystemTime::now()
-            .checked_sub(older_than)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        let mut reaped = 0;
-        for (item, slot) in self.read_slots()?.into_iter().zip(1..) {
-            let Some(item) = item else { continue };
-            let stale = Record::decode(&item.value)
-                .meta
-                .is_some_and(|meta| meta.refreshed_at() < cutoff);
-            if !stale {
-                continue;
-            }
-            let outcome = self
-                .target
-                .backend
-                .delete_if(&self.slot_key(slot), item.cas)
-                .map_err(|failure| self.target.error("reap", failure))?;
-            if matches!(outcome, crate::memcached::Checked::Applied { .. }) {
-                tracing::info!(lock = self.name(), slot, "reaped a stale holder");
-                reaped += 1;
-            }
-        }
-        Ok(reaped)
-    }
-
-    /// Who holds the lock now: `None` when it is free. One read; never shows the full token.
-    ///
-    /// # Errors
-    ///
-    /// Server errors, as [`try_acquire`](Self::try_acquire).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
-    /// match client.semaphore("deploy")?.holder()? {
-    ///     Some(holder) => println!("held: {}", holder.info().unwrap_or("(no info)")),
-    ///     None => println!("free"),
-    /// }
-    /// # Ok::<(), memsem::Error>(())
-    /// ```
-    pub fn holder(&self) -> Result<Option<Holder>> {
-        Ok(self.holders()?.into_iter().next())
     }
 
     /// The lock's name.
@@ -589,7 +499,389 @@ impl Semaphore {
     pub fn wait_policy(&self) -> &WaitPolicy {
         &self.policy
     }
+}
 
+/// Keys where an add with this token may have landed unseen (sent, no answer; or cancelled
+/// mid-flight). Whatever is left when it is dropped goes to the background clean-up, which
+/// deletes such a key while it carries the token: so an abandoned acquire — an error, a
+/// time-out, or an async acquire dropped mid-wait — never leaves a lock behind.
+struct Unsure<'a, F: Flavor> {
+    sem: &'a Semaphore<F>,
+    token: Token,
+    keys: Vec<Vec<u8>>,
+}
+
+impl<'a, F: Flavor> Unsure<'a, F> {
+    fn new(sem: &'a Semaphore<F>) -> Unsure<'a, F> {
+        Unsure {
+            sem,
+            token: Token::generate(),
+            keys: Vec::new(),
+        }
+    }
+
+    fn contains(&self, key: &[u8]) -> bool {
+        self.keys.iter().any(|k| k == key)
+    }
+
+    fn mark(&mut self, key: &[u8]) {
+        if !self.contains(key) {
+            self.keys.push(key.to_vec());
+        }
+    }
+
+    fn settle(&mut self, key: &[u8]) {
+        self.keys.retain(|k| k != key);
+    }
+}
+
+impl<F: Flavor> Drop for Unsure<'_, F> {
+    fn drop(&mut self) {
+        for key in self.keys.drain(..) {
+            self.sem.abandon(&key, &self.token);
+        }
+    }
+}
+
+/// The lock logic, written once for both flavours (blocking and tokio).
+impl<F: Flavor> Semaphore<F> {
+    pub(crate) async fn try_acquire_core(&self) -> Result<Option<Permit<F>>> {
+        let mut unsure = Unsure::new(self);
+        self.attempt(&mut unsure).await
+    }
+
+    pub(crate) async fn wait_acquire_core(&self) -> Result<Permit<F>> {
+        let mut unsure = Unsure::new(self);
+        let mut waiter = Waiter::new(self.name(), &self.policy, Instant::now());
+        let error = loop {
+            let outcome = self.attempt(&mut unsure).await;
+            match waiter.after(outcome, Instant::now()) {
+                Ok(Next::Done(permit)) => return Ok(permit),
+                Ok(Next::Sleep(delay)) => F::sleep(delay).await,
+                Err(error) => break error,
+            }
+        };
+        if !(matches!(error, Error::Timeout { .. }) && self.policy.get_steal_after_wait()) {
+            return Err(error);
+        }
+        let started = Instant::now();
+        let token = unsure.token.clone();
+        let value = self.value_for(&token);
+        let slot = rand::random_range(1..=self.permits);
+        let key = self.slot_key(slot);
+        let cas = self
+            .target
+            .backend
+            .overwrite(&key, &value, self.ttl_secs)
+            .await
+            .map_err(|failure| self.target.error("acquire", failure))?;
+        unsure.settle(&key);
+        let mut permit = self.permit((key, slot), token, value, cas, started);
+        permit.set_fence(self.fence_now().await?);
+        tracing::warn!(
+            lock = self.name(),
+            "took the lock by force after max_wait (steal_after_wait)"
+        );
+        Ok(permit)
+    }
+
+    pub(crate) async fn resume_core(&self, token: &str) -> Result<Permit<F>> {
+        let token = Token::parse(token)?;
+        let started = Instant::now();
+        let slots = self.read_slots().await?;
+        let mine = slots.iter().zip(1..).find_map(|(item, slot)| match item {
+            Some(item) if token.owns(&item.value) => Some((slot, item.clone())),
+            _ => None,
+        });
+        match mine {
+            Some((slot, item)) => {
+                let mut permit = self.permit(
+                    (self.slot_key(slot), slot),
+                    token,
+                    item.value,
+                    item.cas,
+                    started,
+                );
+                permit.set_remaining(item.ttl);
+                Ok(permit)
+            }
+            None if self.permits == 1 && slots[0].is_some() => {
+                Err(self.lost(LostReason::HeldByOther))
+            }
+            None => Err(self.lost(LostReason::Missing)),
+        }
+    }
+
+    pub(crate) async fn verify_core(&self, token: &str) -> Result<bool> {
+        let token = Token::parse(token)?;
+        Ok(self
+            .read_slots()
+            .await?
+            .iter()
+            .flatten()
+            .any(|item| token.owns(&item.value)))
+    }
+
+    pub(crate) async fn is_locked_core(&self) -> Result<bool> {
+        Ok(self.read_slots().await?.iter().all(Option::is_some))
+    }
+
+    pub(crate) async fn holders_core(&self) -> Result<Vec<Holder>> {
+        let slots = self.read_slots().await?;
+        Ok(slots
+            .into_iter()
+            .zip(1..)
+            .filter_map(|(item, slot)| item.map(|item| Holder::from_item(slot, &item)))
+            .collect())
+    }
+
+    pub(crate) async fn reap_stale_core(&self, older_than: Duration) -> Result<u32> {
+        let cutoff = SystemTime::now()
+            .checked_sub(older_than)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut reaped = 0;
+        for (item, slot) in self.read_slots().await?.into_iter().zip(1..) {
+            let Some(item) = item else { continue };
+            let stale = Record::decode(&item.value)
+                .meta
+                .is_some_and(|meta| meta.refreshed_at() < cutoff);
+            if !stale {
+                continue;
+            }
+            let outcome = self
+                .target
+                .backend
+                .delete_if(&self.slot_key(slot), item.cas)
+                .await
+                .map_err(|failure| self.target.error("reap", failure))?;
+            if matches!(outcome, Checked::Applied { .. }) {
+                tracing::info!(lock = self.name(), slot, "reaped a stale holder");
+                reaped += 1;
+            }
+        }
+        Ok(reaped)
+    }
+
+    fn lost(&self, reason: LostReason) -> Error {
+        Error::LockLost {
+            name: self.name().to_string(),
+            reason,
+        }
+    }
+
+    fn permit(
+        &self,
+        slot: (Vec<u8>, u32),
+        token: Token,
+        value: Vec<u8>,
+        cas: u64,
+        started: Instant,
+    ) -> Permit<F> {
+        Permit::new(
+            Arc::clone(&self.target),
+            slot,
+            token,
+            value,
+            cas,
+            self.ttl_secs,
+            self.cooldown_secs,
+            started,
+        )
+    }
+
+    /// The key of permit `slot` (from 1): slot 1 is the Perl module's key.
+    fn slot_key(&self, slot: u32) -> Vec<u8> {
+        let mut key = self.target.key.wire.clone();
+        if slot > 1 {
+            key.extend_from_slice(format!("#{slot}").as_bytes());
+        }
+        key
+    }
+
+    /// The value of every slot, `None` where free: one round trip.
+    pub(crate) async fn slot_values(&self) -> Result<Vec<Option<Vec<u8>>>> {
+        Ok(self
+            .read_slots()
+            .await?
+            .into_iter()
+            .map(|item| item.map(|item| item.value))
+            .collect())
+    }
+
+    /// Reads every slot in one round trip.
+    async fn read_slots(&self) -> Result<Vec<Option<Item>>> {
+        let backend = &self.target.backend;
+        let outcome = match self.permits {
+            1 => backend
+                .read(&self.target.key.wire)
+                .await
+                .map(|item| vec![item]),
+            n => {
+                backend
+                    .read_many(&(1..=n).map(|slot| self.slot_key(slot)).collect::<Vec<_>>())
+                    .await
+            }
+        };
+        outcome.map_err(|failure| self.target.error("read", failure))
+    }
+
+    /// One acquire attempt with `unsure`'s token.
+    async fn attempt(&self, unsure: &mut Unsure<'_, F>) -> Result<Option<Permit<F>>> {
+        if self.permits == 1 {
+            return self.add_slot(1, unsure).await;
+        }
+        let slots = self.read_slots().await?;
+        let started = Instant::now();
+        let mut free = Vec::new();
+        for (item, slot) in slots.into_iter().zip(1..) {
+            match item {
+                Some(item) if unsure.token.owns(&item.value) => {
+                    // An earlier add of ours landed after all.
+                    let key = self.slot_key(slot);
+                    unsure.settle(&key);
+                    let mut permit = self.permit(
+                        (key, slot),
+                        unsure.token.clone(),
+                        item.value,
+                        item.cas,
+                        started,
+                    );
+                    permit.set_fence(self.fence_now().await?);
+                    return Ok(Some(permit));
+                }
+                Some(_) => {}
+                None => free.push(slot),
+            }
+        }
+        // Try the free slots in random order, so that waiters spread over them.
+        while !free.is_empty() {
+            let slot = free.swap_remove(rand::random_range(0..free.len()));
+            if let Some(permit) = self.add_slot(slot, unsure).await? {
+                return Ok(Some(permit));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Adds the key of `slot` with `unsure`'s token, settling a lost reply by asking again.
+    async fn add_slot(&self, slot: u32, unsure: &mut Unsure<'_, F>) -> Result<Option<Permit<F>>> {
+        let key = self.slot_key(slot);
+        let value = self.value_for(&unsure.token);
+        let started = Instant::now();
+        let was_unsure = unsure.contains(&key);
+        // From here until a definite answer, the add may land: if this future is dropped
+        // (an async acquire cancelled), the clean-up takes over.
+        unsure.mark(&key);
+        let mut ambiguous = false;
+        let added = match self.add_key(&key, &value).await {
+            Err(Failure::Ambiguous(_)) => {
+                // The add may have landed. Asking again with the same token settles it: a
+                // second add either stores (ours now) or finds the key, whose value tells.
+                ambiguous = true;
+                self.add_key(&key, &value).await
+            }
+            other => other,
+        };
+        match added {
+            Ok((Added::Stored { cas }, fence)) => {
+                unsure.settle(&key);
+                let mut permit =
+                    self.permit((key, slot), unsure.token.clone(), value, cas, started);
+                // Without its number the permit is useless: dropping it releases the lock.
+                permit.set_fence(fence?);
+                Ok(Some(permit))
+            }
+            Ok((Added::Exists, _)) if ambiguous || was_unsure => {
+                match self.target.backend.read(&key).await {
+                    Ok(Some(item)) if unsure.token.owns(&item.value) => {
+                        unsure.settle(&key);
+                        let mut permit = self.permit(
+                            (key, slot),
+                            unsure.token.clone(),
+                            item.value,
+                            item.cas,
+                            started,
+                        );
+                        // The number drawn with the lost add is unknown: draw one now, while
+                        // holding the lock (a failure drops, and so releases, the permit).
+                        permit.set_fence(self.fence_now().await?);
+                        Ok(Some(permit))
+                    }
+                    // Somebody else's: our add may still land once they let go; the key
+                    // stays marked so the clean-up checks it.
+                    Ok(_) => Ok(None),
+                    Err(failure) => Err(self.target.error("acquire", failure)),
+                }
+            }
+            Ok((Added::Exists, _)) => {
+                unsure.settle(&key);
+                Ok(None)
+            }
+            Err(Failure::Unavailable(source)) if ambiguous => {
+                Err(self.target.error("acquire", Failure::Ambiguous(source)))
+            }
+            Err(failure @ Failure::Unavailable(_)) => {
+                // Never written: it cannot land.
+                if !was_unsure {
+                    unsure.settle(&key);
+                }
+                Err(self.target.error("acquire", failure))
+            }
+            Err(failure) => Err(self.target.error("acquire", failure)),
+        }
+    }
+
+    /// One add of `key`, with a fencing number drawn in the same round trip when fencing is on.
+    async fn add_key(&self, key: &[u8], value: &[u8]) -> Outcome<(Added, Result<Option<u64>>)> {
+        let backend = &self.target.backend;
+        match &self.fence_key {
+            Some(fence_key) => {
+                let (added, fence) = backend
+                    .add_fenced(key, value, self.ttl_secs, fence_key, fence_floor())
+                    .await?;
+                Ok((
+                    added,
+                    fence.map(Some).map_err(|f| self.target.error("fence", f)),
+                ))
+            }
+            None => Ok((backend.add(key, value, self.ttl_secs).await?, Ok(None))),
+        }
+    }
+
+    /// A fencing number drawn now, when fencing is on.
+    async fn fence_now(&self) -> Result<Option<u64>> {
+        let Some(fence_key) = &self.fence_key else {
+            return Ok(None);
+        };
+        let fence = self
+            .target
+            .backend
+            .next_fence(fence_key, fence_floor())
+            .await
+            .map_err(|failure| self.target.error("fence", failure))?;
+        Ok(Some(fence))
+    }
+
+    /// The value stored for a permit: the token, then the holder record.
+    fn value_for(&self, token: &Token) -> Vec<u8> {
+        Record {
+            token: token.as_str().as_bytes().to_vec(),
+            meta: Some(Meta::here()),
+            info: self.info.clone(),
+        }
+        .encode()
+    }
+
+    /// Hands a key where our token may have landed unseen to the background clean-up.
+    pub(crate) fn abandon(&self, key: &[u8], token: &Token) {
+        self.target
+            .janitor()
+            .clean_up(&self.target.cleanup, key, token, self.ttl_secs);
+    }
+}
+
+/// The blocking operations (the default flavour).
+impl Semaphore<Blocking> {
     /// Takes the lock if it is free: one round trip (a memcached add of a fresh random
     /// token with the TTL), never sleeps.
     ///
@@ -616,13 +908,7 @@ impl Semaphore {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn try_acquire(&self) -> Result<Option<Permit>> {
-        let token = Token::generate();
-        let mut unsure = None;
-        let outcome = self.attempt(&token, &mut unsure);
-        if let Some(key) = unsure {
-            self.abandon(&key, &token);
-        }
-        outcome
+        block_on(self.try_acquire_core())
     }
 
     /// Takes the lock, waiting as the [`WaitPolicy`] says while somebody holds it or while
@@ -654,38 +940,7 @@ impl Semaphore {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn wait_acquire(&self) -> Result<Permit> {
-        let token = Token::generate();
-        let mut unsure = None;
-        let outcome = wait::poll(self.name(), &self.policy, &mut RealClock, || {
-            self.attempt(&token, &mut unsure)
-        });
-        match outcome {
-            Err(Error::Timeout { .. }) if self.policy.get_steal_after_wait() => {
-                let started = Instant::now();
-                let value = self.value_for(&token);
-                let slot = rand::random_range(1..=self.permits);
-                let key = self.slot_key(slot);
-                let cas = self
-                    .target
-                    .backend
-                    .overwrite(&key, &value, self.ttl_secs)
-                    .map_err(|failure| self.target.error("acquire", failure))?;
-                let mut permit = self.permit((key, slot), token, value, cas, started);
-                permit.set_fence(self.fence_now()?);
-                tracing::warn!(
-                    lock = self.name(),
-                    "took the lock by force after max_wait (steal_after_wait)"
-                );
-                Ok(permit)
-            }
-            Err(error) => {
-                if let Some(key) = unsure {
-                    self.abandon(&key, &token);
-                }
-                Err(error)
-            }
-            Ok(permit) => Ok(permit),
-        }
+        block_on(self.wait_acquire_core())
     }
 
     /// Rebuilds the permit held by `token` (printed by `memsem acquire`, or kept from
@@ -708,30 +963,7 @@ impl Semaphore {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn resume(&self, token: &str) -> Result<Permit> {
-        let token = Token::parse(token)?;
-        let started = Instant::now();
-        let slots = self.read_slots()?;
-        let mine = slots.iter().zip(1..).find_map(|(item, slot)| match item {
-            Some(item) if token.owns(&item.value) => Some((slot, item.clone())),
-            _ => None,
-        });
-        match mine {
-            Some((slot, item)) => {
-                let mut permit = self.permit(
-                    (self.slot_key(slot), slot),
-                    token,
-                    item.value,
-                    item.cas,
-                    started,
-                );
-                permit.set_remaining(item.ttl);
-                Ok(permit)
-            }
-            None if self.permits == 1 && slots[0].is_some() => {
-                Err(self.lost(crate::LostReason::HeldByOther))
-            }
-            None => Err(self.lost(crate::LostReason::Missing)),
-        }
+        block_on(self.resume_core(token))
     }
 
     /// Whether `token` holds one of this semaphore's permits right now (Lock::Server's
@@ -753,12 +985,7 @@ impl Semaphore {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn verify(&self, token: &str) -> Result<bool> {
-        let token = Token::parse(token)?;
-        Ok(self
-            .read_slots()?
-            .iter()
-            .flatten()
-            .any(|item| token.owns(&item.value)))
+        block_on(self.verify_core(token))
     }
 
     /// Whether every permit is taken now (for one permit: whether somebody holds the lock or
@@ -777,203 +1004,247 @@ impl Semaphore {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn is_locked(&self) -> Result<bool> {
-        Ok(self.read_slots()?.iter().all(Option::is_some))
+        block_on(self.is_locked_core())
     }
 
-    fn lost(&self, reason: crate::LostReason) -> Error {
-        Error::LockLost {
-            name: self.name().to_string(),
-            reason,
-        }
+    /// Every current holder, in slot order (empty when all permits are free). One read.
+    ///
+    /// # Errors
+    ///
+    /// Server errors, as [`try_acquire`](Self::try_acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// for holder in client.semaphore("encoders")?.with_permits(4)?.holders()? {
+    ///     println!("slot {}: {:?}", holder.slot(), holder.info());
+    /// }
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn holders(&self) -> Result<Vec<Holder>> {
+        block_on(self.holders_core())
     }
 
-    fn permit(
-        &self,
-        slot: (Vec<u8>, u32),
-        token: Token,
-        value: Vec<u8>,
-        cas: u64,
-        started: Instant,
-    ) -> Permit {
-        Permit::new(
-            Arc::clone(&self.target),
-            slot,
-            token,
-            value,
-            cas,
-            self.ttl_secs,
-            self.cooldown_secs,
-            started,
-        )
+    /// Who holds the lock now: `None` when it is free. One read; never shows the full token.
+    ///
+    /// # Errors
+    ///
+    /// Server errors, as [`try_acquire`](Self::try_acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// match client.semaphore("deploy")?.holder()? {
+    ///     Some(holder) => println!("held: {}", holder.info().unwrap_or("(no info)")),
+    ///     None => println!("free"),
+    /// }
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn holder(&self) -> Result<Option<Holder>> {
+        Ok(self.holders()?.into_iter().next())
     }
 
-    /// The key of permit `slot` (from 1): slot 1 is the Perl module's key.
-    fn slot_key(&self, slot: u32) -> Vec<u8> {
-        let mut key = self.target.key.wire.clone();
-        if slot > 1 {
-            key.extend_from_slice(format!("#{slot}").as_bytes());
-        }
-        key
+    /// Removes the holders whose last refresh (by their own clock) is older than
+    /// `older_than` — what an operator does after a crash left a lock without expiry, or a
+    /// process hangs while holding one. Each removal is CAS-checked: a holder that refreshed
+    /// after the read is kept. Holders that store no refresh time (the Perl module) are
+    /// never reaped. Returns how many were removed. Compares clocks of different machines:
+    /// keep `older_than` well above any clock skew.
+    ///
+    /// # Errors
+    ///
+    /// Server errors, as [`try_acquire`](Self::try_acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let workers = client.semaphore("workers")?.with_permits(8)?;
+    /// let reaped = workers.reap_stale(Duration::from_secs(3600))?;
+    /// println!("cleared {reaped} stale holders");
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn reap_stale(&self, older_than: Duration) -> Result<u32> {
+        block_on(self.reap_stale_core(older_than))
+    }
+}
+
+/// The async operations (feature `tokio`): the same names and semantics as the blocking
+/// ones.
+///
+/// **Cancel safety**: every method may be dropped at an `.await`. Dropping
+/// [`try_acquire`](Self::try_acquire) or [`wait_acquire`](Self::wait_acquire) while an add is
+/// in flight never leaves a lock held: the key is handed to the client's background
+/// clean-up, which deletes it if the add landed (at worst the TTL ends it). Dropping the
+/// others changes nothing on the server (they only read).
+#[cfg(feature = "tokio")]
+impl Semaphore<crate::Tokio> {
+    /// Takes the lock if it is free: one round trip, never sleeps. As
+    /// [`Semaphore::try_acquire`]; cancel safe.
+    ///
+    /// # Errors
+    ///
+    /// As [`Semaphore::try_acquire`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), memsem::Error> {
+    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
+    /// if let Some(permit) = client.semaphore("nightly-report")?.try_acquire().await? {
+    ///     permit.release().await?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn try_acquire(&self) -> Result<Option<Permit<crate::Tokio>>> {
+        self.try_acquire_core().await
     }
 
-    /// The value of every slot, `None` where free: one round trip.
-    pub(crate) fn slot_values(&self) -> Result<Vec<Option<Vec<u8>>>> {
-        Ok(self
-            .read_slots()?
-            .into_iter()
-            .map(|item| item.map(|item| item.value))
-            .collect())
+    /// Takes the lock, waiting by the [`WaitPolicy`] (sleeping with `tokio::time`, so other
+    /// tasks run meanwhile). As [`Semaphore::wait_acquire`]; cancel safe: dropping it mid-wait
+    /// leaves no lock held.
+    ///
+    /// # Errors
+    ///
+    /// As [`Semaphore::wait_acquire`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), memsem::Error> {
+    /// use std::time::Duration;
+    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
+    /// let sem = client.semaphore("rebuild-index")?;
+    /// let permit = tokio::time::timeout(Duration::from_secs(10), sem.wait_acquire())
+    ///     .await
+    ///     .expect("acquired within 10 s")?;
+    /// permit.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn wait_acquire(&self) -> Result<Permit<crate::Tokio>> {
+        self.wait_acquire_core().await
     }
 
-    /// Reads every slot in one round trip.
-    fn read_slots(&self) -> Result<Vec<Option<Item>>> {
-        let backend = &self.target.backend;
-        let outcome = match self.permits {
-            1 => backend.read(&self.target.key.wire).map(|item| vec![item]),
-            n => backend.read_many(&(1..=n).map(|slot| self.slot_key(slot)).collect::<Vec<_>>()),
-        };
-        outcome.map_err(|failure| self.target.error("read", failure))
+    /// Rebuilds the permit held by `token`. As [`Semaphore::resume`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Semaphore::resume`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(token: String) -> Result<(), memsem::Error> {
+    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
+    /// client.semaphore("deploy")?.resume(&token).await?.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn resume(&self, token: &str) -> Result<Permit<crate::Tokio>> {
+        self.resume_core(token).await
     }
 
-    /// One acquire attempt. `unsure` names a slot key where an earlier add with this token
-    /// may have landed unseen.
-    pub(crate) fn attempt(
-        &self,
-        token: &Token,
-        unsure: &mut Option<Vec<u8>>,
-    ) -> Result<Option<Permit>> {
-        if self.permits == 1 {
-            return self.add_slot(1, token, unsure);
-        }
-        let slots = self.read_slots()?;
-        let started = Instant::now();
-        let mut free = Vec::new();
-        for (item, slot) in slots.into_iter().zip(1..) {
-            match item {
-                Some(item) if token.owns(&item.value) => {
-                    // An earlier add of ours landed after all.
-                    *unsure = None;
-                    let permit = self.permit(
-                        (self.slot_key(slot), slot),
-                        token.clone(),
-                        item.value,
-                        item.cas,
-                        started,
-                    );
-                    return Ok(Some(permit));
-                }
-                Some(_) => {}
-                None => free.push(slot),
-            }
-        }
-        // Try the free slots in random order, so that waiters spread over them.
-        while !free.is_empty() {
-            let slot = free.swap_remove(rand::random_range(0..free.len()));
-            if let Some(permit) = self.add_slot(slot, token, unsure)? {
-                return Ok(Some(permit));
-            }
-        }
-        Ok(None)
+    /// Whether `token` holds a permit now. As [`Semaphore::verify`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Semaphore::verify`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(token: String) -> Result<(), memsem::Error> {
+    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
+    /// println!("{}", client.semaphore("deploy")?.verify(&token).await?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn verify(&self, token: &str) -> Result<bool> {
+        self.verify_core(token).await
     }
 
-    /// Adds the key of `slot` with this token, settling a lost reply by asking again.
-    fn add_slot(
-        &self,
-        slot: u32,
-        token: &Token,
-        unsure: &mut Option<Vec<u8>>,
-    ) -> Result<Option<Permit>> {
-        let backend = &self.target.backend;
-        let key = self.slot_key(slot);
-        let value = self.value_for(token);
-        let started = Instant::now();
-        let added = match self.add_key(&key, &value) {
-            Err(Failure::Ambiguous(_)) => {
-                // The add may have landed. Asking again with the same token settles it: a
-                // second add either stores (ours now) or finds the key, whose value tells.
-                *unsure = Some(key.clone());
-                self.add_key(&key, &value)
-            }
-            other => other,
-        };
-        let unsure_here = unsure.as_deref() == Some(key.as_slice());
-        match added {
-            Ok((Added::Stored { cas }, fence)) => {
-                if unsure_here {
-                    *unsure = None;
-                }
-                let mut permit = self.permit((key, slot), token.clone(), value, cas, started);
-                // Without its number the permit is useless: dropping it releases the lock.
-                permit.set_fence(fence?);
-                Ok(Some(permit))
-            }
-            Ok((Added::Exists, _)) if unsure_here => match backend.read(&key) {
-                Ok(Some(item)) if token.owns(&item.value) => {
-                    *unsure = None;
-                    let mut permit =
-                        self.permit((key, slot), token.clone(), item.value, item.cas, started);
-                    // The number drawn with the lost add is unknown: draw one now, while
-                    // holding the lock (a failure drops, and so releases, the permit).
-                    permit.set_fence(self.fence_now()?);
-                    Ok(Some(permit))
-                }
-                Ok(_) => Ok(None),
-                Err(failure) => Err(self.target.error("acquire", failure)),
-            },
-            Ok((Added::Exists, _)) => Ok(None),
-            Err(Failure::Unavailable(source)) if unsure_here => {
-                Err(self.target.error("acquire", Failure::Ambiguous(source)))
-            }
-            Err(failure) => Err(self.target.error("acquire", failure)),
-        }
+    /// Whether every permit is taken now. As [`Semaphore::is_locked`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Semaphore::is_locked`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), memsem::Error> {
+    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
+    /// println!("{}", client.semaphore("deploy")?.is_locked().await?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn is_locked(&self) -> Result<bool> {
+        self.is_locked_core().await
     }
 
-    /// One add of `key`, with a fencing number drawn in the same round trip when fencing is on.
-    fn add_key(&self, key: &[u8], value: &[u8]) -> Outcome<(Added, Result<Option<u64>>)> {
-        let backend = &self.target.backend;
-        match &self.fence_key {
-            Some(fence_key) => backend
-                .add_fenced(key, value, self.ttl_secs, fence_key, fence_floor())
-                .map(|(added, fence)| {
-                    (
-                        added,
-                        fence.map(Some).map_err(|f| self.target.error("fence", f)),
-                    )
-                }),
-            None => backend
-                .add(key, value, self.ttl_secs)
-                .map(|added| (added, Ok(None))),
-        }
+    /// Every current holder. As [`Semaphore::holders`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Semaphore::holders`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), memsem::Error> {
+    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
+    /// for holder in client.semaphore("workers")?.with_permits(4)?.holders().await? {
+    ///     println!("slot {}: {:?}", holder.slot(), holder.info());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn holders(&self) -> Result<Vec<Holder>> {
+        self.holders_core().await
     }
 
-    /// A fencing number drawn now, when fencing is on.
-    fn fence_now(&self) -> Result<Option<u64>> {
-        let Some(fence_key) = &self.fence_key else {
-            return Ok(None);
-        };
-        let fence = self
-            .target
-            .backend
-            .next_fence(fence_key, fence_floor())
-            .map_err(|failure| self.target.error("fence", failure))?;
-        Ok(Some(fence))
+    /// Who holds the lock now. As [`Semaphore::holder`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Semaphore::holder`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), memsem::Error> {
+    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
+    /// println!("{:?}", client.semaphore("deploy")?.holder().await?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn holder(&self) -> Result<Option<Holder>> {
+        Ok(self.holders_core().await?.into_iter().next())
     }
 
-    /// The value stored for a permit: the token, then the holder info if any.
-    fn value_for(&self, token: &Token) -> Vec<u8> {
-        Record {
-            token: token.as_str().as_bytes().to_vec(),
-            meta: Some(Meta::here()),
-            info: self.info.clone(),
-        }
-        .encode()
-    }
-
-    /// Hands a token whose add may have landed unseen to the background clean-up.
-    pub(crate) fn abandon(&self, key: &[u8], token: &Token) {
-        self.target
-            .janitor()
-            .clean_up(&self.target.backend, key, token, self.ttl_secs);
+    /// Removes stale holders. As [`Semaphore::reap_stale`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Semaphore::reap_stale`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), memsem::Error> {
+    /// use std::time::Duration;
+    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
+    /// client.semaphore("workers")?.with_permits(8)?.reap_stale(Duration::from_secs(3600)).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn reap_stale(&self, older_than: Duration) -> Result<u32> {
+        self.reap_stale_core(older_than).await
     }
 }
 

@@ -307,24 +307,6 @@ impl Iterator for Delays {
     }
 }
 
-/// The passing of time, injected so the loop can be tested without sleeping.
-pub(crate) trait Clock {
-    fn now(&mut self) -> Instant;
-    fn sleep(&mut self, duration: Duration);
-}
-
-/// The real clock.
-pub(crate) struct RealClock;
-
-impl Clock for RealClock {
-    fn now(&mut self) -> Instant {
-        Instant::now()
-    }
-    fn sleep(&mut self, duration: Duration) {
-        std::thread::sleep(duration);
-    }
-}
-
 /// Whether a failed attempt is worth another try inside the wait.
 fn worth_retrying(error: &Error) -> bool {
     matches!(
@@ -336,39 +318,64 @@ fn worth_retrying(error: &Error) -> bool {
     )
 }
 
-/// Calls `attempt` until it yields a value or `policy`'s `max_wait` runs out.
-pub(crate) fn poll<T>(
-    name: &str,
-    policy: &WaitPolicy,
-    clock: &mut impl Clock,
-    mut attempt: impl FnMut() -> Result<Option<T>>,
-) -> Result<T> {
-    let started = clock.now();
-    let mut delays = policy.delays();
-    let mut attempts = 0u32;
-    let mut last_error = None;
-    loop {
-        attempts = attempts.saturating_add(1);
-        match attempt() {
-            Ok(Some(value)) => return Ok(value),
+/// What to do after an attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Next<T> {
+    /// The attempt yielded its value: stop waiting.
+    Done(T),
+    /// Sleep this long, then attempt again.
+    Sleep(Duration),
+}
+
+/// The bookkeeping of one wait by a [`WaitPolicy`], without any I/O or sleeping of its own
+/// (the caller attempts and sleeps, blocking or async), so both flavours share it and tests
+/// drive it with a fake clock.
+#[derive(Debug)]
+pub(crate) struct Waiter<'a> {
+    name: &'a str,
+    policy: &'a WaitPolicy,
+    started: Instant,
+    delays: Delays,
+    attempts: u32,
+    last_error: Option<Box<Error>>,
+}
+
+impl<'a> Waiter<'a> {
+    pub(crate) fn new(name: &'a str, policy: &'a WaitPolicy, now: Instant) -> Waiter<'a> {
+        Waiter {
+            name,
+            policy,
+            started: now,
+            delays: policy.delays(),
+            attempts: 0,
+            last_error: None,
+        }
+    }
+
+    /// Takes in an attempt's outcome at `now`: done, sleep, or give up with
+    /// [`Error::Timeout`] (or the attempt's error, when it is not worth retrying).
+    pub(crate) fn after<T>(&mut self, outcome: Result<Option<T>>, now: Instant) -> Result<Next<T>> {
+        self.attempts = self.attempts.saturating_add(1);
+        match outcome {
+            Ok(Some(value)) => return Ok(Next::Done(value)),
             Ok(None) => {}
-            Err(error) if worth_retrying(&error) => last_error = Some(Box::new(error)),
+            Err(error) if worth_retrying(&error) => self.last_error = Some(Box::new(error)),
             Err(error) => return Err(error),
         }
-        let waited = clock.now().saturating_duration_since(started);
-        let mut delay = delays.next().unwrap_or(policy.poll_time);
-        if let Some(max_wait) = policy.max_wait {
+        let waited = now.saturating_duration_since(self.started);
+        let mut delay = self.delays.next().unwrap_or(self.policy.poll_time);
+        if let Some(max_wait) = self.policy.max_wait {
             if waited >= max_wait {
                 return Err(Error::Timeout {
-                    name: name.to_string(),
+                    name: self.name.to_string(),
                     waited,
-                    attempts,
-                    last_error,
+                    attempts: self.attempts,
+                    last_error: self.last_error.take(),
                 });
             }
             delay = delay.min(max_wait - waited);
         }
-        clock.sleep(delay);
+        Ok(Next::Sleep(delay))
     }
 }
 
@@ -377,28 +384,24 @@ mod tests {
     use super::*;
     use crate::error::LostReason;
 
-    /// A clock that only moves when the loop sleeps (plus a fixed cost per reading).
-    struct FakeClock {
-        now: Instant,
-        slept: Vec<Duration>,
-    }
-
-    impl FakeClock {
-        fn new() -> FakeClock {
-            FakeClock {
-                now: Instant::now(),
-                slept: Vec::new(),
+    /// Drives a [`Waiter`] the way the semaphores do, with a fake clock that only moves
+    /// when the loop sleeps: returns the outcome and the sleeps.
+    fn poll<T>(
+        policy: &WaitPolicy,
+        mut attempt: impl FnMut() -> Result<Option<T>>,
+    ) -> (Result<T>, Vec<Duration>) {
+        let mut now = Instant::now();
+        let mut waiter = Waiter::new("job", policy, now);
+        let mut slept = Vec::new();
+        loop {
+            match waiter.after(attempt(), now) {
+                Ok(Next::Done(value)) => return (Ok(value), slept),
+                Ok(Next::Sleep(delay)) => {
+                    slept.push(delay);
+                    now += delay;
+                }
+                Err(error) => return (Err(error), slept),
             }
-        }
-    }
-
-    impl Clock for FakeClock {
-        fn now(&mut self) -> Instant {
-            self.now
-        }
-        fn sleep(&mut self, duration: Duration) {
-            self.slept.push(duration);
-            self.now += duration;
         }
     }
 
@@ -419,9 +422,9 @@ mod tests {
             .max_wait(ms(250))
             .poll_time(ms(100))
             .jitter(0.0);
-        let mut clock = FakeClock::new();
-        let error = poll::<()>("job", &policy, &mut clock, || Ok(None)).unwrap_err();
-        assert_eq!(clock.slept, [ms(100), ms(100), ms(50)]);
+        let (outcome, slept) = poll::<()>(&policy, || Ok(None));
+        let error = outcome.unwrap_err();
+        assert_eq!(slept, [ms(100), ms(100), ms(50)]);
         match error {
             Error::Timeout {
                 waited,
@@ -440,15 +443,13 @@ mod tests {
     #[test]
     fn returns_the_value_as_soon_as_an_attempt_yields_it() {
         let policy = WaitPolicy::new().poll_time(ms(10)).jitter(0.0);
-        let mut clock = FakeClock::new();
         let mut calls = 0;
-        let value = poll("job", &policy, &mut clock, || {
+        let (outcome, slept) = poll(&policy, || {
             calls += 1;
             Ok((calls == 3).then_some("permit"))
-        })
-        .unwrap();
-        assert_eq!(value, "permit");
-        assert_eq!(clock.slept, [ms(10), ms(10)]);
+        });
+        assert_eq!(outcome.unwrap(), "permit");
+        assert_eq!(slept, [ms(10), ms(10)]);
     }
 
     #[test]
@@ -457,8 +458,7 @@ mod tests {
             .max_wait(ms(30))
             .poll_time(ms(10))
             .jitter(0.0);
-        let mut clock = FakeClock::new();
-        let error = poll::<()>("job", &policy, &mut clock, || Err(unavailable())).unwrap_err();
+        let error = poll::<()>(&policy, || Err(unavailable())).0.unwrap_err();
         assert!(error.is_unavailable(), "{error}");
         let Error::Timeout {
             last_error: Some(last),
@@ -475,16 +475,14 @@ mod tests {
     #[test]
     fn configuration_errors_end_the_wait_at_once() {
         let policy = WaitPolicy::new().poll_time(ms(10));
-        let mut clock = FakeClock::new();
-        let error = poll::<()>("job", &policy, &mut clock, || {
+        let (outcome, slept) = poll::<()>(&policy, || {
             Err(Error::LockLost {
                 name: "job".into(),
                 reason: LostReason::Missing,
             })
-        })
-        .unwrap_err();
-        assert!(error.is_lock_lost());
-        assert!(clock.slept.is_empty());
+        });
+        assert!(outcome.unwrap_err().is_lock_lost());
+        assert!(slept.is_empty());
     }
 
     #[test]
