@@ -12,3 +12,5 @@ mod processes;
 mod quorum;
 mod routing;
 mod semaphore;
+#[cfg(feature = "tokio")]
+mod tokio_api;
