@@ -3,5 +3,6 @@
 mod faults;
 mod harness;
 mod processes;
+mod procs;
 mod routing;
 mod semaphore;
