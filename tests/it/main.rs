@@ -2,6 +2,7 @@
 
 mod faults;
 mod harness;
+mod interop;
 mod processes;
 mod procs;
 mod routing;
