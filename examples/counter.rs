@@ -7,7 +7,12 @@
 //!
 //! While holding the lock it also creates `FILE.inside` with create-new semantics: if that
 //! file already exists, another process is inside the critical section at the same time,
-//! which is counted and reported as an overlap (exit status 3).
+//! which is counted and reported as an overlap (exit status 3). At the end it prints
+//! `rust worker: acquisitions N overlaps O`.
+//!
+//! Two optional environment variables make it contend with Perl's
+//! Cache::Memcached::Semaphore (tests/perl/semaphore.pl): `MEMSEM_ROUTING`
+//! (`ketama`, the default, or `cache-memcached`) and `MEMSEM_NAMESPACE`.
 
 use std::fs::{self, OpenOptions};
 use std::process::ExitCode;
@@ -41,9 +46,14 @@ fn run(args: &[String]) -> Result<u32, Box<dyn std::error::Error>> {
     let policy = WaitPolicy::new()
         .poll_time(Duration::from_millis(poll_ms))
         .max_wait(Duration::from_secs(120));
-    let sem = Client::connect(servers)?
-        .semaphore(name)?
-        .with_wait_policy(policy);
+    let mut builder = Client::builder().servers(servers);
+    if let Ok(routing) = std::env::var("MEMSEM_ROUTING") {
+        builder = builder.routing(routing.parse()?);
+    }
+    if let Ok(namespace) = std::env::var("MEMSEM_NAMESPACE") {
+        builder = builder.namespace(&namespace);
+    }
+    let sem = builder.build()?.semaphore(name)?.with_wait_policy(policy);
     let inside = format!("{file}.inside");
     let mut overlaps = 0;
     for _ in 0..times {
@@ -65,5 +75,6 @@ fn run(args: &[String]) -> Result<u32, Box<dyn std::error::Error>> {
         }
         permit.release()?;
     }
+    println!("rust worker: acquisitions {times} overlaps {overlaps}");
     Ok(overlaps)
 }

@@ -1,0 +1,162 @@
+//! memcached as plain local processes (no Docker): for the tests that drive real client
+//! libraries in other languages (routing agreement, Perl interop), which need servers on
+//! known host/port pairs with weights.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// A memcached process of this test; killed when dropped, also when the test panics.
+pub struct Memcached {
+    child: Child,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Memcached {
+    /// Starts `memcached -l host -p port -U 0 -m 64` on `port`, or on a free port when
+    /// `None`, and waits until this very process answers (its `stats` pid matches). Retries
+    /// while the address is taken, for up to 60 s.
+    pub fn start(host: &str, port: Option<u16>) -> Memcached {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last_failure = String::new();
+        while Instant::now() < deadline {
+            let port = port.unwrap_or_else(|| free_port(host));
+            let spawned = Command::new("memcached")
+                .args(["-l", host, "-p", &port.to_string(), "-U", "0", "-m", "64"])
+                // Needed when the tests run as root; ignored otherwise.
+                .args(["-u", "root"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn();
+            let child = match spawned {
+                Ok(child) => child,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => panic!(
+                    "memcached is not installed: install it with 'apt-get install -y memcached'"
+                ),
+                Err(e) => panic!("cannot start memcached: {e}"),
+            };
+            let mut server = Memcached {
+                child,
+                host: host.to_string(),
+                port,
+            };
+            match server.wait_ready() {
+                Ok(()) => return server,
+                Err(failure) => {
+                    last_failure = failure;
+                    drop(server);
+                    thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+        panic!("memcached on {host}:{port:?} did not start within 60 s: {last_failure}");
+    }
+
+    /// Waits until this process answers `stats` with its own pid.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = self.child.stderr.take() {
+                    let _ = io::Read::read_to_string(&mut pipe, &mut stderr);
+                }
+                return Err(format!("memcached exited ({status}): {}", stderr.trim()));
+            }
+            // Another process's server may hold the address; then ours exits shortly.
+            if let Ok(Some(pid)) = stats_pid(&self.address())
+                && pid == self.child.id()
+            {
+                return Ok(());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!(
+            "no answer from our memcached on {}",
+            self.address()
+        ))
+    }
+
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// Which of `keys` this server holds, asked with pipelined meta gets (`mg <key>`).
+    pub fn holds(&self, keys: &[Vec<u8>]) -> Vec<bool> {
+        let stream = connect(&self.address())
+            .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", self.address()));
+        let mut writer = stream.try_clone().expect("clone a TCP stream");
+        let mut reader = BufReader::new(stream);
+        let mut held = Vec::with_capacity(keys.len());
+        for batch in keys.chunks(100) {
+            let mut request = Vec::new();
+            for key in batch {
+                request.extend_from_slice(b"mg ");
+                request.extend_from_slice(key);
+                request.extend_from_slice(b"\r\n");
+            }
+            writer.write_all(&request).expect("send mg");
+            for key in batch {
+                let mut line = String::new();
+                reader.read_line(&mut line).expect("read mg reply");
+                held.push(match line.as_str() {
+                    "HD\r\n" => true,
+                    "EN\r\n" => false,
+                    other => panic!(
+                        "{}: unexpected reply {other:?} to mg {}",
+                        self.address(),
+                        String::from_utf8_lossy(key)
+                    ),
+                });
+            }
+        }
+        held
+    }
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn connect(address: &str) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    Ok(stream)
+}
+
+/// The pid a memcached server reports in `stats`.
+pub fn stats_pid(address: &str) -> io::Result<Option<u32>> {
+    let mut stream = connect(address)?;
+    stream.write_all(b"stats\r\n")?;
+    let mut pid = None;
+    for line in BufReader::new(stream).lines() {
+        let line = line?;
+        if line == "END" {
+            break;
+        }
+        if let Some(value) = line.strip_prefix("STAT pid ") {
+            pid = value.trim().parse().ok();
+        }
+    }
+    Ok(pid)
+}
+
+/// A port nobody listens on right now (a race with other processes is caught by the pid
+/// check in `Memcached::wait_ready`).
+pub fn free_port(host: &str) -> u16 {
+    let listener = TcpListener::bind((host, 0))
+        .unwrap_or_else(|e| panic!("cannot bind a free port on {host}: {e}"));
+    listener.local_addr().expect("local address").port()
+}
