@@ -40,3 +40,5 @@ cargo clippy --all-targets --all-features -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet --all-features
 cargo test --all-features
+# A smoke-sized run of every benchmark scenario, to keep the benchmark compiling and working.
+cargo test --all-features --bench scenarios
