@@ -81,10 +81,19 @@
 //! migration, provided the Rust side uses [`Routing::CacheMemcached`] with the same server
 //! list and weights.
 //!
+//! # Async
+//!
+//! With the `tokio` feature, `ClientBuilder::build_async` returns a `Client<Tokio>`: its
+//! [`Semaphore`]s and [`Permit`]s have the same operations, `async` (see [`Flavor`]). The
+//! lock logic is written once for both; acquires are cancel-safe, and dropping an async
+//! permit releases it from a background thread without blocking the runtime.
+//!
 //! # Cargo features
 //!
-//! - `cli` (default): the `memsem` command-line tool (pulls in clap and humantime). Library
-//!   users can turn it off with `default-features = false`.
+//! - `cli` (default): the `memsem` command-line tool (pulls in clap, humantime,
+//!   signal-hook, libc and serde_json). Library users can turn it off with
+//!   `default-features = false`.
+//! - `tokio`: the async flavour (pulls in tokio and the `memcache` crate's async client).
 
 mod client;
 mod error;
