@@ -125,7 +125,7 @@ pub use semaphore::{DEFAULT_TTL, Holder, MAX_INFO_BYTES, MAX_PERMITS, Semaphore}
 pub use wait::{Delays, WaitPolicy};
 
 /// The README's code blocks, compiled as doctests.
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "tokio"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
