@@ -4,6 +4,7 @@
 mod cli;
 mod faults;
 mod fencing;
+mod fleet;
 mod harness;
 mod interop;
 mod keepalive;
