@@ -64,7 +64,7 @@ fn lock(shared: &Shared) -> MutexGuard<'_, State> {
 }
 
 impl KeepAlive {
-    pub(crate) fn start(permit: Permit) -> KeepAlive {
+    pub(crate) fn start(permit: Permit, on_lost: Option<OnLost>) -> KeepAlive {
         let ttl = permit.ttl();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -79,7 +79,7 @@ impl KeepAlive {
             let worker = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("memsem-keepalive".into())
-                .spawn(move || refresh_loop(&worker, ttl))
+                .spawn(move || refresh_loop(&worker, ttl, on_lost))
                 .map_err(|error| tracing::warn!(%error, "cannot start the keep-alive thread"))
                 .ok()
         });
@@ -222,11 +222,17 @@ impl Drop for KeepAlive {
     }
 }
 
-fn refresh_loop(shared: &Shared, ttl: Duration) {
+/// Called once, from the keep-alive thread, with the reason, when the lock is lost.
+pub(crate) type OnLost = Box<dyn FnOnce(&str) + Send + 'static>;
+
+fn refresh_loop(shared: &Shared, ttl: Duration, on_lost: Option<OnLost>) {
     let interval = ttl / 3;
+    // After a failed refresh, try again sooner: the lease is running out.
+    let retry = (interval / 4).max(Duration::from_millis(100));
+    let mut next = interval;
     let mut state = lock(shared);
     loop {
-        let due = Instant::now() + interval;
+        let due = Instant::now() + next;
         while !state.stopping && Instant::now() < due {
             let left = due.saturating_duration_since(Instant::now());
             state = match shared.changed.wait_timeout(state, left) {
@@ -245,6 +251,7 @@ fn refresh_loop(shared: &Shared, ttl: Duration) {
         drop(state);
         let outcome = permit.refresh(ttl);
         let expired = permit.expires_at().is_some_and(|at| Instant::now() >= at);
+        next = interval;
         let lost = match outcome {
             Ok(()) => None,
             Err(error @ Error::LockLost { .. }) => Some(error.to_string()),
@@ -253,16 +260,24 @@ fn refresh_loop(shared: &Shared, ttl: Duration) {
             )),
             Err(error) => {
                 tracing::warn!(lock = permit.name(), %error, "refreshing the lease failed; retrying");
+                next = match permit.expires_at() {
+                    Some(at) => retry.min(at.saturating_duration_since(Instant::now())),
+                    None => retry,
+                };
                 None
             }
         };
         state = lock(shared);
         if let Some(reason) = lost {
             tracing::warn!(lock = permit.name(), reason, "lock lost");
-            state.lost = Some(reason);
+            state.lost = Some(reason.clone());
             // The lock is not ours any more: nothing to release.
             permit.forget();
             shared.changed.notify_all();
+            drop(state);
+            if let Some(on_lost) = on_lost {
+                on_lost(&reason);
+            }
             return;
         }
         state.permit = Some(permit);

@@ -487,7 +487,29 @@ impl Permit<Blocking> {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn keep_alive(self) -> crate::KeepAlive {
-        crate::KeepAlive::start(self)
+        crate::KeepAlive::start(self, None)
+    }
+
+    /// As [`keep_alive`](Self::keep_alive), and calls `on_lost` (once, from the keep-alive
+    /// thread, with the reason) when the lock is found lost: the notification for code that
+    /// cannot poll, such as a supervisor that must stop a child process.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::sync::mpsc;
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let (lost_tx, lost_rx) = mpsc::channel();
+    /// let held = client.semaphore("job")?.wait_acquire()?.keep_alive_with(move |why| {
+    ///     let _ = lost_tx.send(why.to_string());
+    /// });
+    /// // ... select on lost_rx next to the other events of the program ...
+    /// # drop(lost_rx);
+    /// held.release()?;
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn keep_alive_with(self, on_lost: impl FnOnce(&str) + Send + 'static) -> crate::KeepAlive {
+        crate::KeepAlive::start(self, Some(Box::new(on_lost)))
     }
 }
 

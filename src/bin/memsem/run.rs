@@ -4,9 +4,9 @@ use std::ffi::OsString;
 use std::io::ErrorKind;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
+use std::time::Instant;
 
 use memsem::{Permit, Semaphore};
 
@@ -54,13 +54,13 @@ pub fn run(sem: Semaphore, args: &RunArgs, quiet: bool) -> u8 {
         let _ = waiter_events.send(Event::Exited(wait_without_reaping(pid)));
     });
 
-    let ttl = sem.ttl().unwrap_or(memsem::DEFAULT_TTL);
-    let (stop, keeper) = keep_alive(permit, ttl, events_tx, quiet);
+    // The library's keep-alive refreshes the lease every TTL/3 and reports a loss as an event.
+    let held = permit.keep_alive_with(move |why| {
+        let _ = events_tx.send(Event::Lost(why.to_string()));
+    });
 
     let outcome = supervise(child, &sem, args, &events);
-    drop(stop);
-    let permit = keeper.join().unwrap_or(None);
-    if let Some(permit) = permit {
+    if let Some(permit) = held.into_permit() {
         give_back(permit, quiet);
     }
     match outcome {
@@ -171,54 +171,6 @@ fn status_code(status: ExitStatus) -> u8 {
         (None, Some(signal)) => exit::for_signal(signal),
         (None, None) => exit::SOFTWARE,
     }
-}
-
-/// Refreshes the lease every TTL/3 in a thread until `stop` is dropped; the thread gives the
-/// permit back, or `None` after reporting [`Event::Lost`].
-fn keep_alive(
-    mut permit: Permit,
-    ttl: Duration,
-    events: Sender<Event>,
-    quiet: bool,
-) -> (Sender<()>, JoinHandle<Option<Permit>>) {
-    let (stop, stopped) = mpsc::channel::<()>();
-    let interval = (ttl / 3).max(Duration::from_millis(100));
-    let handle = thread::spawn(move || {
-        let mut next = interval;
-        loop {
-            match stopped.recv_timeout(next) {
-                Err(RecvTimeoutError::Timeout) => {}
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => return Some(permit),
-            }
-            match permit.refresh(ttl) {
-                Ok(()) => next = interval,
-                Err(error) if error.is_lock_lost() => {
-                    let _ = permit.forget();
-                    let _ = events.send(Event::Lost(error.to_string()));
-                    return None;
-                }
-                Err(error) => {
-                    let left = permit
-                        .expires_at()
-                        .map(|at| at.saturating_duration_since(Instant::now()));
-                    if left == Some(Duration::ZERO) {
-                        let _ = permit.forget();
-                        let why = format!("the lease ran out while refreshing failed: {error}");
-                        let _ = events.send(Event::Lost(why));
-                        return None;
-                    }
-                    if !quiet {
-                        eprintln!("memsem: refreshing the lease failed, retrying: {error}");
-                    }
-                    next = (interval / 4).max(Duration::from_millis(100));
-                    if let Some(left) = left {
-                        next = next.min(left);
-                    }
-                }
-            }
-        }
-    });
-    (stop, handle)
 }
 
 /// Releases the permit (with the semaphore's cooldown), reporting a failure on stderr.
