@@ -283,3 +283,258 @@ fn refresh_loop(shared: &Shared, ttl: Duration, on_lost: Option<OnLost>) {
         state.permit = Some(permit);
     }
 }
+
+/// The async twin of [`KeepAlive`] (feature `tokio`): a tokio task refreshes the lease
+/// every third of its TTL. Get one from `Permit<Tokio>::keep_alive`.
+///
+/// Dropping it stops the task; the permit is then released in the background (as dropping
+/// an async permit does).
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn run() -> Result<(), memsem::Error> {
+/// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
+/// let held = client.semaphore("reindex")?.wait_acquire().await?.keep_alive();
+/// tokio::select! {
+///     _ = held.lost() => eprintln!("lost the lock: {:?}", held.lost_reason()),
+///     _ = async { /* the long job */ } => {}
+/// }
+/// held.release().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(feature = "tokio")]
+#[must_use = "the lock is released as soon as the keep-alive is dropped"]
+#[derive(Debug)]
+pub struct AsyncKeepAlive {
+    shared: Arc<AsyncShared>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+#[cfg(feature = "tokio")]
+#[derive(Debug)]
+struct AsyncShared {
+    state: Mutex<AsyncState>,
+    stop: tokio::sync::Notify,
+    lost: tokio::sync::Notify,
+}
+
+#[cfg(feature = "tokio")]
+#[derive(Debug)]
+struct AsyncState {
+    permit: Option<Permit<crate::Tokio>>,
+    stopping: bool,
+    lost: Option<String>,
+}
+
+#[cfg(feature = "tokio")]
+fn lock_async(shared: &AsyncShared) -> MutexGuard<'_, AsyncState> {
+    shared
+        .state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(feature = "tokio")]
+impl AsyncKeepAlive {
+    pub(crate) fn start(permit: Permit<crate::Tokio>) -> AsyncKeepAlive {
+        let ttl = permit.ttl();
+        let shared = Arc::new(AsyncShared {
+            state: Mutex::new(AsyncState {
+                permit: Some(permit),
+                stopping: false,
+                lost: None,
+            }),
+            stop: tokio::sync::Notify::new(),
+            lost: tokio::sync::Notify::new(),
+        });
+        let task = match (ttl, tokio::runtime::Handle::try_current()) {
+            (Some(ttl), Ok(runtime)) => Some(runtime.spawn(refresh_task(Arc::clone(&shared), ttl))),
+            (Some(_), Err(_)) => {
+                tracing::warn!(
+                    "keep_alive called outside a tokio runtime: the lease is not refreshed"
+                );
+                None
+            }
+            (None, _) => None,
+        };
+        AsyncKeepAlive { shared, task }
+    }
+
+    /// Whether the lock was found lost. Never waits.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), memsem::Error> {
+    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
+    /// let held = client.semaphore("job")?.wait_acquire().await?.keep_alive();
+    /// assert!(!held.is_lost());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn is_lost(&self) -> bool {
+        lock_async(&self.shared).lost.is_some()
+    }
+
+    /// Why the lock was lost, once it is.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), memsem::Error> {
+    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
+    /// let held = client.semaphore("job")?.wait_acquire().await?.keep_alive();
+    /// assert_eq!(held.lost_reason(), None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn lost_reason(&self) -> Option<String> {
+        lock_async(&self.shared).lost.clone()
+    }
+
+    /// Completes when the lock is lost (never, while it is held): the notification to
+    /// `select!` on next to the protected work. Cancel safe.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), memsem::Error> {
+    /// use std::time::Duration;
+    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
+    /// let held = client.semaphore("job")?.wait_acquire().await?.keep_alive();
+    /// let lost = tokio::time::timeout(Duration::from_secs(1), held.lost()).await.is_ok();
+    /// assert!(!lost);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn lost(&self) {
+        loop {
+            let notified = self.shared.lost.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_lost() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Stops refreshing and releases the lock (as `Permit<Tokio>::release`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Permit::release`]; [`Error::LockLost`] when the keep-alive had found it lost.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), memsem::Error> {
+    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
+    /// let held = client.semaphore("job")?.wait_acquire().await?.keep_alive();
+    /// held.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn release(self) -> Result<()> {
+        let reason = self.lost_reason();
+        match self.into_permit().await {
+            Some(permit) => permit.release().await,
+            None => Err(Error::Protocol {
+                server: String::new(),
+                detail: format!(
+                    "the keep-alive holds no permit: {}",
+                    reason.unwrap_or_default()
+                ),
+            }),
+        }
+    }
+
+    /// Stops refreshing and gives the permit back, still held (`None` once lost).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), memsem::Error> {
+    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
+    /// let held = client.semaphore("job")?.wait_acquire().await?.keep_alive();
+    /// let permit = held.into_permit().await.expect("still held");
+    /// permit.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn into_permit(mut self) -> Option<Permit<crate::Tokio>> {
+        lock_async(&self.shared).stopping = true;
+        self.shared.stop.notify_one();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        lock_async(&self.shared).permit.take()
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Drop for AsyncKeepAlive {
+    fn drop(&mut self) {
+        // Stop the task; the permit, left in the shared state, is released in the background
+        // when the task lets go of it.
+        lock_async(&self.shared).stopping = true;
+        self.shared.stop.notify_one();
+    }
+}
+
+#[cfg(feature = "tokio")]
+async fn refresh_task(shared: Arc<AsyncShared>, ttl: Duration) {
+    let interval = ttl / 3;
+    let retry = (interval / 4).max(Duration::from_millis(100));
+    let mut next = interval;
+    loop {
+        if tokio::time::timeout(next, shared.stop.notified())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        let taken = {
+            let mut state = lock_async(&shared);
+            if state.stopping {
+                None
+            } else {
+                state.permit.take()
+            }
+        };
+        let Some(mut permit) = taken else { return };
+        let outcome = permit.refresh(ttl).await;
+        let expired = permit.expires_at().is_some_and(|at| Instant::now() >= at);
+        next = interval;
+        let lost = match outcome {
+            Ok(()) => None,
+            Err(error @ Error::LockLost { .. }) => Some(error.to_string()),
+            Err(error) if expired => Some(format!(
+                "the lease ran out while refreshing failed: {error}"
+            )),
+            Err(error) => {
+                tracing::warn!(lock = permit.name(), %error, "refreshing the lease failed; retrying");
+                next = match permit.expires_at() {
+                    Some(at) => retry.min(at.saturating_duration_since(Instant::now())),
+                    None => retry,
+                };
+                None
+            }
+        };
+        let mut state = lock_async(&shared);
+        if let Some(reason) = lost {
+            tracing::warn!(lock = permit.name(), reason, "lock lost");
+            state.lost = Some(reason);
+            permit.forget();
+            drop(state);
+            shared.lost.notify_waiters();
+            return;
+        }
+        state.permit = Some(permit);
+        if state.stopping {
+            return;
+        }
+    }
+}

@@ -116,6 +116,8 @@ pub use error::{Cause, Error, LostReason, Result};
 #[cfg(feature = "tokio")]
 pub use flavor::Tokio;
 pub use flavor::{Blocking, Flavor};
+#[cfg(feature = "tokio")]
+pub use keepalive::AsyncKeepAlive;
 pub use keepalive::KeepAlive;
 pub use keyed::LockOrWait;
 pub use permit::Permit;
@@ -145,6 +147,10 @@ mod tests {
         check::<crate::KeepAlive>();
         check::<crate::QuorumLock>();
         check::<crate::QuorumPermit>();
+        #[cfg(feature = "tokio")]
+        check::<crate::AsyncKeepAlive>();
+        #[cfg(feature = "tokio")]
+        check::<crate::Permit<crate::Tokio>>();
         check::<crate::routing::Ring>();
     }
 }

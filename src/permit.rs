@@ -605,6 +605,25 @@ impl Permit<crate::Tokio> {
     pub async fn is_held(&self) -> Result<bool> {
         self.is_held_core().await
     }
+
+    /// Hands the permit to a tokio task that refreshes its lease every third of its TTL
+    /// until released or dropped, and flags the lock as lost when a refresh finds it gone
+    /// (see [`AsyncKeepAlive`](crate::AsyncKeepAlive)). Call it inside a tokio runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), memsem::Error> {
+    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
+    /// let held = client.semaphore("long-job")?.wait_acquire().await?.keep_alive();
+    /// // ... work for longer than the TTL ...
+    /// held.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn keep_alive(self) -> crate::AsyncKeepAlive {
+        crate::AsyncKeepAlive::start(self)
+    }
 }
 
 impl<F: Flavor> Drop for Permit<F> {

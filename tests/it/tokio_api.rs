@@ -353,3 +353,62 @@ fn tasks_on_a_current_thread_runtime_make_progress_while_one_waits() {
         );
     });
 }
+
+#[test]
+fn async_keep_alive_holds_past_the_ttl_and_signals_loss() {
+    let server = Memcached::start();
+    runtime().block_on(async {
+        let name = unique("async-keepalive");
+        let ttl = Duration::from_secs(2);
+        let client = client(&server).await;
+        let sem = client.semaphore(&name).unwrap().with_ttl(ttl).unwrap();
+        let held = sem.try_acquire().await.unwrap().unwrap().keep_alive();
+        let started = Instant::now();
+        while started.elapsed() < ttl * 3 {
+            assert!(
+                sem.try_acquire().await.unwrap().is_none(),
+                "lost after {:?}",
+                started.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(!held.is_lost());
+        // Delete the key from outside: the next refresh finds it gone.
+        assert!(server.raw().delete(format!("__lock__{name}").as_bytes()));
+        let deleted = Instant::now();
+        tokio::time::timeout(ttl, held.lost())
+            .await
+            .expect("loss signalled");
+        assert!(
+            deleted.elapsed() <= ttl / 3 + Duration::from_millis(500),
+            "{:?}",
+            deleted.elapsed()
+        );
+        assert!(held.is_lost() && held.lost_reason().is_some());
+        assert!(held.into_permit().await.is_none(), "nothing to release");
+        // A healthy one releases on request.
+        let held = sem.try_acquire().await.unwrap().unwrap().keep_alive();
+        held.release().await.unwrap();
+        assert!(!sem.is_locked().await.unwrap());
+    });
+}
+
+#[test]
+fn two_hundred_tasks_reading_a_cold_key_cause_one_backend_fetch() {
+    let server = Memcached::start();
+    let output = std::process::Command::new(crate::processes::example("tokio_stampede"))
+        .arg(server.address())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("200 served, backend fetches: 1"),
+        "{stdout}"
+    );
+}
