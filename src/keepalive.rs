@@ -5,6 +5,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::flavor::Flavor;
 use crate::permit::Permit;
 
 /// A permit kept alive by a background thread that refreshes its lease every third of its
@@ -222,13 +223,41 @@ impl Drop for KeepAlive {
     }
 }
 
+/// What a refresh's outcome means for a keep-alive: the reason when the lock is lost, and
+/// when to refresh next — sooner after a failure, since the lease is running out. Shared by
+/// the thread and the tokio task.
+fn judge<F: Flavor>(
+    permit: &Permit<F>,
+    outcome: Result<()>,
+    interval: Duration,
+) -> (Option<String>, Duration) {
+    let expired = permit.expires_at().is_some_and(|at| Instant::now() >= at);
+    match outcome {
+        Ok(()) => (None, interval),
+        Err(error @ Error::LockLost { .. }) => (Some(error.to_string()), interval),
+        Err(error) if expired => (
+            Some(format!(
+                "the lease ran out while refreshing failed: {error}"
+            )),
+            interval,
+        ),
+        Err(error) => {
+            tracing::warn!(lock = permit.name(), %error, "refreshing the lease failed; retrying");
+            let retry = (interval / 4).max(Duration::from_millis(100));
+            let next = match permit.expires_at() {
+                Some(at) => retry.min(at.saturating_duration_since(Instant::now())),
+                None => retry,
+            };
+            (None, next)
+        }
+    }
+}
+
 /// Called once, from the keep-alive thread, with the reason, when the lock is lost.
 pub(crate) type OnLost = Box<dyn FnOnce(&str) + Send + 'static>;
 
 fn refresh_loop(shared: &Shared, ttl: Duration, on_lost: Option<OnLost>) {
     let interval = ttl / 3;
-    // After a failed refresh, try again sooner: the lease is running out.
-    let retry = (interval / 4).max(Duration::from_millis(100));
     let mut next = interval;
     let mut state = lock(shared);
     loop {
@@ -250,23 +279,8 @@ fn refresh_loop(shared: &Shared, ttl: Duration, on_lost: Option<OnLost>) {
         // network.
         drop(state);
         let outcome = permit.refresh(ttl);
-        let expired = permit.expires_at().is_some_and(|at| Instant::now() >= at);
-        next = interval;
-        let lost = match outcome {
-            Ok(()) => None,
-            Err(error @ Error::LockLost { .. }) => Some(error.to_string()),
-            Err(error) if expired => Some(format!(
-                "the lease ran out while refreshing failed: {error}"
-            )),
-            Err(error) => {
-                tracing::warn!(lock = permit.name(), %error, "refreshing the lease failed; retrying");
-                next = match permit.expires_at() {
-                    Some(at) => retry.min(at.saturating_duration_since(Instant::now())),
-                    None => retry,
-                };
-                None
-            }
-        };
+        let (lost, after) = judge(&permit, outcome, interval);
+        next = after;
         state = lock(shared);
         if let Some(reason) = lost {
             tracing::warn!(lock = permit.name(), reason, "lock lost");
@@ -487,7 +501,6 @@ impl Drop for AsyncKeepAlive {
 #[cfg(feature = "tokio")]
 async fn refresh_task(shared: Arc<AsyncShared>, ttl: Duration) {
     let interval = ttl / 3;
-    let retry = (interval / 4).max(Duration::from_millis(100));
     let mut next = interval;
     loop {
         if tokio::time::timeout(next, shared.stop.notified())
@@ -506,23 +519,8 @@ async fn refresh_task(shared: Arc<AsyncShared>, ttl: Duration) {
         };
         let Some(mut permit) = taken else { return };
         let outcome = permit.refresh(ttl).await;
-        let expired = permit.expires_at().is_some_and(|at| Instant::now() >= at);
-        next = interval;
-        let lost = match outcome {
-            Ok(()) => None,
-            Err(error @ Error::LockLost { .. }) => Some(error.to_string()),
-            Err(error) if expired => Some(format!(
-                "the lease ran out while refreshing failed: {error}"
-            )),
-            Err(error) => {
-                tracing::warn!(lock = permit.name(), %error, "refreshing the lease failed; retrying");
-                next = match permit.expires_at() {
-                    Some(at) => retry.min(at.saturating_duration_since(Instant::now())),
-                    None => retry,
-                };
-                None
-            }
-        };
+        let (lost, after) = judge(&permit, outcome, interval);
+        next = after;
         let mut state = lock_async(&shared);
         if let Some(reason) = lost {
             tracing::warn!(lock = permit.name(), reason, "lock lost");

@@ -151,6 +151,14 @@ fn fence_op(fence_key: &[u8], initial: u64) -> Arithmetic {
     Arithmetic::new(fence_key).initial(initial, FENCE_TTL)
 }
 
+/// The add, then the fence counter's increment, in one batch (one round trip).
+fn fenced_add_ops(key: &[u8], value: &[u8], ttl: u32, fence_key: &[u8], initial: u64) -> [Op; 2] {
+    [
+        Op::from(add_op(key, value, ttl)),
+        Op::from(fence_op(fence_key, initial)),
+    ]
+}
+
 fn overwrite_op(key: &[u8], value: &[u8], ttl: u32) -> Set {
     Set::new(key, value).ttl_raw(ttl).return_cas()
 }
@@ -354,10 +362,7 @@ impl Transport for Backend {
         fence_key: &[u8],
         initial: u64,
     ) -> Outcome<(Added, Outcome<u64>)> {
-        let batch = [
-            Op::from(add_op(key, value, ttl)),
-            Op::from(fence_op(fence_key, initial)),
-        ];
+        let batch = fenced_add_ops(key, value, ttl, fence_key, initial);
         added_and_counted(self.client.run_batch(batch))
     }
 
@@ -443,10 +448,7 @@ impl Transport for AsyncBackend {
         fence_key: &[u8],
         initial: u64,
     ) -> Outcome<(Added, Outcome<u64>)> {
-        let batch = [
-            Op::from(add_op(key, value, ttl)),
-            Op::from(fence_op(fence_key, initial)),
-        ];
+        let batch = fenced_add_ops(key, value, ttl, fence_key, initial);
         added_and_counted(self.client.run_batch(batch).await)
     }
 

@@ -738,16 +738,7 @@ impl<F: Flavor> Semaphore<F> {
                 Some(item) if unsure.token.owns(&item.value) => {
                     // An earlier add of ours landed after all.
                     let key = self.slot_key(slot);
-                    unsure.settle(&key);
-                    let mut permit = self.permit(
-                        (key, slot),
-                        unsure.token.clone(),
-                        item.value,
-                        item.cas,
-                        started,
-                    );
-                    permit.set_fence(self.fence_now().await?);
-                    return Ok(Some(permit));
+                    return self.adopt(slot, key, item, unsure, started).await.map(Some);
                 }
                 Some(_) => {}
                 None => free.push(slot),
@@ -794,18 +785,7 @@ impl<F: Flavor> Semaphore<F> {
             Ok((Added::Exists, _)) if ambiguous || was_unsure => {
                 match self.target.backend.read(&key).await {
                     Ok(Some(item)) if unsure.token.owns(&item.value) => {
-                        unsure.settle(&key);
-                        let mut permit = self.permit(
-                            (key, slot),
-                            unsure.token.clone(),
-                            item.value,
-                            item.cas,
-                            started,
-                        );
-                        // The number drawn with the lost add is unknown: draw one now, while
-                        // holding the lock (a failure drops, and so releases, the permit).
-                        permit.set_fence(self.fence_now().await?);
-                        Ok(Some(permit))
+                        self.adopt(slot, key, item, unsure, started).await.map(Some)
                     }
                     // Somebody else's: our add may still land once they let go; the key
                     // stays marked so the clean-up checks it.
@@ -829,6 +809,29 @@ impl<F: Flavor> Semaphore<F> {
             }
             Err(failure) => Err(self.target.error("acquire", failure)),
         }
+    }
+
+    /// Takes over a slot found holding our token (an add whose reply was lost landed after
+    /// all). The number drawn with the lost add is unknown: a new one is drawn now, while
+    /// holding the lock (a failure drops, and so releases, the permit).
+    async fn adopt(
+        &self,
+        slot: u32,
+        key: Vec<u8>,
+        item: Item,
+        unsure: &mut Unsure<'_, F>,
+        started: Instant,
+    ) -> Result<Permit<F>> {
+        unsure.settle(&key);
+        let mut permit = self.permit(
+            (key, slot),
+            unsure.token.clone(),
+            item.value,
+            item.cas,
+            started,
+        );
+        permit.set_fence(self.fence_now().await?);
+        Ok(permit)
     }
 
     /// One add of `key`, with a fencing number drawn in the same round trip when fencing is on.
