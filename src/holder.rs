@@ -86,12 +86,14 @@ impl Meta {
         Some(meta)
     }
 
-    pub(crate) fn acquired_at(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(self.acquired_ms)
+    /// When it was acquired; `None` for a time the clock cannot hold (garbage in the value).
+    pub(crate) fn acquired_at(&self) -> Option<SystemTime> {
+        UNIX_EPOCH.checked_add(Duration::from_millis(self.acquired_ms))
     }
 
-    pub(crate) fn refreshed_at(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(self.refreshed_ms)
+    /// When it was last refreshed; `None` for a time the clock cannot hold.
+    pub(crate) fn refreshed_at(&self) -> Option<SystemTime> {
+        UNIX_EPOCH.checked_add(Duration::from_millis(self.refreshed_ms))
     }
 }
 
@@ -203,6 +205,22 @@ mod tests {
         assert_eq!(meta.acquired_ms, 5);
         assert!(meta.refreshed_ms > 5);
         assert_eq!(Record::refreshed(b"bare"), b"bare");
+    }
+
+    #[test]
+    fn absurd_times_from_the_network_are_no_panic_and_never_look_stale() {
+        let value = format!(
+            "t\n{MARK}host=h pid=1 acquired={} refreshed={}",
+            u64::MAX,
+            u64::MAX
+        );
+        let meta = Record::decode(value.as_bytes()).meta.unwrap();
+        let now = SystemTime::now();
+        assert!(meta.acquired_at().is_none_or(|at| at > now));
+        assert!(
+            meta.refreshed_at().is_none_or(|at| at > now),
+            "a far-future refresh is never reaped"
+        );
     }
 
     #[test]

@@ -131,10 +131,13 @@ impl KeepAlive {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn wait_lost(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        // A timeout too large for the clock means: wait as long as it takes.
+        let deadline = Instant::now().checked_add(timeout);
         let mut state = lock(&self.shared);
         while state.lost.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.map_or(Duration::from_secs(3600), |at| {
+                at.saturating_duration_since(Instant::now())
+            });
             if left.is_zero() {
                 return false;
             }

@@ -108,7 +108,9 @@ impl<F: Flavor> Permit<F> {
 
     /// Sets the expiry from the seconds the server says are left (`None`: never).
     pub(crate) fn set_remaining(&mut self, ttl: Option<u64>) {
-        self.expires_at = ttl.map(|secs| Instant::now() + Duration::from_secs(secs));
+        // The server's figure is network data: an absurd one must not overflow the clock.
+        self.expires_at =
+            ttl.and_then(|secs| Instant::now().checked_add(Duration::from_secs(secs)));
     }
 
     /// The lock's name.

@@ -157,7 +157,7 @@ impl Holder {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn acquired_at(&self) -> Option<SystemTime> {
-        self.meta.as_ref().map(Meta::acquired_at)
+        self.meta.as_ref().and_then(Meta::acquired_at)
     }
 
     /// When the holder last refreshed its lease (or acquired it), by the holder's clock;
@@ -173,7 +173,7 @@ impl Holder {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn refreshed_at(&self) -> Option<SystemTime> {
-        self.meta.as_ref().map(Meta::refreshed_at)
+        self.meta.as_ref().and_then(Meta::refreshed_at)
     }
 
     /// How long the lock has left, by the server's count; `None` when it never expires.
@@ -215,7 +215,9 @@ pub(crate) fn whole_seconds(duration: Duration, what: &str) -> Result<u32> {
             "{what} must be at least 1 s, not 0"
         )));
     }
-    let secs = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
+    let secs = duration
+        .as_secs()
+        .saturating_add(u64::from(duration.subsec_nanos() > 0));
     if secs > MAX_TTL_SECS {
         return Err(Error::InvalidConfig(format!(
             "{what} of {secs} s is above 30 days, which memcached would read as a date"
@@ -644,7 +646,8 @@ impl<F: Flavor> Semaphore<F> {
             let Some(item) = item else { continue };
             let stale = Record::decode(&item.value)
                 .meta
-                .is_some_and(|meta| meta.refreshed_at() < cutoff);
+                .and_then(|meta| meta.refreshed_at())
+                .is_some_and(|at| at < cutoff);
             if !stale {
                 continue;
             }
@@ -1272,4 +1275,31 @@ fn fence_floor() -> u64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_micros() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_seconds_rounds_up_and_rejects_what_memcached_would_misread() {
+        assert_eq!(
+            whole_seconds(Duration::from_millis(1500), "ttl").unwrap(),
+            2
+        );
+        assert_eq!(
+            whole_seconds(Duration::from_secs(30 * 24 * 3600), "ttl").unwrap(),
+            2_592_000
+        );
+        for bad in [
+            Duration::ZERO,
+            Duration::from_secs(30 * 24 * 3600 + 1),
+            Duration::MAX,
+        ] {
+            assert!(
+                matches!(whole_seconds(bad, "ttl"), Err(Error::InvalidConfig(_))),
+                "{bad:?}"
+            );
+        }
+    }
 }
