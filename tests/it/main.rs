@@ -1,5 +1,6 @@
 //! Integration tests: one binary, every test against a real memcached.
 
+mod chaos;
 #[cfg(feature = "cli")]
 mod cli;
 mod faults;
@@ -7,6 +8,7 @@ mod fencing;
 mod harness;
 mod keepalive;
 mod keyed;
+mod lease_loss;
 mod permits;
 mod processes;
 mod quorum;
