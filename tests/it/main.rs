@@ -1,16 +1,20 @@
 //! Integration tests: one binary, every test against a real memcached.
 
+mod ambiguous;
 mod chaos;
 #[cfg(feature = "cli")]
 mod cli;
 mod faults;
 mod fencing;
 mod harness;
+mod hostile;
 mod keepalive;
 mod keyed;
 mod lease_loss;
 mod permits;
 mod processes;
+mod proxy;
 mod quorum;
 mod routing;
 mod semaphore;
+mod timeouts;
