@@ -8,6 +8,7 @@ mod faults;
 mod fencing;
 mod harness;
 mod hostile;
+mod hygiene;
 mod keepalive;
 mod keyed;
 mod lease_loss;
