@@ -41,7 +41,9 @@ fn cycles(client: &Client, name: &str, times: u64) {
             .try_acquire()
             .unwrap()
             .expect("nobody else uses this name");
-        permit.release().unwrap();
+        if let Err(error) = permit.release() {
+            panic!("cycle {i}: {error:?}");
+        }
     }
 }
 
@@ -104,4 +106,35 @@ fn cycles_child() {
     assert!(after.1 <= before.1, "file descriptors grew");
     // Allocator noise is a few hundred KiB; a leak of even 50 bytes a cycle is 1 MiB here.
     assert!(after.2 <= before.2 + 1024, "resident memory grew");
+}
+
+/// New TCP connections the server saw during 200 acquire/release cycles.
+fn connections_for_200_cycles(fenced: bool) -> u64 {
+    let server = Memcached::start();
+    let client = server.client();
+    let name = unique("connections");
+    let mut raw = server.raw();
+    let before = raw.stat("total_connections");
+    for _ in 0..200 {
+        let mut sem = client.semaphore(&name).unwrap();
+        if fenced {
+            sem = sem.with_fencing().unwrap();
+        }
+        sem.try_acquire().unwrap().expect("free").release().unwrap();
+    }
+    raw.stat("total_connections") - before
+}
+
+#[test]
+fn plain_cycles_reuse_their_pooled_connection() {
+    let opened = connections_for_200_cycles(false);
+    println!("plain: 200 cycles opened {opened} connections");
+    assert!(opened <= 2, "{opened} connections for 200 cycles");
+}
+
+#[test]
+fn fenced_cycles_reuse_their_pooled_connection() {
+    let opened = connections_for_200_cycles(true);
+    println!("fenced: 200 cycles opened {opened} connections");
+    assert!(opened <= 2, "{opened} connections for 200 cycles");
 }
