@@ -6,7 +6,7 @@
 //! each of those must have been noticed by the earlier holder (refresh or release reported the
 //! lock lost).
 //!
-//! Size knobs: `MEMSEM_CHAOS_SECS` (default 15) and `MEMSEM_CHAOS_WORKERS` (default 6). The
+//! Size knobs: `MEMSEM_CHAOS_SECS` (default 15) and `MEMSEM_CHAOS_WORKERS` (default 4). The
 //! long run (RELIABILITY.md): `MEMSEM_CHAOS_SECS=60 MEMSEM_CHAOS_WORKERS=16 cargo test
 //! --release --test it chaos -- --nocapture`.
 
@@ -111,7 +111,7 @@ impl Workers {
 #[test]
 fn chaos_no_two_holders_outside_restart_windows_and_every_loss_is_reported() {
     let secs = knob("MEMSEM_CHAOS_SECS", 15);
-    let workers_n = knob("MEMSEM_CHAOS_WORKERS", 6) as usize;
+    let workers_n = knob("MEMSEM_CHAOS_WORKERS", 4) as usize;
     let servers = [
         Memcached::start(),
         Memcached::start(),
