@@ -167,6 +167,7 @@ fn answers(address: &str) -> bool {
 fn docker(args: &[&str]) {
     let status = Command::new("docker")
         .args(args)
+        .stdout(std::process::Stdio::null())
         .status()
         .expect("docker runs");
     assert!(status.success(), "docker {args:?} failed");

@@ -1,19 +1,26 @@
 //! Integration tests: one binary, every test against a real memcached.
 
+mod ambiguous;
+mod chaos;
 #[cfg(feature = "cli")]
 mod cli;
 mod faults;
 mod fencing;
 mod fleet;
 mod harness;
+mod hostile;
+mod hygiene;
 mod interop;
 mod keepalive;
 mod keyed;
+mod lease_loss;
 mod permits;
 mod processes;
 mod procs;
+mod proxy;
 mod quorum;
 mod routing;
 mod semaphore;
+mod timeouts;
 #[cfg(feature = "tokio")]
 mod tokio_api;

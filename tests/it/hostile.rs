@@ -1,0 +1,279 @@
+//! Hostile input: arbitrary names, namespaces and durations against one real memcached
+//! (property tests), and replies that are garbage, oversized, dripped, cut short, late or
+//! followed by a hang-up (a misbehaving proxy in front of a real server).
+
+use std::cell::{Cell, RefCell};
+use std::time::{Duration, Instant};
+
+use memsem::{Client, Error};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+use crate::ambiguous::wait_gone;
+use crate::harness::{Memcached, unique};
+use crate::proxy::{Mode, Proxy};
+
+const IO_TIMEOUT: Duration = Duration::from_millis(400);
+
+/// Durations from zero to far beyond 30 days, short of `Duration::MAX` (see the report on
+/// `whole_seconds` overflowing there).
+fn duration() -> impl Strategy<Value = Duration> {
+    prop_oneof![
+        4 => (0u64..5_000).prop_map(Duration::from_millis),
+        1 => (0u64..4_000_000, 0u32..1_000_000_000).prop_map(|(s, n)| Duration::new(s, n)),
+        1 => (0u64..u64::MAX - 1, 0u32..1_000_000_000).prop_map(|(s, n)| Duration::new(s, n)),
+    ]
+}
+
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => "[a-z0-9:._-]{1,20}",
+        3 => "[^\\s\\x00-\\x1f\\x7f]{1,80}",
+        // Protocol words and separators, the makings of an injection.
+        2 => "(x|\r|\n|\r\n| |\t|\0|flush_all|delete |set |mn|noreply|\u{7f}|ü|日){0,12}",
+        1 => any::<String>(),
+        1 => "\\PC{0,260}",
+        1 => ".{240,300}",
+    ]
+}
+
+#[test]
+fn arbitrary_names_namespaces_and_durations_never_panic_or_inject() {
+    let server = Memcached::start();
+    let raw = RefCell::new(server.raw());
+    let sentinel = unique("sentinel");
+    raw.borrow_mut().set(sentinel.as_bytes(), b"untouched", 0);
+    let cases = 300;
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let (acquired, rejected) = (Cell::new(0u32), Cell::new(0u32));
+    let outcome = runner.run(
+        &(
+            prop_oneof![Just(String::new()), text()],
+            text(),
+            duration(),
+            duration(),
+        ),
+        |(namespace, name, ttl, refresh)| {
+            let built = Client::builder()
+                .servers(&server.address())
+                .namespace(&namespace)
+                .io_timeout(IO_TIMEOUT)
+                .build();
+            let client = match built {
+                Ok(client) => client,
+                Err(Error::InvalidName { .. }) => {
+                    rejected.set(rejected.get() + 1);
+                    return Ok(());
+                }
+                Err(other) => panic!("namespace {namespace:?}: {other}"),
+            };
+            let sem = match client.semaphore(&name) {
+                Ok(sem) => sem,
+                Err(Error::InvalidName { .. }) => {
+                    rejected.set(rejected.get() + 1);
+                    return Ok(());
+                }
+                Err(other) => panic!("name {name:?}: {other}"),
+            };
+            let sem = match sem.with_ttl(ttl) {
+                Ok(sem) => sem,
+                Err(Error::InvalidConfig(_)) => {
+                    prop_assert!(ttl.is_zero() || ttl > Duration::from_secs(30 * 24 * 3600));
+                    rejected.set(rejected.get() + 1);
+                    return Ok(());
+                }
+                Err(other) => panic!("ttl {ttl:?}: {other}"),
+            };
+            let mut permit = sem
+                .try_acquire()
+                .map_err(|e| TestCaseError::fail(format!("{name:?}: {e}")))?
+                .ok_or_else(|| TestCaseError::fail(format!("{name:?} was not free")))?;
+            acquired.set(acquired.get() + 1);
+            let mut key = namespace.as_bytes().to_vec();
+            key.extend_from_slice(b"__lock__");
+            key.extend_from_slice(name.as_bytes());
+            let stored = raw.borrow_mut().token(&key);
+            prop_assert_eq!(stored.as_deref(), Some(permit.token()));
+            match permit.refresh(refresh) {
+                Ok(()) => {}
+                Err(Error::InvalidConfig(_)) => {}
+                Err(other) => panic!("refresh {refresh:?}: {other}"),
+            }
+            permit
+                .release()
+                .map_err(|e| TestCaseError::fail(format!("release {name:?}: {e}")))?;
+            prop_assert_eq!(raw.borrow_mut().get(&key), None);
+            prop_assert_eq!(
+                raw.borrow_mut().get(sentinel.as_bytes()),
+                Some(b"untouched".to_vec())
+            );
+            Ok(())
+        },
+    );
+    println!(
+        "hostile input: {cases} cases, {} acquired and released, {} rejected",
+        acquired.get(),
+        rejected.get()
+    );
+    if let Err(failure) = outcome {
+        panic!("{failure}");
+    }
+    assert_eq!(
+        raw.borrow_mut().get(sentinel.as_bytes()),
+        Some(b"untouched".to_vec())
+    );
+}
+
+/// The client against a proxy in `mode`: every operation ends with an error (or, for a reply
+/// that arrived whole, success) within its time-out, and once the proxy passes replies again
+/// the same client works and is not out of step with the server.
+fn bad_replies_end_in_time_and_leave_the_client_in_step(mode: Mode) {
+    let server = Memcached::start();
+    let proxy = Proxy::start(&server.address());
+    let client = Client::builder()
+        .servers(proxy.address())
+        .io_timeout(IO_TIMEOUT)
+        .connect_timeout(IO_TIMEOUT)
+        .build()
+        .unwrap();
+    let bound = IO_TIMEOUT * 2 + IO_TIMEOUT + Duration::from_millis(600);
+    let held = client.semaphore(&unique("held")).unwrap();
+    let mut permit = held.try_acquire().unwrap().expect("free");
+    let sem = client.semaphore(&unique("bad-reply")).unwrap();
+    proxy.set(mode);
+
+    let started = Instant::now();
+    let acquired = sem.try_acquire();
+    let took = started.elapsed();
+    assert!(took <= bound, "{mode:?}: try_acquire took {took:?}");
+    match (&acquired, mode) {
+        (Ok(Some(_)), Mode::ReplyThenClose) => {}
+        (Err(_), _) => {}
+        (other, _) => panic!("{mode:?}: a bad reply granted {other:?}"),
+    }
+    drop(acquired);
+    let started = Instant::now();
+    let checked = permit.is_held();
+    let took = started.elapsed();
+    assert!(took <= bound, "{mode:?}: is_held took {took:?}");
+    assert!(
+        checked.is_err() || mode == Mode::ReplyThenClose,
+        "{mode:?}: {checked:?}"
+    );
+    let started = Instant::now();
+    let refreshed = permit.refresh(Duration::from_secs(60));
+    assert!(
+        started.elapsed() <= bound,
+        "{mode:?}: refresh took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        refreshed.is_err() || mode == Mode::ReplyThenClose,
+        "{mode:?}: {refreshed:?}"
+    );
+
+    proxy.set(Mode::Pass);
+    // Connections the proxy hung up on may still sit idle in the pool: a request on one fails
+    // as Unavailable (reported in RELIABILITY.md), never with a wrong answer.
+    let probe = client.semaphore(&unique("probe")).unwrap();
+    let mut stale = 0;
+    while let Err(error) = probe.holder() {
+        assert!(error.is_unavailable(), "{mode:?}: {error}");
+        stale += 1;
+        assert!(stale <= 16, "{mode:?}: the client does not recover");
+    }
+    if stale > 0 {
+        println!("{mode:?}: {stale} request(s) failed on stale pooled connections");
+    }
+    // The same client, on fresh names: answers match the server's state exactly.
+    let mut raw = server.raw();
+    for _ in 0..5 {
+        let name = unique("in-step");
+        let fresh = client.semaphore(&name).unwrap();
+        assert!(fresh.holder().unwrap().is_none(), "{mode:?}: a stale reply");
+        let permit = fresh.try_acquire().unwrap().expect("free");
+        let key = format!("__lock__{name}");
+        assert_eq!(raw.token(key.as_bytes()).as_deref(), Some(permit.token()));
+        assert!(permit.is_held().unwrap());
+        assert!(fresh.try_acquire().unwrap().is_none(), "held means held");
+        permit.release().unwrap();
+        assert_eq!(raw.get(key.as_bytes()), None);
+    }
+    assert!(
+        permit.is_held().unwrap(),
+        "{mode:?}: the first lock is still ours"
+    );
+    permit.release().unwrap();
+}
+
+#[test]
+fn garbage_reply_is_an_error_in_time_and_the_client_stays_in_step() {
+    bad_replies_end_in_time_and_leave_the_client_in_step(Mode::Garbage);
+}
+
+#[test]
+fn oversized_value_header_is_an_error_in_time_and_the_client_stays_in_step() {
+    bad_replies_end_in_time_and_leave_the_client_in_step(Mode::Oversized);
+}
+
+#[test]
+fn endless_slow_drip_is_an_error_in_time_and_the_client_stays_in_step() {
+    bad_replies_end_in_time_and_leave_the_client_in_step(Mode::Drip);
+}
+
+#[test]
+fn truncated_reply_is_an_error_in_time_and_the_client_stays_in_step() {
+    bad_replies_end_in_time_and_leave_the_client_in_step(Mode::Truncate);
+}
+
+#[test]
+fn late_reply_is_an_error_in_time_and_the_client_stays_in_step() {
+    bad_replies_end_in_time_and_leave_the_client_in_step(Mode::Hold);
+}
+
+#[test]
+fn reply_then_hang_up_leaves_the_client_in_step() {
+    bad_replies_end_in_time_and_leave_the_client_in_step(Mode::ReplyThenClose);
+}
+
+/// LIBRARY BUG (kept out of the suite with `#[ignore]`): an add that memcached applied but
+/// whose reply was garbage ends as `Error::Protocol` with no clean-up, so the lock stays with
+/// a token nobody holds until its TTL (60 s by default) ends. Run with
+/// `cargo test --test it bug_ -- --ignored`.
+#[test]
+#[ignore = "library bug: an applied add with an unreadable reply is orphaned (see RELIABILITY.md)"]
+fn bug_add_answered_with_garbage_leaves_an_orphaned_lock() {
+    let server = Memcached::start();
+    let proxy = Proxy::start(&server.address());
+    let client = Client::builder()
+        .servers(proxy.address())
+        .io_timeout(IO_TIMEOUT)
+        .build()
+        .unwrap();
+    let name = unique("garbage-add");
+    let sem = client.semaphore(&name).unwrap();
+    proxy.set(Mode::Garbage);
+    let error = sem.try_acquire().unwrap_err();
+    assert!(matches!(error, Error::Protocol { .. }), "{error}");
+    proxy.set(Mode::Pass);
+    let key = format!("__lock__{name}");
+    wait_gone(&mut server.raw(), key.as_bytes(), Duration::from_secs(10));
+}
+
+/// LIBRARY BUG (kept out of the suite with `#[ignore]`): `Duration::MAX` as a TTL overflows
+/// the rounding up to whole seconds: a panic in debug builds, and in release builds a TTL of
+/// 0, which memcached reads as "never expires". It must be `InvalidConfig`.
+#[test]
+#[ignore = "library bug: whole_seconds overflows at Duration::MAX (see RELIABILITY.md)"]
+fn bug_ttl_of_duration_max_is_not_rejected() {
+    let client = Client::connect("127.0.0.1:1").unwrap();
+    let outcome = client.semaphore("x").unwrap().with_ttl(Duration::MAX);
+    assert!(
+        matches!(outcome, Err(Error::InvalidConfig(_))),
+        "{outcome:?}"
+    );
+}
