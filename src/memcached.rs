@@ -180,6 +180,55 @@ fn replace_op(key: &[u8], value: &[u8], cas: u64, ttl: u32) -> Set {
 
 // Their replies, interpreted once for both backends.
 
+/// How often a request that failed on a connection the server (or a proxy) had closed while
+/// it sat in the pool is tried again: once per pooled connection that may be dead (the
+/// default pool keeps 8), then on a fresh one. Only failures where nothing was applied
+/// ([`Failure::Unavailable`]) with a closed-connection cause are retried, so a server that is
+/// down or frozen is not waited on any longer.
+const STALE_RETRIES: usize = 9;
+
+/// Whether a failure is a pooled connection found closed: end of file, reset, broken pipe.
+fn is_stale(failure: &Failure) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    let Failure::Unavailable(cause) = failure else {
+        return false;
+    };
+    match cause.downcast_ref::<memcache::exp::Error>() {
+        Some(memcache::exp::Error::Io(error)) => {
+            matches!(
+                error.kind(),
+                UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+            )
+        }
+        _ => false,
+    }
+}
+
+fn retrying<T>(mut run: impl FnMut() -> Outcome<T>) -> Outcome<T> {
+    let mut tries = 0;
+    loop {
+        let outcome = run();
+        match &outcome {
+            Err(failure) if tries < STALE_RETRIES && is_stale(failure) => tries += 1,
+            _ => return outcome,
+        }
+    }
+}
+
+#[cfg(feature = "tokio")]
+async fn retrying_async<T, F: Future<Output = Outcome<T>>>(
+    mut run: impl FnMut() -> F,
+) -> Outcome<T> {
+    let mut tries = 0;
+    loop {
+        let outcome = run().await;
+        match &outcome {
+            Err(failure) if tries < STALE_RETRIES && is_stale(failure) => tries += 1,
+            _ => return outcome,
+        }
+    }
+}
+
 fn classify(error: memcache::exp::Error) -> Failure {
     use memcache::exp::Error as E;
     match error {
@@ -325,12 +374,12 @@ impl Backend {
 
     /// Blocking read, for the clean-up thread.
     pub(crate) fn read_now(&self, key: &[u8]) -> Outcome<Option<Item>> {
-        read_one(self.client.run(read_op(key)))
+        retrying(|| read_one(self.client.run(read_op(key))))
     }
 
     /// Blocking compare-and-delete, for the clean-up thread.
     pub(crate) fn delete_if_now(&self, key: &[u8], cas: u64) -> Outcome<Checked> {
-        checked(self.client.run(delete_op(key, cas)), false)
+        retrying(|| checked(self.client.run(delete_op(key, cas)), false))
     }
 
     /// Blocking compare-and-replace, for the clean-up thread.
@@ -341,7 +390,7 @@ impl Backend {
         cas: u64,
         ttl: u32,
     ) -> Outcome<Checked> {
-        checked(self.client.run(replace_op(key, value, cas, ttl)), true)
+        retrying(|| checked(self.client.run(replace_op(key, value, cas, ttl)), true))
     }
 }
 
@@ -351,7 +400,7 @@ impl Transport for Backend {
     }
 
     async fn add(&self, key: &[u8], value: &[u8], ttl: u32) -> Outcome<Added> {
-        added(self.client.run(add_op(key, value, ttl)))
+        retrying(|| added(self.client.run(add_op(key, value, ttl))))
     }
 
     async fn add_fenced(
@@ -363,15 +412,15 @@ impl Transport for Backend {
         initial: u64,
     ) -> Outcome<(Added, Outcome<u64>)> {
         let batch = fenced_add_ops(key, value, ttl, fence_key, initial);
-        added_and_counted(self.client.run_batch(batch))
+        retrying(|| added_and_counted(self.client.run_batch(batch.clone())))
     }
 
     async fn next_fence(&self, fence_key: &[u8], initial: u64) -> Outcome<u64> {
-        counted(self.client.run(fence_op(fence_key, initial)))
+        retrying(|| counted(self.client.run(fence_op(fence_key, initial))))
     }
 
     async fn overwrite(&self, key: &[u8], value: &[u8], ttl: u32) -> Outcome<u64> {
-        overwritten(self.client.run(overwrite_op(key, value, ttl)))
+        retrying(|| overwritten(self.client.run(overwrite_op(key, value, ttl))))
     }
 
     async fn read(&self, key: &[u8]) -> Outcome<Option<Item>> {
@@ -379,7 +428,7 @@ impl Transport for Backend {
     }
 
     async fn read_many(&self, keys: &[Vec<u8>]) -> Outcome<Vec<Option<Item>>> {
-        read_all(self.client.run_many(keys.iter().map(|key| read_op(key))))
+        retrying(|| read_all(self.client.run_many(keys.iter().map(|key| read_op(key)))))
     }
 
     async fn delete_if(&self, key: &[u8], cas: u64) -> Outcome<Checked> {
@@ -437,7 +486,7 @@ impl Transport for AsyncBackend {
     }
 
     async fn add(&self, key: &[u8], value: &[u8], ttl: u32) -> Outcome<Added> {
-        added(self.client.run(add_op(key, value, ttl)).await)
+        retrying_async(|| async { added(self.client.run(add_op(key, value, ttl)).await) }).await
     }
 
     async fn add_fenced(
@@ -449,35 +498,47 @@ impl Transport for AsyncBackend {
         initial: u64,
     ) -> Outcome<(Added, Outcome<u64>)> {
         let batch = fenced_add_ops(key, value, ttl, fence_key, initial);
-        added_and_counted(self.client.run_batch(batch).await)
+        retrying_async(|| async { added_and_counted(self.client.run_batch(batch.clone()).await) })
+            .await
     }
 
     async fn next_fence(&self, fence_key: &[u8], initial: u64) -> Outcome<u64> {
-        counted(self.client.run(fence_op(fence_key, initial)).await)
+        retrying_async(|| async { counted(self.client.run(fence_op(fence_key, initial)).await) })
+            .await
     }
 
     async fn overwrite(&self, key: &[u8], value: &[u8], ttl: u32) -> Outcome<u64> {
-        overwritten(self.client.run(overwrite_op(key, value, ttl)).await)
+        retrying_async(|| async {
+            overwritten(self.client.run(overwrite_op(key, value, ttl)).await)
+        })
+        .await
     }
 
     async fn read(&self, key: &[u8]) -> Outcome<Option<Item>> {
-        read_one(self.client.run(read_op(key)).await)
+        retrying_async(|| async { read_one(self.client.run(read_op(key)).await) }).await
     }
 
     async fn read_many(&self, keys: &[Vec<u8>]) -> Outcome<Vec<Option<Item>>> {
-        let operations: Vec<Get> = keys.iter().map(|key| read_op(key)).collect();
-        read_all(self.client.run_many(operations).await)
+        retrying_async(|| async {
+            let operations: Vec<Get> = keys.iter().map(|key| read_op(key)).collect();
+            read_all(self.client.run_many(operations).await)
+        })
+        .await
     }
 
     async fn delete_if(&self, key: &[u8], cas: u64) -> Outcome<Checked> {
-        checked(self.client.run(delete_op(key, cas)).await, false)
+        retrying_async(|| async { checked(self.client.run(delete_op(key, cas)).await, false) })
+            .await
     }
 
     async fn replace_if(&self, key: &[u8], value: &[u8], cas: u64, ttl: u32) -> Outcome<Checked> {
-        checked(
-            self.client.run(replace_op(key, value, cas, ttl)).await,
-            true,
-        )
+        retrying_async(|| async {
+            checked(
+                self.client.run(replace_op(key, value, cas, ttl)).await,
+                true,
+            )
+        })
+        .await
     }
 
     async fn ping(&self) -> Outcome<Duration> {
