@@ -67,11 +67,12 @@ impl Memcached {
     /// Starts memcached on a fixed host port, so that it keeps its address across
     /// [`restart`](Self::restart).
     pub fn start_pinned() -> Memcached {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        // Below Linux's ephemeral range (32768-60999), so that busy clients' outgoing
+        // connections cannot take the port while the container restarts.
+        let port = (0..200)
+            .map(|_| rand::random_range(20_000u16..30_000))
+            .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+            .expect("a free port in 20000-29999");
         Memcached::launch(&[], Some(port))
     }
 
