@@ -9,8 +9,9 @@ use crate::flavor::Flavor;
 use crate::permit::Permit;
 
 /// A permit kept alive by a background thread that refreshes its lease every third of its
-/// TTL, so the protected work may run far longer than the TTL while a crashed process still
-/// frees the lock within one TTL. Get one from [`Permit::keep_alive`].
+/// TTL (more often for leases of a few seconds, since memcached counts whole seconds), so the
+/// protected work may run far longer than the TTL while a crashed process still frees the
+/// lock within one TTL. Get one from [`Permit::keep_alive`].
 ///
 /// When a refresh finds the lock gone or taken by somebody else — or cannot reach the server
 /// before the lease ends — the keep-alive stops and the permit counts as lost: poll
@@ -226,6 +227,14 @@ impl Drop for KeepAlive {
     }
 }
 
+/// How often a keep-alive refreshes a lease of `ttl`: every third of it, and at least twice
+/// within the part of it that memcached surely counts (its clock ticks in whole seconds, so
+/// a lease of `ttl` can end up to a second early).
+fn refresh_interval(ttl: Duration) -> Duration {
+    let sure = ttl.saturating_sub(Duration::from_secs(1));
+    (ttl / 3).min(sure / 2).max(Duration::from_millis(100))
+}
+
 /// What a refresh's outcome means for a keep-alive: the reason when the lock is lost, and
 /// when to refresh next — sooner after a failure, since the lease is running out. Shared by
 /// the thread and the tokio task.
@@ -260,7 +269,7 @@ fn judge<F: Flavor>(
 pub(crate) type OnLost = Box<dyn FnOnce(&str) + Send + 'static>;
 
 fn refresh_loop(shared: &Shared, ttl: Duration, on_lost: Option<OnLost>) {
-    let interval = ttl / 3;
+    let interval = refresh_interval(ttl);
     let mut next = interval;
     let mut state = lock(shared);
     loop {
@@ -501,9 +510,23 @@ impl Drop for AsyncKeepAlive {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_leases_are_refreshed_within_memcached_s_whole_second() {
+        let ms = Duration::from_millis;
+        assert_eq!(refresh_interval(Duration::from_secs(2)), ms(500));
+        assert_eq!(refresh_interval(Duration::from_secs(3)), ms(1000));
+        assert_eq!(refresh_interval(Duration::from_secs(60)), ms(20_000));
+        assert_eq!(refresh_interval(Duration::from_secs(1)), ms(100));
+    }
+}
+
 #[cfg(feature = "tokio")]
 async fn refresh_task(shared: Arc<AsyncShared>, ttl: Duration) {
-    let interval = ttl / 3;
+    let interval = refresh_interval(ttl);
     let mut next = interval;
     loop {
         if tokio::time::timeout(next, shared.stop.notified())
