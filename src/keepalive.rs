@@ -510,20 +510,6 @@ impl Drop for AsyncKeepAlive {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn short_leases_are_refreshed_within_memcached_s_whole_second() {
-        let ms = Duration::from_millis;
-        assert_eq!(refresh_interval(Duration::from_secs(2)), ms(500));
-        assert_eq!(refresh_interval(Duration::from_secs(3)), ms(1000));
-        assert_eq!(refresh_interval(Duration::from_secs(60)), ms(20_000));
-        assert_eq!(refresh_interval(Duration::from_secs(1)), ms(100));
-    }
-}
-
 #[cfg(feature = "tokio")]
 async fn refresh_task(shared: Arc<AsyncShared>, ttl: Duration) {
     let interval = refresh_interval(ttl);
@@ -560,5 +546,19 @@ async fn refresh_task(shared: Arc<AsyncShared>, ttl: Duration) {
         if state.stopping {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_leases_are_refreshed_within_memcached_s_whole_second() {
+        let ms = Duration::from_millis;
+        assert_eq!(refresh_interval(Duration::from_secs(2)), ms(500));
+        assert_eq!(refresh_interval(Duration::from_secs(3)), ms(1000));
+        assert_eq!(refresh_interval(Duration::from_secs(60)), ms(20_000));
+        assert_eq!(refresh_interval(Duration::from_secs(1)), ms(100));
     }
 }
