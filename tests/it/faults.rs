@@ -61,12 +61,14 @@ fn add_lost_during_a_pause_is_not_claimed_and_does_not_leave_an_orphaned_lock() 
         .wait_acquire()
         .expect("the orphaned lock was cleaned up");
     permit.release().unwrap();
-    // Three items were stored: the warm-up lock, the add lost in the pause (so the test
-    // really exercised an orphan), and the other client's lock.
-    assert_eq!(
-        server.raw().stat("total_items"),
-        3,
-        "the lost add did land on the server"
+    // At least three items were stored: the warm-up lock, the add lost in the pause (so the
+    // test really exercised an orphan), and the other client's lock. The settling second add,
+    // also frozen, may land too after the clean-up removed the first; the clean-up's
+    // re-check removes that one as well.
+    let stored = server.raw().stat("total_items");
+    assert!(
+        stored >= 3,
+        "the lost add did land on the server: {stored} items stored"
     );
 }
 
