@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use memsem::{Client, Error, WaitPolicy};
 
-use crate::{Sizes, commands, ms};
+use crate::{Sizes, commands, ms, stats};
 
 /// What one side of the comparison did.
 #[derive(Default)]
@@ -237,15 +237,16 @@ pub fn tasks_vs_threads(address: &str, sizes: &Sizes) {
         "Each waiter loops on its name (waiter i on name i mod {}): wait_acquire with memsem's \
          default policy, hold {} ms, release, think {} ms. Each row runs in a child process of \
          its own; VmRSS is read before the waiters start, VmHWM (the peak) after they end; \
-         threads is the most the process had (sampled every 5 ms). Max rate = names / hold.\n",
+         threads is the most the process had (sampled every 5 ms); connections opened is the \
+         server's total_connections delta. Max rate = names / hold.\n",
         crowd.names,
         crowd.hold.as_millis(),
         crowd.hold.as_millis(),
     );
     println!(
-        "| waiters as | acq/s | × max rate | hold as slept ms | commands/acq | errors | threads | VmRSS before MiB | VmHWM MiB | KiB per waiter |"
+        "| waiters as | acq/s | × max rate | hold as slept ms | commands/acq | connections opened | errors | threads | VmRSS before MiB | VmHWM MiB | KiB per waiter |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let exe = std::env::current_exe().expect("this benchmark's path");
     for mode in ["threads", "tasks"] {
         let label = match mode {
@@ -254,11 +255,17 @@ pub fn tasks_vs_threads(address: &str, sizes: &Sizes) {
         };
         if mode == "tasks" && cfg!(not(feature = "tokio")) {
             println!(
-                "| {label} | n/a: needs the `tokio` feature (`cargo bench --all-features --bench scenarios`) | | | | | | | | |"
+                "| {label} | n/a: needs the `tokio` feature (`cargo bench --all-features --bench scenarios`) | | | | | | | | | |"
             );
             continue;
         }
-        let before = commands(address);
+        let connections = || {
+            stats(address)
+                .get("total_connections")
+                .copied()
+                .unwrap_or(0)
+        };
+        let (before, connections_before) = (commands(address), connections());
         let output = Command::new(&exe)
             .arg("--crowd")
             .args([mode, address])
@@ -276,6 +283,8 @@ pub fn tasks_vs_threads(address: &str, sizes: &Sizes) {
             .output()
             .expect("run the crowd child");
         let commands = commands(address) - before;
+        // Less the one each `stats` read above opens.
+        let connections = (connections() - connections_before).saturating_sub(2);
         assert!(output.status.success(), "crowd {mode}: {}", output.status);
         let stdout = String::from_utf8_lossy(&output.stdout);
         let figures: Vec<u64> = stdout
@@ -299,7 +308,7 @@ pub fn tasks_vs_threads(address: &str, sizes: &Sizes) {
         };
         let mib = |kb: u64| kb as f64 / 1024.0;
         println!(
-            "| {label} | {rate:.0} | {:.2} | {:.2} | {:.1} | {errors} | {threads} | {:.1} | {:.1} | {:.1} |",
+            "| {label} | {rate:.0} | {:.2} | {:.2} | {:.1} | {connections} | {errors} | {threads} | {:.1} | {:.1} | {:.1} |",
             rate / max_rate,
             ms(Duration::from_nanos(per_acquisition(held_ns) as u64)),
             per_acquisition(commands),

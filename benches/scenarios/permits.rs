@@ -23,12 +23,13 @@ pub fn acquire_cost(address: &str, sizes: &Sizes) {
         "An acquire with 1 permit is one add; with N > 1 it is one pipelined read of all N slot \
          keys, then one add to a free slot picked at random. gets/sets per acquire are the \
          server's `stats` cmd_get/cmd_set deltas over the timed acquires (the releases, CAS \
-         deletes, count in neither).\n"
+         deletes, count in neither). \"µs to read all slots\" times `holders()`, which is that \
+         read alone.\n"
     );
     println!(
-        "| permits | held by others | round trips | µs per acquire | × 1 permit | gets/acq | sets/acq | commands/acq |"
+        "| permits | held by others | round trips | µs per acquire | × 1 permit | µs to read all slots | gets/acq | sets/acq | commands/acq |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let client = Client::connect(address).expect("memsem client");
     let others = Client::connect(address).expect("the other holders' client");
     let mut one_permit_us = None;
@@ -66,15 +67,24 @@ pub fn acquire_cost(address: &str, sizes: &Sizes) {
             permit.release().expect("release");
         }
         let (gets_after, sets_after) = gets_and_sets(address);
+        // The first round trip of an acquire alone: the read of every slot.
+        let mut reads = Vec::with_capacity(n);
+        for _ in 0..n {
+            let started = Instant::now();
+            let holders = sem.holders().expect("memcached answers");
+            reads.push(started.elapsed());
+            assert_eq!(holders.len() as u32, permits / 2);
+        }
         for permit in held {
             permit.release().expect("release a held slot");
         }
         let us = median_us(samples);
+        let read_us = median_us(reads);
         let base = *one_permit_us.get_or_insert(us);
         let gets = (gets_after - gets_before) as f64 / n as f64;
         let sets = (sets_after - sets_before) as f64 / n as f64;
         println!(
-            "| {permits} | {} | {} | {us:.1} | {:.2} | {gets:.1} | {sets:.1} | {:.1} |",
+            "| {permits} | {} | {} | {us:.1} | {:.2} | {read_us:.1} | {gets:.1} | {sets:.1} | {:.1} |",
             permits / 2,
             if permits == 1 { 1 } else { 2 },
             us / base,

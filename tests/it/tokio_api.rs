@@ -293,7 +293,11 @@ fn cancelling_an_acquire_during_a_paused_server_leaves_no_lock_past_the_cleanup(
             .expect("the cancelled acquire left nothing held");
         permit.release().await.unwrap();
         // Warm-up, the add cancelled in flight (it did land), and the other client's lock.
-        assert_eq!(server.raw().stat("total_items"), 3, "the cancelled add landed and was cleaned up");
+        assert_eq!(
+            server.raw().stat("total_items"),
+            3,
+            "the cancelled add landed and was cleaned up"
+        );
     });
 }
 
