@@ -1,7 +1,8 @@
 //! memsem's cost and behaviour under contention, measured against a floor in the same run.
 //!
 //! ```text
-//! cargo bench --bench scenarios              # the full run, about 2 minutes
+//! cargo bench --all-features --bench scenarios  # the full run, about 3 minutes (7 needs tokio)
+//! cargo bench --bench scenarios              # the same without the tokio tasks
 //! cargo bench --bench scenarios -- --smoke   # every scenario at a trivial size
 //! MEMSEM_BENCH_SMOKE=1 cargo bench --bench scenarios
 //! cargo test --bench scenarios               # also the smoke size (no --bench argument)
