@@ -1,7 +1,8 @@
 //! memsem's cost and behaviour under contention, measured against a floor in the same run.
 //!
 //! ```text
-//! cargo bench --bench scenarios              # the full run, about 2 minutes
+//! cargo bench --all-features --bench scenarios  # the full run, about 3 minutes (7 needs tokio)
+//! cargo bench --bench scenarios              # the same without the tokio tasks
 //! cargo bench --bench scenarios -- --smoke   # every scenario at a trivial size
 //! MEMSEM_BENCH_SMOKE=1 cargo bench --bench scenarios
 //! cargo test --bench scenarios               # also the smoke size (no --bench argument)
@@ -14,7 +15,12 @@
 //!    protocol (add, get, delete through Cache::Memcached, tests/perl/semaphore.pl);
 //! 2. many names: T threads each locking its own names, pairs/s vs the floor;
 //! 3. contention on one name: W waiters holding H, for memsem's default wait policy and the
-//!    fixed policies of other lock libraries.
+//!    fixed policies of other lock libraries;
+//! 4. N permits: the acquire cost for N = 1, 8, 64 with half the slots held by others;
+//! 5. the CLI: `memsem run NAME -- true` vs `true` vs `flock LOCKFILE true`;
+//! 6. contention with separate processes (this executable again, `--worker`) vs threads;
+//! 7. 1,000 waiters as tokio tasks vs as threads (feature `tokio`), measured in child
+//!    processes (`--crowd`) so that their memory figures are their own.
 
 #[allow(dead_code)]
 #[path = "../tests/it/procs.rs"]
@@ -32,6 +38,15 @@ use memsem::{Client, Error, WaitPolicy};
 
 use procs::Memcached;
 
+#[path = "scenarios/cli.rs"]
+mod cli;
+#[path = "scenarios/crowd.rs"]
+mod crowd;
+#[path = "scenarios/permits.rs"]
+mod permits;
+#[path = "scenarios/processes.rs"]
+mod processes;
+
 const SEMAPHORE_PL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/perl/semaphore.pl");
 
 /// Sizes of one run.
@@ -42,6 +57,13 @@ struct Sizes {
     waiters: &'static [usize],
     holds: &'static [Duration],
     contend_for: Duration,
+    permit_counts: &'static [u32],
+    acquires: usize,
+    cli_runs: usize,
+    process_waiters: usize,
+    crowd_waiters: usize,
+    crowd_names: usize,
+    crowd_for: Duration,
 }
 
 const FULL: Sizes = Sizes {
@@ -51,6 +73,13 @@ const FULL: Sizes = Sizes {
     waiters: &[4, 16, 64],
     holds: &[Duration::from_millis(1), Duration::from_millis(50)],
     contend_for: Duration::from_secs(3),
+    permit_counts: &[1, 8, 64],
+    acquires: 2_000,
+    cli_runs: 20,
+    process_waiters: 16,
+    crowd_waiters: 1_000,
+    crowd_names: 20,
+    crowd_for: Duration::from_secs(3),
 };
 
 const SMOKE: Sizes = Sizes {
@@ -60,10 +89,23 @@ const SMOKE: Sizes = Sizes {
     waiters: &[4],
     holds: &[Duration::from_millis(1), Duration::from_millis(50)],
     contend_for: Duration::from_millis(150),
+    permit_counts: &[1, 8],
+    acquires: 20,
+    cli_runs: 2,
+    process_waiters: 2,
+    crowd_waiters: 20,
+    crowd_names: 2,
+    crowd_for: Duration::from_millis(200),
 };
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // This executable again, as one of the processes of scenarios 6 and 7.
+    match args.first().map(String::as_str) {
+        Some("--worker") => return processes::worker(&args[1..]),
+        Some("--crowd") => return crowd::child(&args[1..]),
+        _ => {}
+    }
     // `cargo bench` passes --bench; `cargo test --bench scenarios` does not: then smoke.
     let smoke = args.iter().any(|a| a == "--smoke")
         || std::env::var("MEMSEM_BENCH_SMOKE").is_ok_and(|v| v == "1")
@@ -82,6 +124,10 @@ fn main() {
     uncontended_pairs(&address, sizes);
     many_names(&address, sizes);
     contention(&address, sizes);
+    permits::acquire_cost(&address, sizes);
+    cli::wall_time(&address, sizes);
+    processes::versus_threads(&address, sizes);
+    crowd::tasks_vs_threads(&address, sizes);
 }
 
 fn memcached_version(address: &str) -> String {
@@ -302,8 +348,8 @@ struct Log {
     longest_wait: Duration,
 }
 
-/// The memcached commands executed so far (gets, sets, deletes, touches, arithmetic).
-fn commands(address: &str) -> u64 {
+/// The server's `stats` counters.
+fn stats(address: &str) -> HashMap<String, u64> {
     let mut stream = procs::connect(address).expect("connect to memcached");
     stream.write_all(b"stats\r\n").expect("send stats");
     let mut stats = HashMap::new();
@@ -317,6 +363,12 @@ fn commands(address: &str) -> u64 {
             stats.insert(name.to_string(), value.parse::<u64>().unwrap_or(0));
         }
     }
+    stats
+}
+
+/// The memcached commands executed so far (gets, sets, deletes, touches, arithmetic).
+fn commands(address: &str) -> u64 {
+    let stats = stats(address);
     [
         "cmd_get",
         "cmd_set",
@@ -354,10 +406,7 @@ fn contention(address: &str, sizes: &Sizes) {
          holder starting its release to that waiter's acquire returning. Max rate = 1 / hold. \
          Longest wait counts waits still running at the end.\n"
     );
-    println!(
-        "| waiters | hold | think | policy | acq/s | × max rate | hand-overs | gap p50 ms | gap p99 ms | commands/acq | Jain | longest wait ms |"
-    );
-    println!("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    contention_header();
     let client = Client::connect(address).expect("memsem client");
     let mut rows = Vec::new();
     for &hold in sizes.holds {
@@ -382,36 +431,60 @@ fn contention(address: &str, sizes: &Sizes) {
         let sem = client
             .semaphore(&format!("bench-contended-{run}"))
             .expect("a valid name");
-        let log = Arc::new(Mutex::new(Log::default()));
-        let before = commands(address);
-        let stop = Instant::now() + sizes.contend_for;
-        let handles: Vec<_> = (0..waiters)
-            .map(|waiter| {
-                let (sem, policy, log) = (sem.clone(), policy.clone(), Arc::clone(&log));
-                let times = Times { hold, think, stop };
-                thread::spawn(move || waiter_loop(waiter, &sem, &policy, times, &log))
-            })
-            .collect();
-        for handle in handles {
-            handle.join().expect("a waiter panicked");
-        }
-        let after = commands(address);
-        let log = Arc::try_unwrap(log)
-            .ok()
-            .expect("all waiters done")
-            .into_inner()
-            .expect("not poisoned");
+        let times = Times {
+            hold,
+            think,
+            stop: Instant::now() + sizes.contend_for,
+        };
+        let (log, commands) = contend_on_threads(address, &sem, waiters, &policy, times);
         let row = Row {
             waiters,
             hold,
             think,
-            label,
+            label: label.to_string(),
             secs,
-            commands: after - before,
+            commands,
         };
         report_contention(&row, &log);
     }
     println!();
+}
+
+/// The header of a contention table (scenarios 3 and 6).
+fn contention_header() {
+    println!(
+        "| waiters | hold | think | policy | acq/s | × max rate | hand-overs | gap p50 ms | gap p99 ms | commands/acq | Jain | longest wait ms |"
+    );
+    println!("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+}
+
+/// `waiters` threads looping on `sem` until `times.stop`: what they saw and the memcached
+/// commands they cost.
+fn contend_on_threads(
+    address: &str,
+    sem: &memsem::Semaphore,
+    waiters: usize,
+    policy: &WaitPolicy,
+    times: Times,
+) -> (Log, u64) {
+    let log = Arc::new(Mutex::new(Log::default()));
+    let before = commands(address);
+    let handles: Vec<_> = (0..waiters)
+        .map(|waiter| {
+            let (sem, policy, log) = (sem.clone(), policy.clone(), Arc::clone(&log));
+            thread::spawn(move || waiter_loop(waiter, &sem, &policy, times, &log))
+        })
+        .collect();
+    for handle in handles {
+        handle.join().expect("a waiter panicked");
+    }
+    let after = commands(address);
+    let log = Arc::try_unwrap(log)
+        .ok()
+        .expect("all waiters done")
+        .into_inner()
+        .expect("not poisoned");
+    (log, after - before)
 }
 
 /// A waiter's timing: how long it holds, how long it thinks before queueing again, when
@@ -428,7 +501,7 @@ struct Row {
     waiters: usize,
     hold: Duration,
     think: Duration,
-    label: &'static str,
+    label: String,
     secs: f64,
     commands: u64,
 }
@@ -482,7 +555,7 @@ fn report_contention(row: &Row, log: &Log) {
         waiters,
         hold,
         think,
-        label,
+        ref label,
         secs,
         commands,
     } = *row;
