@@ -133,7 +133,12 @@ impl ClientBuilder {
         self
     }
 
-    /// How many idle connections to keep per server (default 8).
+    /// How many idle connections to keep per server (default 8). Requests beyond that many
+    /// at once dial extra connections that are closed when returned: a process with
+    /// hundreds of concurrent waiters (threads or tasks) churns through thousands of
+    /// connections a second with the default (BENCHMARKS.md, table 7). Raise it towards the
+    /// number of concurrent requests, within what the servers accept (memcached's `-c`,
+    /// 1,024 by default, shared by every client).
     ///
     /// # Examples
     ///

@@ -352,7 +352,9 @@ impl<F: Flavor> Semaphore<F> {
     /// Lets up to `permits` holders in at once (a counting semaphore; default 1). Each permit
     /// is a slot key: slot 1 is exactly the 1-permit key (Perl-compatible), slot *k* ≥ 2 is
     /// that key followed by `#k`. All slots live on the server of slot 1, so an acquire costs
-    /// one batched read of every slot plus one add, whatever `permits` is.
+    /// two round trips whatever `permits` is: one pipelined read of every slot, plus one add.
+    /// The read carries `permits` keys, so its cost grows with them (about 6× the time of a
+    /// 1-permit acquire at 64 permits; BENCHMARKS.md).
     ///
     /// # Errors
     ///
