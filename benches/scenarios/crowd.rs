@@ -85,6 +85,15 @@ struct Crowd {
     run_for: Duration,
 }
 
+/// Idle connections kept per server: memsem's default (8) unless `MEMSEM_BENCH_POOL` says
+/// otherwise (to measure what a pool sized to the crowd changes).
+fn pool_size() -> usize {
+    std::env::var("MEMSEM_BENCH_POOL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8)
+}
+
 /// `--crowd threads|tasks ADDRESS WAITERS NAMES HOLD_US RUN_MS`: prints `result` and the
 /// acquisitions, errors, ns held, peak threads, VmRSS before (kB), VmHWM after (kB).
 pub fn child(args: &[String]) {
@@ -117,7 +126,11 @@ pub fn child(args: &[String]) {
 
 /// The blocking API: one thread per waiter. Returns the tally and VmRSS before the threads.
 fn on_threads(address: &str, crowd: Crowd) -> (Tally, u64) {
-    let client = Client::connect(address).expect("memsem client");
+    let client = Client::builder()
+        .servers(address)
+        .max_idle_connections(pool_size())
+        .build()
+        .expect("memsem client");
     let sems: Vec<_> = (0..crowd.names)
         .map(|i| {
             client
@@ -175,6 +188,7 @@ fn on_tasks(address: &str, crowd: Crowd) -> (Tally, u64) {
     runtime.block_on(async {
         let client = Client::builder()
             .servers(address)
+            .max_idle_connections(pool_size())
             .build_async()
             .await
             .expect("async memsem client");
