@@ -15,7 +15,7 @@ const IO_TIMEOUT: Duration = Duration::from_millis(400);
 fn paused_server_gives_an_error_within_the_timeouts_never_a_hang() {
     let server = Memcached::start();
     let name = unique("paused");
-    let sem = server.client().semaphore(&name).unwrap();
+    let sem = server.semaphore(&name);
     // Warm the pool so the request goes out on an open connection.
     drop(sem.try_acquire().unwrap());
     server.pause();
@@ -52,7 +52,7 @@ fn add_lost_during_a_pause_is_not_claimed_and_does_not_leave_an_orphaned_lock() 
     );
     // The add was applied when the server resumed; memsem's clean-up must delete it long
     // before its 60 s TTL, so another client gets in.
-    let other = server.client().semaphore(&name).unwrap().with_wait_policy(
+    let other = server.semaphore(&name).with_wait_policy(
         WaitPolicy::new()
             .poll_time(Duration::from_millis(50))
             .max_wait(Duration::from_secs(15)),
@@ -76,7 +76,7 @@ fn add_lost_during_a_pause_is_not_claimed_and_does_not_leave_an_orphaned_lock() 
 fn wait_acquire_rides_out_a_pause_and_holds_exactly_one_lock() {
     let server = Memcached::start();
     let name = unique("ride-out");
-    let sem = server.client().semaphore(&name).unwrap().with_wait_policy(
+    let sem = server.semaphore(&name).with_wait_policy(
         WaitPolicy::new()
             .poll_time(Duration::from_millis(50))
             .max_wait(Duration::from_secs(20)),
@@ -112,7 +112,7 @@ fn wait_acquire_rides_out_a_pause_and_holds_exactly_one_lock() {
 fn release_lost_in_a_pause_is_finished_in_the_background() {
     let server = Memcached::start();
     let name = unique("release-paused");
-    let sem = server.client().semaphore(&name).unwrap();
+    let sem = server.semaphore(&name);
     let permit = sem.try_acquire().unwrap().unwrap();
     server.pause();
     let error = permit
@@ -123,7 +123,7 @@ fn release_lost_in_a_pause_is_finished_in_the_background() {
         "{error}"
     );
     server.unpause();
-    let other = server.client().semaphore(&name).unwrap().with_wait_policy(
+    let other = server.semaphore(&name).with_wait_policy(
         WaitPolicy::new()
             .poll_time(Duration::from_millis(50))
             .max_wait(Duration::from_secs(15)),

@@ -6,12 +6,7 @@ use crate::harness::{Memcached, unique};
 fn fencing_tokens_strictly_increase_over_ten_thousand_acquisitions() {
     let server = Memcached::start();
     let name = unique("fence");
-    let sem = server
-        .client()
-        .semaphore(&name)
-        .unwrap()
-        .with_fencing()
-        .unwrap();
+    let sem = server.semaphore(&name).with_fencing().unwrap();
     let mut last = 0;
     for round in 0..10_000 {
         let permit = sem.try_acquire().unwrap().expect("uncontended");
@@ -32,12 +27,7 @@ fn fencing_tokens_strictly_increase_over_ten_thousand_acquisitions() {
 fn fencing_tokens_keep_increasing_after_eviction_and_restart() {
     let server = Memcached::start_pinned();
     let name = unique("fence-restart");
-    let sem = server
-        .client()
-        .semaphore(&name)
-        .unwrap()
-        .with_fencing()
-        .unwrap();
+    let sem = server.semaphore(&name).with_fencing().unwrap();
     let next = || {
         let permit = sem.try_acquire().unwrap().expect("free");
         let fence = permit.fence().unwrap();
@@ -65,18 +55,8 @@ fn fencing_tokens_keep_increasing_after_eviction_and_restart() {
 fn a_waiter_that_gets_the_lock_after_a_holder_has_a_larger_fence() {
     let server = Memcached::start();
     let name = unique("fence-order");
-    let a = server
-        .client()
-        .semaphore(&name)
-        .unwrap()
-        .with_fencing()
-        .unwrap();
-    let b = server
-        .client()
-        .semaphore(&name)
-        .unwrap()
-        .with_fencing()
-        .unwrap();
+    let a = server.semaphore(&name).with_fencing().unwrap();
+    let b = server.semaphore(&name).with_fencing().unwrap();
     let first = a.try_acquire().unwrap().unwrap();
     // B's failed attempts draw numbers too, but only the winner's number counts.
     for _ in 0..5 {

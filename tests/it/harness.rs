@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::Once;
 use std::time::Duration;
 
-use memsem::Client;
+use memsem::{Client, Semaphore};
 use testcontainers::core::{ContainerPort, WaitFor};
 use testcontainers::runners::SyncRunner;
 use testcontainers::{Container, GenericImage, ImageExt};
@@ -130,6 +130,11 @@ impl Memcached {
             .connect_timeout(Duration::from_millis(400))
             .build()
             .expect("client")
+    }
+
+    /// A handle on the lock `name` through a fresh client with the test timeouts.
+    pub fn semaphore(&self, name: &str) -> Semaphore {
+        self.client().semaphore(name).expect("a valid lock name")
     }
 
     /// Freezes the server process (SIGSTOP through the cgroup freezer): connections are

@@ -9,14 +9,9 @@ fn keep_alive_holds_a_lock_for_three_times_its_ttl() {
     let server = Memcached::start();
     let name = unique("keepalive");
     let ttl = Duration::from_secs(2);
-    let sem = server
-        .client()
-        .semaphore(&name)
-        .unwrap()
-        .with_ttl(ttl)
-        .unwrap();
+    let sem = server.semaphore(&name).with_ttl(ttl).unwrap();
     let held = sem.try_acquire().unwrap().unwrap().keep_alive();
-    let other = server.client().semaphore(&name).unwrap();
+    let other = server.semaphore(&name);
     let started = Instant::now();
     let mut tries = 0;
     // Knock every 200 ms for three TTLs: the lock must stay taken the whole time.
@@ -43,12 +38,7 @@ fn keep_alive_signals_loss_within_one_refresh_interval_when_the_key_is_deleted()
     let server = Memcached::start();
     let name = unique("keepalive-lost");
     let ttl = Duration::from_secs(3);
-    let sem = server
-        .client()
-        .semaphore(&name)
-        .unwrap()
-        .with_ttl(ttl)
-        .unwrap();
+    let sem = server.semaphore(&name).with_ttl(ttl).unwrap();
     let held = sem.try_acquire().unwrap().unwrap().keep_alive();
     assert!(server.raw().delete(format!("__lock__{name}").as_bytes()));
     let deleted = Instant::now();
@@ -69,9 +59,7 @@ fn keep_alive_signals_loss_within_one_refresh_interval_when_the_key_is_deleted()
     );
     // Someone else can take it, and dropping the lost keep-alive leaves their lock alone.
     let thief = server
-        .client()
         .semaphore(&name)
-        .unwrap()
         .try_acquire()
         .unwrap()
         .expect("free");

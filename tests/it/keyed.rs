@@ -29,20 +29,10 @@ fn lock_or_wait_acquires_a_free_lock() {
 fn waiters_get_released_after_the_holder_releases_without_taking_the_lock() {
     let server = Memcached::start();
     let name = unique("keyed");
-    let holder = server
-        .client()
-        .semaphore(&name)
-        .unwrap()
-        .try_acquire()
-        .unwrap()
-        .unwrap();
+    let holder = server.semaphore(&name).try_acquire().unwrap().unwrap();
     let waiters: Vec<_> = (0..5)
         .map(|_| {
-            let sem = server
-                .client()
-                .semaphore(&name)
-                .unwrap()
-                .with_wait_policy(policy(10_000));
+            let sem = server.semaphore(&name).with_wait_policy(policy(10_000));
             thread::spawn(move || matches!(sem.lock_or_wait().unwrap(), LockOrWait::Released))
         })
         .collect();
@@ -52,7 +42,7 @@ fn waiters_get_released_after_the_holder_releases_without_taking_the_lock() {
     for waiter in waiters {
         assert!(waiter.join().unwrap(), "waiter saw Released");
     }
-    let sem = server.client().semaphore(&name).unwrap();
+    let sem = server.semaphore(&name);
     assert!(!sem.is_locked().unwrap(), "no waiter took the lock");
 }
 
@@ -60,18 +50,8 @@ fn waiters_get_released_after_the_holder_releases_without_taking_the_lock() {
 fn lock_or_wait_times_out_while_the_holder_keeps_it() {
     let server = Memcached::start();
     let name = unique("keyed-timeout");
-    let _holder = server
-        .client()
-        .semaphore(&name)
-        .unwrap()
-        .try_acquire()
-        .unwrap()
-        .unwrap();
-    let sem = server
-        .client()
-        .semaphore(&name)
-        .unwrap()
-        .with_wait_policy(policy(300));
+    let _holder = server.semaphore(&name).try_acquire().unwrap().unwrap();
+    let sem = server.semaphore(&name).with_wait_policy(policy(300));
     assert!(matches!(
         sem.lock_or_wait().unwrap_err(),
         Error::Timeout { .. }

@@ -38,7 +38,7 @@ fn holder_killed_with_sigkill_lets_the_next_waiter_in_within_ttl_plus_one_poll()
     holder.kill().unwrap(); // SIGKILL: no destructor, no release
     holder.wait().unwrap();
     let killed = Instant::now();
-    let waiter = server.client().semaphore(&name).unwrap().with_wait_policy(
+    let waiter = server.semaphore(&name).with_wait_policy(
         WaitPolicy::new()
             .poll_time(poll)
             .jitter(0.0)
@@ -116,9 +116,7 @@ fn evicted_lock_is_reported_lost_by_refresh_and_release() {
     let server = Memcached::start_with(&["-m", "1", "-I", "512k"]);
     let name = unique("evicted");
     let sem = server
-        .client()
         .semaphore(&name)
-        .unwrap()
         .with_ttl(Duration::from_secs(600))
         .unwrap();
     let mut first = sem.try_acquire().unwrap().expect("free");

@@ -14,9 +14,7 @@ fn n_permits_admit_exactly_n_holders_in_distinct_slots() {
     let server = Memcached::start();
     let name = unique("slots");
     let sem = server
-        .client()
         .semaphore(&name)
-        .unwrap()
         .with_permits(3)
         .unwrap()
         .with_info("t")
@@ -59,9 +57,7 @@ fn n_permits_admit_exactly_n_holders_in_distinct_slots() {
     assert_eq!(next.slot(), freed);
     // A permit of any slot can be resumed by its token.
     let resumed = server
-        .client()
         .semaphore(&name)
-        .unwrap()
         .with_permits(3)
         .unwrap()
         .resume(next.token())
@@ -80,9 +76,7 @@ fn concurrency_never_exceeds_the_permits_and_all_are_used() {
     let workers: Vec<_> = (0..threads)
         .map(|_| {
             let sem = server
-                .client()
                 .semaphore(&name)
-                .unwrap()
                 .with_permits(permits)
                 .unwrap()
                 .with_wait_policy(
@@ -122,9 +116,7 @@ fn holders_show_host_pid_times_and_info() {
     let server = Memcached::start();
     let name = unique("holders");
     let sem = server
-        .client()
         .semaphore(&name)
-        .unwrap()
         .with_permits(2)
         .unwrap()
         .with_info("batch 7")
@@ -146,9 +138,7 @@ fn reap_stale_removes_only_holders_not_refreshed_within_the_cutoff() {
     let server = Memcached::start();
     let name = unique("reap");
     let sem = server
-        .client()
         .semaphore(&name)
-        .unwrap()
         .with_permits(3)
         .unwrap()
         .without_expiry();
@@ -181,12 +171,7 @@ fn reap_stale_removes_only_holders_not_refreshed_within_the_cutoff() {
 fn verify_answers_for_the_holders_token_only() {
     let server = Memcached::start();
     let name = unique("verify");
-    let sem = server
-        .client()
-        .semaphore(&name)
-        .unwrap()
-        .with_permits(2)
-        .unwrap();
+    let sem = server.semaphore(&name).with_permits(2).unwrap();
     let a = sem.try_acquire().unwrap().unwrap();
     let b = sem.try_acquire().unwrap().unwrap();
     assert!(sem.verify(a.token()).unwrap() && sem.verify(b.token()).unwrap());

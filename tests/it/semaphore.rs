@@ -16,8 +16,8 @@ fn ms(n: u64) -> Duration {
 fn two_clients_contend_and_only_one_wins() {
     let server = Memcached::start();
     let name = unique("contend");
-    let a = server.client().semaphore(&name).unwrap();
-    let b = server.client().semaphore(&name).unwrap();
+    let a = server.semaphore(&name);
+    let b = server.semaphore(&name);
     let held = a.try_acquire().unwrap().expect("first acquire wins");
     assert!(
         b.try_acquire().unwrap().is_none(),
@@ -35,8 +35,8 @@ fn two_clients_contend_and_only_one_wins() {
 fn release_lets_the_other_in() {
     let server = Memcached::start();
     let name = unique("release");
-    let a = server.client().semaphore(&name).unwrap();
-    let b = server.client().semaphore(&name).unwrap();
+    let a = server.semaphore(&name);
+    let b = server.semaphore(&name);
     let permit = a.try_acquire().unwrap().unwrap();
     assert!(b.try_acquire().unwrap().is_none());
     permit.release().unwrap();
@@ -80,12 +80,10 @@ fn release_after_expiry_and_retake_reports_lock_lost_and_keeps_the_new_holder() 
     let server = Memcached::start();
     let name = unique("expired");
     let a = server
-        .client()
         .semaphore(&name)
-        .unwrap()
         .with_ttl(Duration::from_secs(1))
         .unwrap();
-    let b = server.client().semaphore(&name).unwrap().with_wait_policy(
+    let b = server.semaphore(&name).with_wait_policy(
         WaitPolicy::new()
             .poll_time(ms(50))
             .max_wait(Duration::from_secs(10)),
@@ -117,7 +115,7 @@ fn release_after_expiry_and_retake_reports_lock_lost_and_keeps_the_new_holder() 
 fn release_of_a_deleted_key_reports_missing() {
     let server = Memcached::start();
     let name = unique("deleted");
-    let sem = server.client().semaphore(&name).unwrap();
+    let sem = server.semaphore(&name);
     let permit = sem.try_acquire().unwrap().unwrap();
     assert!(server.raw().delete(format!("__lock__{name}").as_bytes()));
     assert!(!permit.is_held().unwrap());
@@ -138,8 +136,8 @@ fn release_of_a_deleted_key_reports_missing() {
 fn cooldown_blocks_for_its_duration_then_allows() {
     let server = Memcached::start();
     let name = unique("cooldown");
-    let a = server.client().semaphore(&name).unwrap();
-    let b = server.client().semaphore(&name).unwrap().with_wait_policy(
+    let a = server.semaphore(&name);
+    let b = server.semaphore(&name).with_wait_policy(
         WaitPolicy::new()
             .poll_time(ms(50))
             .max_wait(Duration::from_secs(10)),
@@ -174,9 +172,7 @@ fn handle_level_cooldown_applies_to_release_and_drop() {
     let server = Memcached::start();
     let name = unique("cooldown-default");
     let sem = server
-        .client()
         .semaphore(&name)
-        .unwrap()
         .with_cooldown(Duration::from_secs(30))
         .unwrap();
     drop(sem.try_acquire().unwrap().unwrap());
@@ -195,18 +191,10 @@ fn handle_level_cooldown_applies_to_release_and_drop() {
 fn wait_acquire_on_a_lock_held_throughout_times_out_within_max_wait_and_one_poll() {
     let server = Memcached::start();
     let name = unique("timeout");
-    let holder = server
-        .client()
-        .semaphore(&name)
-        .unwrap()
-        .try_acquire()
-        .unwrap()
-        .unwrap();
+    let holder = server.semaphore(&name).try_acquire().unwrap().unwrap();
     let (max_wait, poll) = (ms(600), ms(100));
     let waiter = server
-        .client()
         .semaphore(&name)
-        .unwrap()
         .with_wait_policy(WaitPolicy::new().max_wait(max_wait).poll_time(poll));
     let started = Instant::now();
     let error = waiter.wait_acquire().unwrap_err();
@@ -237,15 +225,9 @@ fn wait_acquire_on_a_lock_held_throughout_times_out_within_max_wait_and_one_poll
 fn wait_acquire_gets_the_lock_within_a_poll_of_its_release() {
     let server = Memcached::start();
     let name = unique("handover");
-    let holder = server
-        .client()
-        .semaphore(&name)
-        .unwrap()
-        .try_acquire()
-        .unwrap()
-        .unwrap();
+    let holder = server.semaphore(&name).try_acquire().unwrap().unwrap();
     let poll = ms(100);
-    let waiter = server.client().semaphore(&name).unwrap().with_wait_policy(
+    let waiter = server.semaphore(&name).with_wait_policy(
         WaitPolicy::new()
             .poll_time(poll)
             .max_wait(Duration::from_secs(10)),
@@ -276,9 +258,7 @@ fn refresh_extends_the_lease_on_the_server() {
     let server = Memcached::start();
     let name = unique("refresh");
     let sem = server
-        .client()
         .semaphore(&name)
-        .unwrap()
         .with_ttl(Duration::from_secs(2))
         .unwrap();
     let mut permit = sem.try_acquire().unwrap().unwrap();
@@ -302,7 +282,7 @@ fn refresh_extends_the_lease_on_the_server() {
 fn refresh_of_a_lost_lock_reports_lock_lost_and_leaves_the_new_holder_alone() {
     let server = Memcached::start();
     let name = unique("refresh-lost");
-    let sem = server.client().semaphore(&name).unwrap();
+    let sem = server.semaphore(&name);
     let mut permit = sem.try_acquire().unwrap().unwrap();
     let key = format!("__lock__{name}");
     let mut raw = server.raw();
@@ -331,10 +311,10 @@ fn refresh_of_a_lost_lock_reports_lock_lost_and_leaves_the_new_holder_alone() {
 fn forget_keeps_the_lock_and_resume_picks_it_up_by_token() {
     let server = Memcached::start();
     let name = unique("resume");
-    let sem = server.client().semaphore(&name).unwrap();
+    let sem = server.semaphore(&name);
     let token = sem.try_acquire().unwrap().unwrap().forget();
     assert!(sem.is_locked().unwrap(), "forget leaves the lock held");
-    let other = server.client().semaphore(&name).unwrap();
+    let other = server.semaphore(&name);
     assert!(
         other
             .resume("0123456789abcdef0123456789abcdef")
@@ -358,7 +338,7 @@ fn forget_keeps_the_lock_and_resume_picks_it_up_by_token() {
 fn drop_releases_also_during_a_panic() {
     let server = Memcached::start();
     let name = unique("panic");
-    let sem = server.client().semaphore(&name).unwrap();
+    let sem = server.semaphore(&name);
     let worker = sem.clone();
     let result = thread::spawn(move || {
         let _permit = worker.try_acquire().unwrap().unwrap();
@@ -377,14 +357,8 @@ fn drop_releases_also_during_a_panic() {
 fn steal_after_wait_takes_the_lock_and_the_old_holder_learns_it_is_lost() {
     let server = Memcached::start();
     let name = unique("steal");
-    let old = server
-        .client()
-        .semaphore(&name)
-        .unwrap()
-        .try_acquire()
-        .unwrap()
-        .unwrap();
-    let thief = server.client().semaphore(&name).unwrap().with_wait_policy(
+    let old = server.semaphore(&name).try_acquire().unwrap().unwrap();
+    let thief = server.semaphore(&name).with_wait_policy(
         WaitPolicy::new()
             .max_wait(ms(300))
             .poll_time(ms(50))
@@ -405,7 +379,7 @@ fn steal_after_wait_takes_the_lock_and_the_old_holder_learns_it_is_lost() {
 fn no_expiry_locks_are_stored_without_ttl() {
     let server = Memcached::start();
     let name = unique("forever");
-    let sem = server.client().semaphore(&name).unwrap().without_expiry();
+    let sem = server.semaphore(&name).without_expiry();
     let permit = sem.try_acquire().unwrap().unwrap();
     let (_, ttl) = server
         .raw()
@@ -450,12 +424,7 @@ fn invalid_durations_are_rejected_before_anything_is_sent() {
 fn holder_shows_info_and_ttl_but_never_the_whole_token() {
     let server = Memcached::start();
     let name = unique("holder");
-    let sem = server
-        .client()
-        .semaphore(&name)
-        .unwrap()
-        .with_info("job 42 on ci-7")
-        .unwrap();
+    let sem = server.semaphore(&name).with_info("job 42 on ci-7").unwrap();
     assert_eq!(sem.holder().unwrap(), None, "free");
     let mut permit = sem.try_acquire().unwrap().unwrap();
     let holder = sem.holder().unwrap().expect("held");
@@ -473,7 +442,7 @@ fn holder_shows_info_and_ttl_but_never_the_whole_token() {
         sem.holder().unwrap().unwrap().info(),
         Some("job 42 on ci-7")
     );
-    let other = server.client().semaphore(&name).unwrap();
+    let other = server.semaphore(&name);
     other.resume(permit.token()).unwrap().forget();
     permit.release().unwrap();
     assert_eq!(sem.holder().unwrap(), None);

@@ -22,6 +22,17 @@ fn policy(poll_ms: u64, max_wait_ms: u64) -> WaitPolicy {
         .max_wait(Duration::from_millis(max_wait_ms))
 }
 
+/// Takes the free lock `name`.
+async fn hold(client: &Client<Tokio>, name: &str) -> memsem::Permit<Tokio> {
+    client
+        .semaphore(name)
+        .unwrap()
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("a free lock")
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -182,13 +193,7 @@ fn async_keyed_mutex_waiters_get_released() {
     runtime().block_on(async {
         let name = unique("async-keyed");
         let client = client(&server).await;
-        let holder = client
-            .semaphore(&name)
-            .unwrap()
-            .try_acquire()
-            .await
-            .unwrap()
-            .unwrap();
+        let holder = hold(&client, &name).await;
         let waiters: Vec<_> = (0..10)
             .map(|_| {
                 let sem = client
@@ -232,13 +237,7 @@ fn cancelling_wait_acquire_mid_wait_leaves_no_lock_held() {
     runtime().block_on(async {
         let name = unique("async-cancel");
         let client = client(&server).await;
-        let holder = client
-            .semaphore(&name)
-            .unwrap()
-            .try_acquire()
-            .await
-            .unwrap()
-            .unwrap();
+        let holder = hold(&client, &name).await;
         let waiter = client
             .semaphore(&name)
             .unwrap()
@@ -311,13 +310,7 @@ fn tasks_on_a_current_thread_runtime_make_progress_while_one_waits() {
     runtime.block_on(async {
         let client = client(&server).await;
         let name = unique("async-progress");
-        let _holder = client
-            .semaphore(&name)
-            .unwrap()
-            .try_acquire()
-            .await
-            .unwrap()
-            .unwrap();
+        let _holder = hold(&client, &name).await;
         let waiter = client
             .semaphore(&name)
             .unwrap()
