@@ -290,18 +290,24 @@ impl<F: Flavor> Permit<F> {
         match outcome {
             Err(error @ (Error::Unavailable { .. } | Error::Ambiguous { .. })) => {
                 // Finish it in the background once the server answers.
-                let target = &self.target;
-                target.janitor().release(
-                    &target.cleanup,
-                    &self.key,
-                    &self.token,
-                    self.ttl_secs,
-                    self.cooldown_secs,
-                );
+                self.hand_to_cleanup();
                 Err(error)
             }
             other => other.map(|_| ()),
         }
+    }
+
+    /// Leaves the release (owner-checked, with the cooldown if any) to the client's clean-up
+    /// thread, which retries until the server answers or the lease ends.
+    fn hand_to_cleanup(&self) {
+        let target = &self.target;
+        target.janitor().release(
+            &target.cleanup,
+            &self.key,
+            &self.token,
+            self.ttl_secs,
+            self.cooldown_secs,
+        );
     }
 
     /// Reads the key back and says whether it is still ours.
@@ -641,14 +647,7 @@ impl<F: Flavor> Drop for Permit<F> {
         } else {
             // Never block an async runtime in drop: the client's clean-up thread releases
             // the lock (owner-checked, with the cooldown if any) right away.
-            let target = &self.target;
-            target.janitor().release(
-                &target.cleanup,
-                &self.key,
-                &self.token,
-                self.ttl_secs,
-                self.cooldown_secs,
-            );
+            self.hand_to_cleanup();
         }
     }
 }
