@@ -12,8 +12,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const MARK: &str = "memsem1 ";
 
-/// This process's host name, as the kernel knows it (no spaces, never empty).
+/// This process's host name, as the kernel knows it (no spaces, never empty); read once.
 fn host_name() -> String {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(read_host_name).clone()
+}
+
+fn read_host_name() -> String {
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
