@@ -20,12 +20,18 @@ impl Memcached {
     /// `None`, and waits until this very process answers (its `stats` pid matches). Retries
     /// while the address is taken, for up to 60 s.
     pub fn start(host: &str, port: Option<u16>) -> Memcached {
+        Memcached::start_with(host, port, &[])
+    }
+
+    /// Starts memcached with extra command-line arguments (for example `-t 1`).
+    pub fn start_with(host: &str, port: Option<u16>, extra: &[&str]) -> Memcached {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut last_failure = String::new();
         while Instant::now() < deadline {
             let port = port.unwrap_or_else(|| free_port(host));
             let spawned = Command::new("memcached")
                 .args(["-l", host, "-p", &port.to_string(), "-U", "0", "-m", "64"])
+                .args(extra)
                 // Needed when the tests run as root; ignored otherwise.
                 .args(["-u", "root"])
                 .stdin(Stdio::null())
