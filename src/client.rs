@@ -276,6 +276,55 @@ struct Inner<F: Flavor> {
     janitor: Janitor,
 }
 
+/// One server's answer to [`Client::ping`].
+///
+/// # Examples
+///
+/// ```no_run
+/// let client = memsem::Client::connect("127.0.0.1:11211")?;
+/// for (server, answer) in client.ping() {
+///     if let Ok(status) = answer {
+///         println!("{server}: memcached {} in {:?}", status.version(), status.round_trip());
+///     }
+/// }
+/// # Ok::<(), memsem::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerStatus {
+    round_trip: Duration,
+    version: String,
+}
+
+impl ServerStatus {
+    /// How long a no-op round trip took on a pooled connection.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let (_, answer) = &client.ping()[0];
+    /// assert!(answer.as_ref().unwrap().round_trip() < std::time::Duration::from_secs(1));
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn round_trip(&self) -> Duration {
+        self.round_trip
+    }
+
+    /// The server's version, as it reports it (`1.6.18`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let (_, answer) = &client.ping()[0];
+    /// assert!(answer.as_ref().unwrap().version().starts_with("1."));
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+}
+
 /// A lock's key, bound to the server that holds it. Shared by a semaphore and its permits.
 #[derive(Debug)]
 pub(crate) struct Target<F: Flavor> {
@@ -378,11 +427,18 @@ impl<F: Flavor> Client<F> {
     }
 
     /// Pings every server (the shared body of both flavours' `ping`).
-    async fn ping_all(&self) -> Vec<(String, Result<Duration>)> {
+    async fn ping_all(&self) -> Vec<(String, Result<ServerStatus>)> {
         let mut answers = Vec::with_capacity(self.inner.backends.len());
         for backend in &self.inner.backends {
             let server = backend.address().to_string();
-            let answer = backend.ping().await.map_err(|failure| match failure {
+            let answer = backend
+                .ping()
+                .await
+                .map(|(round_trip, version)| ServerStatus {
+                    round_trip,
+                    version,
+                });
+            let answer = answer.map_err(|failure| match failure {
                 Failure::Unavailable(source) | Failure::Ambiguous(source) => Error::Unavailable {
                     server: server.clone(),
                     source,
@@ -485,7 +541,8 @@ impl Client {
         ))
     }
 
-    /// Checks every server with one no-op round trip: `(server, round-trip time or error)`.
+    /// Checks every server: one no-op round trip on the pool (timed), and the server's
+    /// version: `(server, status or error)`. Lock::Server's PING, for every server.
     ///
     /// # Examples
     ///
@@ -493,13 +550,13 @@ impl Client {
     /// let client = memsem::Client::connect("127.0.0.1:11211")?;
     /// for (server, answer) in client.ping() {
     ///     match answer {
-    ///         Ok(rtt) => println!("{server}: up, {rtt:?}"),
+    ///         Ok(status) => println!("{server}: up, {:?}, memcached {}", status.round_trip(), status.version()),
     ///         Err(error) => println!("{server}: {error}"),
     ///     }
     /// }
     /// # Ok::<(), memsem::Error>(())
     /// ```
-    pub fn ping(&self) -> Vec<(String, Result<Duration>)> {
+    pub fn ping(&self) -> Vec<(String, Result<ServerStatus>)> {
         block_on(self.ping_all())
     }
 }
@@ -519,7 +576,7 @@ impl Client<crate::Tokio> {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn ping(&self) -> Vec<(String, Result<Duration>)> {
+    pub async fn ping(&self) -> Vec<(String, Result<ServerStatus>)> {
         self.ping_all().await
     }
 }

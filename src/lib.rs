@@ -111,7 +111,7 @@ mod semaphore;
 mod token;
 mod wait;
 
-pub use client::{Client, ClientBuilder};
+pub use client::{Client, ClientBuilder, ServerStatus};
 pub use error::{Cause, Error, LostReason, Result};
 #[cfg(feature = "tokio")]
 pub use flavor::Tokio;

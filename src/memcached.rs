@@ -127,8 +127,8 @@ pub trait Transport: Send + Sync + std::fmt::Debug + 'static {
         cas: u64,
         ttl: u32,
     ) -> impl Future<Output = Outcome<Checked>> + Send;
-    /// `mn`: one no-op round trip; returns how long it took.
-    fn ping(&self) -> impl Future<Output = Outcome<Duration>> + Send;
+    /// `mn`: one no-op round trip on the pool, timed; then `version` on a fresh connection.
+    fn ping(&self) -> impl Future<Output = Outcome<(Duration, String)>> + Send;
 }
 
 fn builder(timeouts: Timeouts, max_idle: usize) -> MetaClientBuilder {
@@ -226,6 +226,24 @@ async fn retrying_async<T, F: Future<Output = Outcome<T>>>(
             Err(failure) if tries < STALE_RETRIES && is_stale(failure) => tries += 1,
             _ => return outcome,
         }
+    }
+}
+
+/// The longest `version` reply read before giving up on it.
+const VERSION_REPLY_MAX: usize = 256;
+
+/// `VERSION 1.6.18\r\n` → `1.6.18`.
+fn parse_version(reply: &[u8]) -> Outcome<String> {
+    let text = String::from_utf8_lossy(reply);
+    match text
+        .strip_prefix("VERSION ")
+        .and_then(|rest| rest.strip_suffix("\r\n"))
+    {
+        Some(version) if !version.is_empty() && version.len() < 64 => Ok(version.to_string()),
+        _ => Err(Failure::Protocol(format!(
+            "not a version reply: {:?}",
+            text.chars().take(64).collect::<String>()
+        ))),
     }
 }
 
@@ -348,6 +366,9 @@ fn checked(reply: memcache::exp::Result<MutationResult>, wants_cas: bool) -> Out
 pub struct Backend {
     address: String,
     client: MetaClient,
+    host: String,
+    port: u16,
+    timeouts: Timeouts,
 }
 
 impl std::fmt::Debug for Backend {
@@ -369,7 +390,52 @@ impl Backend {
         let client = builder(timeouts, max_idle)
             .connect((spec.host().to_string(), spec.port()))
             .map_err(|error| format!("cannot use memcached server {address}: {error}"))?;
-        Ok(Backend { address, client })
+        Ok(Backend {
+            address,
+            client,
+            host: spec.host().to_string(),
+            port: spec.port(),
+            timeouts,
+        })
+    }
+
+    /// `version` on a fresh connection (the meta protocol has no version command).
+    fn version(&self) -> Outcome<String> {
+        use std::io::{Read, Write};
+        use std::net::ToSocketAddrs;
+        let unavailable = |error: std::io::Error| Failure::Unavailable(Box::new(error));
+        let addrs = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(unavailable)?;
+        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+        for addr in addrs {
+            let mut stream =
+                match std::net::TcpStream::connect_timeout(&addr, self.timeouts.connect) {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        last = error;
+                        continue;
+                    }
+                };
+            stream
+                .set_read_timeout(Some(self.timeouts.io))
+                .map_err(unavailable)?;
+            stream
+                .set_write_timeout(Some(self.timeouts.io))
+                .map_err(unavailable)?;
+            stream.write_all(b"version\r\n").map_err(unavailable)?;
+            let mut reply = Vec::new();
+            let mut chunk = [0u8; 128];
+            while !reply.ends_with(b"\n") && reply.len() < VERSION_REPLY_MAX {
+                let n = stream.read(&mut chunk).map_err(unavailable)?;
+                if n == 0 {
+                    break;
+                }
+                reply.extend_from_slice(&chunk[..n]);
+            }
+            return parse_version(&reply);
+        }
+        Err(unavailable(last))
     }
 
     /// Blocking read, for the clean-up thread.
@@ -439,10 +505,11 @@ impl Transport for Backend {
         self.replace_if_now(key, value, cas, ttl)
     }
 
-    async fn ping(&self) -> Outcome<Duration> {
+    async fn ping(&self) -> Outcome<(Duration, String)> {
         let started = Instant::now();
         self.client.noop().map_err(classify)?;
-        Ok(started.elapsed())
+        let round_trip = started.elapsed();
+        Ok((round_trip, self.version()?))
     }
 }
 
@@ -451,6 +518,9 @@ impl Transport for Backend {
 pub struct AsyncBackend {
     address: String,
     client: AsyncMetaClient,
+    host: String,
+    port: u16,
+    timeouts: Timeouts,
 }
 
 #[cfg(feature = "tokio")]
@@ -475,7 +545,46 @@ impl AsyncBackend {
             .connect_async((spec.host().to_string(), spec.port()))
             .await
             .map_err(|error| format!("cannot use memcached server {address}: {error}"))?;
-        Ok(AsyncBackend { address, client })
+        Ok(AsyncBackend {
+            address,
+            client,
+            host: spec.host().to_string(),
+            port: spec.port(),
+            timeouts,
+        })
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl AsyncBackend {
+    /// `version` on a fresh connection (the meta protocol has no version command).
+    async fn version(&self) -> Outcome<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let unavailable = |error: std::io::Error| Failure::Unavailable(Box::new(error));
+        let timed_out = |_| unavailable(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        let connect = tokio::net::TcpStream::connect((self.host.as_str(), self.port));
+        let mut stream = tokio::time::timeout(self.timeouts.connect, connect)
+            .await
+            .map_err(timed_out)?
+            .map_err(unavailable)?;
+        let exchange = async {
+            stream.write_all(b"version\r\n").await?;
+            let mut reply = Vec::new();
+            let mut chunk = [0u8; 128];
+            while !reply.ends_with(b"\n") && reply.len() < VERSION_REPLY_MAX {
+                let n = stream.read(&mut chunk).await?;
+                if n == 0 {
+                    break;
+                }
+                reply.extend_from_slice(&chunk[..n]);
+            }
+            Ok::<_, std::io::Error>(reply)
+        };
+        let reply = tokio::time::timeout(self.timeouts.io, exchange)
+            .await
+            .map_err(timed_out)?
+            .map_err(unavailable)?;
+        parse_version(&reply)
     }
 }
 
@@ -541,9 +650,32 @@ impl Transport for AsyncBackend {
         .await
     }
 
-    async fn ping(&self) -> Outcome<Duration> {
+    async fn ping(&self) -> Outcome<(Duration, String)> {
         let started = Instant::now();
         self.client.noop().await.map_err(classify)?;
-        Ok(started.elapsed())
+        let round_trip = started.elapsed();
+        Ok((round_trip, self.version().await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_replies_are_parsed_and_garbage_is_a_protocol_error() {
+        assert_eq!(parse_version(b"VERSION 1.6.18\r\n").unwrap(), "1.6.18");
+        for bad in [
+            &b""[..],
+            b"VERSION \r\n",
+            b"ERROR\r\n",
+            b"VERSION 1.6",
+            b"\xff\xfe garbage",
+        ] {
+            assert!(
+                matches!(parse_version(bad), Err(Failure::Protocol(_))),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -70,3 +70,23 @@ fn a_frozen_server_does_not_stall_locks_that_live_on_the_others() {
     servers[0].unpause();
     assert!(outcome.is_err(), "a frozen server grants nothing");
 }
+
+#[test]
+fn ping_reports_each_server_up_with_its_version_or_down_by_name() {
+    let servers: Vec<Memcached> = (0..2).map(|_| Memcached::start()).collect();
+    let client = fleet_client(&servers);
+    servers[1].stop();
+    let answers = client.ping();
+    assert_eq!(answers.len(), 2);
+    let (up, answer) = &answers[0];
+    assert_eq!(up, &servers[0].address());
+    let status = answer.as_ref().expect("the first server is up");
+    assert!(
+        status.version().starts_with("1."),
+        "version {:?}",
+        status.version()
+    );
+    let (down, answer) = &answers[1];
+    assert_eq!(down, &servers[1].address());
+    assert!(answer.as_ref().unwrap_err().is_unavailable());
+}

@@ -228,10 +228,11 @@ fn ping(client: &Client, global: &Global) -> u8 {
         let servers: Vec<_> = answers
             .iter()
             .map(|(server, answer)| match answer {
-                Ok(rtt) => json!({
+                Ok(status) => json!({
                     "server": server,
                     "up": true,
-                    "rtt_ms": rtt.as_secs_f64() * 1000.0,
+                    "rtt_ms": status.round_trip().as_secs_f64() * 1000.0,
+                    "version": status.version(),
                 }),
                 Err(error) => json!({ "server": server, "up": false, "error": error.to_string() }),
             })
@@ -240,9 +241,10 @@ fn ping(client: &Client, global: &Global) -> u8 {
     } else {
         for (server, answer) in &answers {
             match answer {
-                Ok(rtt) => {
+                Ok(status) => {
                     if !global.quiet {
-                        println!("{server}: up, {:.3} ms", rtt.as_secs_f64() * 1000.0);
+                        let ms = status.round_trip().as_secs_f64() * 1000.0;
+                        println!("{server}: up, {ms:.3} ms, memcached {}", status.version());
                     }
                 }
                 Err(error) => println!("{server}: DOWN: {error}"),
