@@ -91,7 +91,7 @@
 //! # Cargo features
 //!
 //! - `cli` (default): the `memsem` command-line tool (pulls in clap, humantime,
-//!   signal-hook, libc and serde_json). Library users can turn it off with
+//!   signal-hook, libc, serde_json and tracing-subscriber). Library users can turn it off with
 //!   `default-features = false`.
 //! - `tokio`: the async flavour (pulls in tokio and the `memcache` crate's async client).
 

@@ -27,5 +27,15 @@ fn main() -> ExitCode {
             };
         }
     };
+    if !cli.global.quiet {
+        // The library reports what it retries or cleans up (a failed refresh, a lock lost by
+        // the keep-alive) through `tracing`: show its warnings on stderr.
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+            .with_target(false)
+            .without_time()
+            .init();
+    }
     ExitCode::from(commands::dispatch(cli))
 }
