@@ -265,6 +265,19 @@ impl Raw {
         self.line() == "DELETED"
     }
 
+    /// Waits until the `stats` counter `name` has grown by at least `by` from `from` (the
+    /// event "the other clients have sent their requests"), for up to 20 s.
+    pub fn wait_for_stat(&mut self, name: &str, from: u64, by: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while self.stat(name) < from + by {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} did not grow by {by} within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// A counter from `stats`.
     pub fn stat(&mut self, name: &str) -> u64 {
         self.send(b"stats\r\n");

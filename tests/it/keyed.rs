@@ -30,14 +30,17 @@ fn waiters_get_released_after_the_holder_releases_without_taking_the_lock() {
     let server = Memcached::start();
     let name = unique("keyed");
     let holder = server.semaphore(&name).try_acquire().unwrap().unwrap();
+    let mut raw = server.raw();
+    let reads = raw.stat("cmd_get");
     let waiters: Vec<_> = (0..5)
         .map(|_| {
             let sem = server.semaphore(&name).with_wait_policy(policy(10_000));
             thread::spawn(move || matches!(sem.lock_or_wait().unwrap(), LockOrWait::Released))
         })
         .collect();
-    // Hold until every waiter has looked at least once.
-    thread::sleep(Duration::from_millis(300));
+    // Hold until every waiter has seen the lock held: each reads the holder's value once
+    // after its add fails.
+    raw.wait_for_stat("cmd_get", reads, 5);
     holder.release().unwrap();
     for waiter in waiters {
         assert!(waiter.join().unwrap(), "waiter saw Released");

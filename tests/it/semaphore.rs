@@ -226,6 +226,7 @@ fn wait_acquire_gets_the_lock_within_a_poll_of_its_release() {
     let server = Memcached::start();
     let name = unique("handover");
     let holder = server.semaphore(&name).try_acquire().unwrap().unwrap();
+    let sets = server.raw().stat("cmd_set");
     let poll = ms(100);
     let waiter = server.semaphore(&name).with_wait_policy(
         WaitPolicy::new()
@@ -241,8 +242,9 @@ fn wait_acquire_gets_the_lock_within_a_poll_of_its_release() {
         acquired
     });
     started_rx.recv().unwrap();
-    // Let the waiter find the lock held at least once.
-    thread::sleep(poll * 2);
+    // The waiter has found the lock held once its first add has reached the server (the
+    // holder's add was the first).
+    server.raw().wait_for_stat("cmd_set", sets, 1);
     let released = Instant::now();
     holder.release().unwrap();
     let acquired = handle.join().unwrap();

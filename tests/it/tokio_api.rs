@@ -194,6 +194,8 @@ fn async_keyed_mutex_waiters_get_released() {
         let name = unique("async-keyed");
         let client = client(&server).await;
         let holder = hold(&client, &name).await;
+        let mut raw = server.raw();
+        let reads = raw.stat("cmd_get");
         let waiters: Vec<_> = (0..10)
             .map(|_| {
                 let sem = client
@@ -205,7 +207,8 @@ fn async_keyed_mutex_waiters_get_released() {
                 })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Every waiter has seen the lock held once it has read the holder's value.
+        raw.wait_for_stat("cmd_get", reads, 10);
         holder.release().await.unwrap();
         for waiter in waiters {
             assert!(waiter.await.unwrap());
