@@ -1,13 +1,12 @@
 //! The keyed mutex: wait for the holder, then read the cache.
 
-use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
 use memsem::{Error, LockOrWait, WaitPolicy};
 
 use crate::harness::{Memcached, unique};
-use crate::processes::example;
+use crate::processes::run_example;
 
 fn policy(max_wait_ms: u64) -> WaitPolicy {
     WaitPolicy::new()
@@ -64,16 +63,6 @@ fn lock_or_wait_times_out_while_the_holder_keeps_it() {
 #[test]
 fn fifty_readers_of_a_cold_key_cause_one_backend_fetch() {
     let server = Memcached::start();
-    let output = Command::new(example("stampede"))
-        .arg(server.address())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}");
-    assert!(
-        output.status.success(),
-        "stampede example failed: {stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = run_example("stampede", &[&server.address()]);
     assert!(stdout.contains("50 served, backend fetches: 1"), "{stdout}");
 }

@@ -21,6 +21,23 @@ pub fn example(name: &str) -> PathBuf {
     path
 }
 
+/// Runs an example to completion with `args`, fails the test with its output if it failed,
+/// and returns what it printed on stdout (also printed, for `--nocapture`).
+pub fn run_example(name: &str, args: &[&str]) -> String {
+    let output = Command::new(example(name))
+        .args(args)
+        .output()
+        .expect("run the example");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "example {name} failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 #[test]
 fn processes_incrementing_a_shared_counter_under_the_lock_lose_no_update() {
     let server = Memcached::start();

@@ -392,17 +392,7 @@ fn async_keep_alive_holds_past_the_ttl_and_signals_loss() {
 #[test]
 fn two_hundred_tasks_reading_a_cold_key_cause_one_backend_fetch() {
     let server = Memcached::start();
-    let output = std::process::Command::new(crate::processes::example("tokio_stampede"))
-        .arg(server.address())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}");
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = crate::processes::run_example("tokio_stampede", &[&server.address()]);
     assert!(
         stdout.contains("200 served, backend fetches: 1"),
         "{stdout}"
