@@ -34,11 +34,15 @@ sweep
 trap sweep EXIT
 
 cargo fmt --all -- --check
-# Lint and document both the default build and the one with every feature (tokio, cli).
-cargo clippy --all-targets -- -D warnings
-cargo clippy --all-targets --all-features -- -D warnings
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet --all-features
-cargo test --all-features
+# Lint and document the library alone (its default features) and the whole workspace.
+cargo clippy -p memsem --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc -p memsem --no-deps --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet --all-features
+# The library's unit tests and doctests need no server.
+cargo test -p memsem --all-features
+# The integration suite runs the `memsem` binary and the helper examples: build them first.
+cargo build --workspace --all-features --bins --examples
+cargo test -p memsem-tests --all-features --test it
 # A smoke-sized run of every benchmark scenario, to keep the benchmark compiling and working.
-cargo test --all-features --bench scenarios
+cargo test -p memsem-tests --all-features --bench scenarios

@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{Memcached, unique};
 
-const MEMSEM: &str = env!("CARGO_BIN_EXE_memsem");
+/// The `memsem` binary of the workspace (package `memsem-cli`), built beside this test binary.
+static MEMSEM: std::sync::LazyLock<PathBuf> =
+    std::sync::LazyLock::new(|| crate::harness::workspace_binary("memsem"));
 
 /// `memsem` with the server in the environment, as a cron job would have it.
 fn memsem(server: &Memcached) -> Command {
-    let mut command = Command::new(MEMSEM);
+    let mut command = Command::new(&*MEMSEM);
     command
         .env("MEMSEM_SERVERS", server.address())
         .env_remove("MEMSEM_NAMESPACE")
@@ -439,17 +441,17 @@ fn bad_arguments_exit_64_with_a_usage_line() {
         assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
     }
     let no_servers = output(
-        Command::new(MEMSEM)
+        Command::new(&*MEMSEM)
             .env_remove("MEMSEM_SERVERS")
             .args(["status", "x"]),
     );
     assert_eq!(no_servers.status.code(), Some(64));
     assert!(stderr(&no_servers).contains("MEMSEM_SERVERS"));
     for args in [&["--help"][..], &["run", "--help"], &["--version"]] {
-        let out = output(Command::new(MEMSEM).args(args));
+        let out = output(Command::new(&*MEMSEM).args(args));
         assert_eq!(out.status.code(), Some(0), "{args:?}");
     }
-    let help = output(Command::new(MEMSEM).args(["run", "--help"]));
+    let help = output(Command::new(&*MEMSEM).args(["run", "--help"]));
     assert!(stdout(&help).contains("Examples:"));
 }
 
@@ -467,7 +469,7 @@ fn unreachable_server_exits_69_naming_it() {
         &["ping"],
     ] {
         let out = output(
-            Command::new(MEMSEM)
+            Command::new(&*MEMSEM)
                 .args(["--servers", &address, "--connect-timeout", "300ms"])
                 .args(args),
         );

@@ -35,7 +35,7 @@ fn ensure_image() {
             .output()
             .expect("docker runs");
         if !inspect.status.success() {
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/memcached-image.sh");
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/memcached-image.sh");
             let built = Command::new("bash")
                 .arg(script)
                 .status()
@@ -299,4 +299,21 @@ impl Raw {
 /// A lock name no other test uses.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{:08x}", rand::random::<u32>())
+}
+
+/// A binary of the workspace (`target/<profile>/<name>`), next to the `deps/` directory this
+/// test binary runs from. scripts/test.sh builds them before the tests.
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let mut dir = std::env::current_exe().expect("test binary path");
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build it first with `cargo build --workspace` (scripts/test.sh does)",
+        path.display()
+    );
+    path
 }

@@ -34,7 +34,7 @@ fn counter_example() -> PathBuf {
 use crate::procs::Memcached;
 
 /// The Perl implementation of the Cache::Memcached::Semaphore protocol.
-const SEMAPHORE_PL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/perl/semaphore.pl");
+const SEMAPHORE_PL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/perl/semaphore.pl");
 
 /// The namespace both sides are configured with: on the wire, never hashed.
 const NAMESPACE: &str = "app:";

@@ -2,7 +2,6 @@
 
 mod ambiguous;
 mod chaos;
-#[cfg(feature = "cli")]
 mod cli;
 mod faults;
 mod fencing;
@@ -22,5 +21,4 @@ mod quorum;
 mod routing;
 mod semaphore;
 mod timeouts;
-#[cfg(feature = "tokio")]
 mod tokio_api;

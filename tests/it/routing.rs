@@ -19,7 +19,7 @@ use memsem::routing::{Ring, Routing, ServerSpec};
 use crate::procs::Memcached;
 
 /// The Perl helper that stores keys through a real client library.
-const AGREE_PL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/routing/agree.pl");
+const AGREE_PL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/routing/agree.pl");
 
 /// Serialises the tests of this process that bind port 11211 on 127.0.0.2-4. Other
 /// processes are handled by checking the pid of the server that answers.

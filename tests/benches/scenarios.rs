@@ -23,7 +23,7 @@
 //!    processes (`--crowd`) so that their memory figures are their own.
 
 #[allow(dead_code)]
-#[path = "../tests/it/procs.rs"]
+#[path = "../it/procs.rs"]
 mod procs;
 
 use std::collections::HashMap;
@@ -47,7 +47,7 @@ mod permits;
 #[path = "scenarios/processes.rs"]
 mod processes;
 
-const SEMAPHORE_PL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/perl/semaphore.pl");
+const SEMAPHORE_PL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/perl/semaphore.pl");
 
 /// Sizes of one run.
 struct Sizes {

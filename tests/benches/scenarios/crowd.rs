@@ -110,7 +110,6 @@ pub fn child(args: &[String]) {
     let peak = ThreadPeak::start();
     let (tally, rss_before) = match mode.as_str() {
         "threads" => on_threads(address, crowd),
-        #[cfg(feature = "tokio")]
         "tasks" => on_tasks(address, crowd),
         other => panic!("unknown crowd mode {other}"),
     };
@@ -179,7 +178,6 @@ fn on_threads(address: &str, crowd: Crowd) -> (Tally, u64) {
 
 /// The async API: one tokio task per waiter on a multi-thread runtime with its default
 /// worker count (one per core). Returns the tally and VmRSS before the tasks.
-#[cfg(feature = "tokio")]
 fn on_tasks(address: &str, crowd: Crowd) -> (Tally, u64) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -267,12 +265,6 @@ pub fn tasks_vs_threads(address: &str, sizes: &Sizes) {
             "threads" => format!("{} threads, blocking API", crowd.waiters),
             _ => format!("{} tokio tasks, async API", crowd.waiters),
         };
-        if mode == "tasks" && cfg!(not(feature = "tokio")) {
-            println!(
-                "| {label} | n/a: needs the `tokio` feature (`cargo bench --all-features --bench scenarios`) | | | | | | | | | |"
-            );
-            continue;
-        }
         let connections = || {
             stats(address)
                 .get("total_connections")

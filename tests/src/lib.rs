@@ -1,0 +1,1 @@
+//! Integration tests and benchmarks of memsem live in `it/` and `benches/`.
