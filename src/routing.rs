@@ -27,6 +27,15 @@
 //! `((crc32(key) >> 16) & 0x7fff) % buckets`. Changing the list moves most keys, so it
 //! only makes sense to share locks with Perl processes that route this way.
 //!
+//! # Unix-socket servers
+//!
+//! An entry starting with `/` is a unix-domain socket (`memcached -s PATH`), as in
+//! Cache::Memcached: `/run/memcached.sock` or `/run/memcached.sock:3` with a weight. The
+//! buckets of Cache::Memcached do not depend on addresses at all, and libmemcached gives a
+//! socket port 0, so its ketama points are named `"PATH:0-j"`; memsem does the same
+//! (checked against Cache::Memcached 1.30, Cache::Memcached::Fast 0.28 and libmemcached
+//! 1.1.4 with real sockets in the integration tests).
+//!
 //! # What is hashed
 //!
 //! Only the key without the namespace: the namespace is prefixed on the wire but never
@@ -57,6 +66,7 @@
 
 use std::fmt;
 use std::net::Ipv6Addr;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use md5::{Digest, Md5};
@@ -160,9 +170,42 @@ impl FromStr for Routing {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServerSpec {
-    host: String,
-    port: u16,
+    place: Place,
     weight: u32,
+}
+
+/// Where a [`ServerSpec`] listens (owned form of [`Endpoint`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Place {
+    Tcp { host: String, port: u16 },
+    Unix(PathBuf),
+}
+
+/// Where a server listens: a TCP host and port, or a unix-domain socket path.
+///
+/// # Examples
+///
+/// ```
+/// use std::path::Path;
+/// use memsem::routing::{Endpoint, ServerSpec};
+///
+/// let tcp: ServerSpec = "10.0.0.1:11211".parse()?;
+/// assert_eq!(tcp.endpoint(), Endpoint::Tcp { host: "10.0.0.1", port: 11211 });
+/// let unix: ServerSpec = "/run/memcached/memcached.sock:2".parse()?;
+/// assert_eq!(unix.endpoint(), Endpoint::Unix(Path::new("/run/memcached/memcached.sock")));
+/// # Ok::<(), memsem::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint<'a> {
+    /// A TCP server: host text as configured (an IPv6 address without brackets) and port.
+    Tcp {
+        /// Host name or address, as configured.
+        host: &'a str,
+        /// TCP port.
+        port: u16,
+    },
+    /// A unix-domain socket (`memcached -s PATH`).
+    Unix(&'a Path),
 }
 
 impl ServerSpec {
@@ -180,9 +223,53 @@ impl ServerSpec {
     /// ```
     pub fn new(host: impl Into<String>, port: u16) -> ServerSpec {
         ServerSpec {
-            host: host.into(),
-            port,
+            place: Place::Tcp {
+                host: host.into(),
+                port,
+            },
             weight: 1,
+        }
+    }
+
+    /// A server listening on a unix-domain socket (`memcached -s PATH`), weight 1.
+    ///
+    /// Nothing is checked here; [`Ring::new`] rejects a path that is not absolute, not
+    /// UTF-8, holds a control character or is too long for a socket address.
+    ///
+    /// Routing: Cache::Memcached's buckets do not depend on the address, and
+    /// libmemcached's ketama names the points of a socket `"PATH:0-j"` (a socket has port
+    /// 0 there), which [`Routing::Ketama`] reproduces.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use memsem::routing::ServerSpec;
+    ///
+    /// let server = ServerSpec::unix("/run/memcached/memcached.sock");
+    /// assert_eq!(server.address(), "/run/memcached/memcached.sock");
+    /// assert_eq!(server.port(), 0);
+    /// ```
+    pub fn unix(path: impl Into<PathBuf>) -> ServerSpec {
+        ServerSpec {
+            place: Place::Unix(path.into()),
+            weight: 1,
+        }
+    }
+
+    /// Where the server listens.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use memsem::routing::{Endpoint, ServerSpec};
+    ///
+    /// let server = ServerSpec::new("::1", 11211);
+    /// assert_eq!(server.endpoint(), Endpoint::Tcp { host: "::1", port: 11211 });
+    /// ```
+    pub fn endpoint(&self) -> Endpoint<'_> {
+        match &self.place {
+            Place::Tcp { host, port } => Endpoint::Tcp { host, port: *port },
+            Place::Unix(path) => Endpoint::Unix(path),
         }
     }
 
@@ -201,7 +288,9 @@ impl ServerSpec {
         self
     }
 
-    /// Host text as configured (an IPv6 address without brackets).
+    /// Host text as configured (an IPv6 address without brackets); for a unix-socket
+    /// server, the socket path (lossily converted when it is not UTF-8, which
+    /// [`Ring::new`] rejects anyway).
     ///
     /// # Examples
     ///
@@ -213,10 +302,13 @@ impl ServerSpec {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn host(&self) -> &str {
-        &self.host
+        match &self.place {
+            Place::Tcp { host, .. } => host,
+            Place::Unix(path) => path.to_str().unwrap_or(""),
+        }
     }
 
-    /// TCP port.
+    /// TCP port; 0 for a unix-socket server (as libmemcached records it).
     ///
     /// # Examples
     ///
@@ -226,7 +318,10 @@ impl ServerSpec {
     /// assert_eq!(ServerSpec::new("localhost", 11311).port(), 11311);
     /// ```
     pub fn port(&self) -> u16 {
-        self.port
+        match &self.place {
+            Place::Tcp { port, .. } => *port,
+            Place::Unix(_) => 0,
+        }
     }
 
     /// Weight (a positive integer): the server's share of the keys.
@@ -242,8 +337,8 @@ impl ServerSpec {
         self.weight
     }
 
-    /// `host:port` (`[host]:port` for an IPv6 address), as used to connect and in error
-    /// messages.
+    /// `host:port` (`[host]:port` for an IPv6 address), or the socket path of a
+    /// unix-socket server: the display form used in messages and reports.
     ///
     /// # Examples
     ///
@@ -252,17 +347,19 @@ impl ServerSpec {
     ///
     /// assert_eq!(ServerSpec::new("127.0.0.1", 11211).address(), "127.0.0.1:11211");
     /// assert_eq!(ServerSpec::new("::1", 11211).address(), "[::1]:11211");
+    /// assert_eq!(ServerSpec::unix("/tmp/mc.sock").address(), "/tmp/mc.sock");
     /// ```
     pub fn address(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
+        match &self.place {
+            Place::Tcp { host, port } if host.contains(':') => format!("[{host}]:{port}"),
+            Place::Tcp { host, port } => format!("{host}:{port}"),
+            Place::Unix(path) => path.to_string_lossy().into_owned(),
         }
     }
 
-    /// Parses a comma-separated list of `host:port[:weight]` entries, the form used by
-    /// `MEMSEM_SERVERS`. Spaces around entries are ignored. The order is kept: it is part
+    /// Parses a comma-separated list of `host:port[:weight]`, `[v6]:port[:weight]` and
+    /// `/path/to.sock[:weight]` entries, the form used by `MEMSEM_SERVERS` and `--servers`.
+    /// Spaces around entries are ignored. The order is kept: it is part
     /// of the routing, so list the servers in the same order as the fleet's other clients.
     ///
     /// # Errors
@@ -276,10 +373,13 @@ impl ServerSpec {
     /// ```
     /// use memsem::routing::ServerSpec;
     ///
-    /// let servers = ServerSpec::parse_list("10.0.0.1:11211, 10.0.0.2:11211:3, [::1]:11311")?;
-    /// assert_eq!(servers.len(), 3);
+    /// let servers = ServerSpec::parse_list(
+    ///     "10.0.0.1:11211, 10.0.0.2:11211:3, [::1]:11311, /run/mc.sock:2",
+    /// )?;
+    /// assert_eq!(servers.len(), 4);
     /// assert_eq!(servers[1].weight(), 3);
     /// assert_eq!(servers[2].address(), "[::1]:11311");
+    /// assert_eq!(servers[3], ServerSpec::unix("/run/mc.sock").with_weight(2));
     ///
     /// assert!(ServerSpec::parse_list("").is_err());
     /// assert!(ServerSpec::parse_list("10.0.0.1:11211,10.0.0.1:11211:2").is_err());
@@ -310,7 +410,8 @@ impl ServerSpec {
 }
 
 impl fmt::Display for ServerSpec {
-    /// The parseable form: `host:port`, followed by `:weight` when the weight is not 1.
+    /// The parseable form: `host:port` (or the socket path), followed by `:weight` when
+    /// the weight is not 1.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.address())?;
         if self.weight != 1 {
@@ -324,7 +425,9 @@ impl FromStr for ServerSpec {
     type Err = Error;
 
     /// Parses `host:port` or `host:port:weight`; an IPv6 address goes in brackets
-    /// (`[::1]:11211`, `[::1]:11211:3`).
+    /// (`[::1]:11211`, `[::1]:11211:3`). An entry starting with `/` is a unix socket
+    /// (Cache::Memcached's convention): `/path/to.sock` or `/path/to.sock:weight`, where a
+    /// `:` after the last `/` always introduces the weight.
     ///
     /// # Errors
     ///
@@ -333,9 +436,26 @@ impl FromStr for ServerSpec {
     fn from_str(s: &str) -> Result<ServerSpec> {
         let bad = |why: &str| {
             Error::InvalidConfig(format!(
-                "bad server {s:?}: {why} (expected host:port or host:port:weight)"
+                "bad server {s:?}: {why} (expected host:port[:weight], [v6]:port[:weight] \
+                 or /path/to.sock[:weight])"
             ))
         };
+        if s.starts_with('/') {
+            let file = s.rsplit('/').next().unwrap_or_default();
+            let (path, weight) = match file.split_once(':') {
+                None => (s, 1),
+                Some((_, weight)) => (
+                    &s[..s.len() - weight.len() - 1],
+                    parse_positive::<u32>(weight).ok_or_else(|| {
+                        bad("the weight after the socket path must be a positive integer")
+                    })?,
+                ),
+            };
+            if let Some(why) = unix_path_problem(path) {
+                return Err(bad(why));
+            }
+            return Ok(ServerSpec::unix(path).with_weight(weight));
+        }
         let (host, rest) = if let Some(bracketed) = s.strip_prefix('[') {
             let (host, rest) = bracketed
                 .split_once(']')
@@ -376,11 +496,27 @@ impl FromStr for ServerSpec {
             Some(weight) => parse_positive::<u32>(weight)
                 .ok_or_else(|| bad("the weight must be a positive integer"))?,
         };
-        Ok(ServerSpec {
-            host: host.to_string(),
-            port,
-            weight,
-        })
+        Ok(ServerSpec::new(host, port).with_weight(weight))
+    }
+}
+
+/// Longest unix socket path (bytes) that fits `sockaddr_un.sun_path` with its NUL on Linux.
+const MAX_UNIX_PATH: usize = 107;
+
+/// Why `path` cannot be a memcached unix socket entry, if it cannot.
+fn unix_path_problem(path: &str) -> Option<&'static str> {
+    if !path.starts_with('/') {
+        Some("a unix socket path must be absolute (start with '/')")
+    } else if path.ends_with('/') {
+        Some("a unix socket path must name a file, not end with '/'")
+    } else if path.chars().any(char::is_control) {
+        Some("control character in the socket path")
+    } else if path.contains(',') {
+        Some("',' in the socket path (it separates the entries of a list)")
+    } else if path.len() > MAX_UNIX_PATH {
+        Some("the socket path is longer than 107 bytes, the limit of a unix socket address")
+    } else {
+        None
     }
 }
 
@@ -400,14 +536,26 @@ fn validate(servers: &[ServerSpec]) -> Result<()> {
     }
     let mut total: u64 = 0;
     for (index, server) in servers.iter().enumerate() {
-        if server.host.is_empty() {
+        if let Place::Unix(path) = &server.place {
+            let problem = match path.to_str() {
+                None => Some("the socket path is not valid UTF-8"),
+                Some(path) => unix_path_problem(path),
+            };
+            if let Some(problem) = problem {
+                return Err(Error::InvalidConfig(format!(
+                    "server {} ({}): {problem}",
+                    index + 1,
+                    server.address()
+                )));
+            }
+        } else if server.host().is_empty() {
             return Err(Error::InvalidConfig(format!(
                 "server {} ({}): empty host",
                 index + 1,
                 server.address()
             )));
         }
-        if server.port == 0 {
+        if matches!(server.place, Place::Tcp { port: 0, .. }) {
             return Err(Error::InvalidConfig(format!(
                 "server {} ({}): port 0",
                 index + 1,
@@ -423,7 +571,7 @@ fn validate(servers: &[ServerSpec]) -> Result<()> {
         }
         if let Some(first) = servers[..index]
             .iter()
-            .position(|other| other.host == server.host && other.port == server.port)
+            .position(|other| other.place == server.place)
         {
             return Err(Error::InvalidConfig(format!(
                 "server {} ({}) is listed twice (entries {} and {})",
@@ -648,10 +796,11 @@ fn ketama_points(servers: &[ServerSpec]) -> Vec<Point> {
     for (index, server) in servers.iter().enumerate() {
         let blocks = ketama_point_count(server.weight, total_weight, servers.len()) / 4;
         for block in 0..blocks {
-            let name = if server.port == MEMCACHED_DEFAULT_PORT {
-                format!("{}-{block}", server.host)
+            // A unix socket is "PATH:0-j": libmemcached gives sockets port 0.
+            let name = if server.port() == MEMCACHED_DEFAULT_PORT {
+                format!("{}-{block}", server.host())
             } else {
-                format!("{}:{}-{block}", server.host, server.port)
+                format!("{}:{}-{block}", server.host(), server.port())
             };
             for word in 0..4 {
                 points.push(Point {
@@ -788,6 +937,93 @@ mod tests {
         }
         let message = invalid_config_message("::1:11211".parse::<ServerSpec>());
         assert!(message.contains("brackets"), "{message}");
+    }
+
+    #[test]
+    fn unix_socket_entries_parse_with_and_without_weight() {
+        let plain: ServerSpec = "/run/memcached/mc.sock".parse().unwrap();
+        assert_eq!(plain, ServerSpec::unix("/run/memcached/mc.sock"));
+        assert_eq!(
+            plain.endpoint(),
+            Endpoint::Unix(Path::new("/run/memcached/mc.sock"))
+        );
+        assert_eq!(
+            (plain.host(), plain.port(), plain.weight()),
+            ("/run/memcached/mc.sock", 0, 1)
+        );
+        let weighted: ServerSpec = "/tmp/a:b/mc.sock:3".parse().unwrap();
+        assert_eq!(
+            weighted,
+            ServerSpec::unix("/tmp/a:b/mc.sock").with_weight(3)
+        );
+        assert_eq!(weighted.address(), "/tmp/a:b/mc.sock");
+        for text in ["/tmp/mc.sock", "/tmp/mc.sock:7", "/tmp/a:b/c"] {
+            assert_eq!(text.parse::<ServerSpec>().unwrap().to_string(), text);
+        }
+        let list = ServerSpec::parse_list("/tmp/a.sock, 10.0.0.1:11211, /tmp/b.sock:2").unwrap();
+        assert_eq!(
+            list,
+            vec![
+                ServerSpec::unix("/tmp/a.sock"),
+                ServerSpec::new("10.0.0.1", 11211),
+                ServerSpec::unix("/tmp/b.sock").with_weight(2),
+            ]
+        );
+    }
+
+    #[test]
+    fn unix_socket_entries_reject_bad_paths_and_weights() {
+        let long = format!("/{}", "x".repeat(MAX_UNIX_PATH));
+        for bad in [
+            "/tmp/mc.sock:",
+            "/tmp/mc.sock:0",
+            "/tmp/mc.sock:x",
+            "/tmp/mc.sock:-1",
+            "/tmp/mc.sock:1:2",
+            "/tmp/dir/",
+            "/tmp/\u{1}mc.sock",
+            long.as_str(),
+        ] {
+            let message = invalid_config_message(bad.parse::<ServerSpec>());
+            assert!(message.contains(&format!("{bad:?}")), "{bad:?}: {message}");
+        }
+        let message = invalid_config_message(ServerSpec::parse_list("/tmp/a.sock,/tmp/a.sock:2"));
+        assert!(message.contains("twice"), "{message}");
+        for spec in [
+            ServerSpec::unix("relative.sock"),
+            ServerSpec::unix("/tmp/a,b.sock"),
+            ServerSpec::unix(long.as_str()),
+        ] {
+            let message = invalid_config_message(Ring::new(Routing::Ketama, &[spec]));
+            assert!(message.contains("server 1"), "{message}");
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let path = std::ffi::OsStr::from_bytes(b"/tmp/\xff.sock");
+            let message =
+                invalid_config_message(Ring::new(Routing::Ketama, &[ServerSpec::unix(path)]));
+            assert!(message.contains("UTF-8"), "{message}");
+        }
+    }
+
+    #[test]
+    fn ketama_names_unix_socket_points_with_port_0() {
+        // libmemcached records a socket with port 0 and names its points "PATH:0-j"
+        // (checked against libmemcached 1.1.4 in the integration tests).
+        let servers = [
+            ServerSpec::unix("/tmp/a.sock"),
+            ServerSpec::unix("/tmp/b.sock"),
+        ];
+        let points = ketama_points(&servers);
+        assert!(points.contains(&Point {
+            value: md5_word(b"/tmp/a.sock:0-0", 0),
+            server: 0
+        }));
+        assert!(points.contains(&Point {
+            value: md5_word(b"/tmp/b.sock:0-39", 3),
+            server: 1
+        }));
     }
 
     #[test]
