@@ -23,7 +23,7 @@ const AGREE_PL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/routing/agree.pl");
 
 /// Serialises the tests of this process that bind port 11211 on 127.0.0.2-4. Other
 /// processes are handled by checking the pid of the server that answers.
-static PORT_11211: Mutex<()> = Mutex::new(());
+pub static PORT_11211: Mutex<()> = Mutex::new(());
 
 /// Deterministic pseudo-random numbers (xorshift64*), so failures can be reproduced.
 struct Rng(u64);
@@ -47,7 +47,7 @@ impl Rng {
 
 /// About 3,000 distinct memcached text keys: ASCII, long (up to 200 bytes), UTF-8, raw
 /// high bytes 0x80-0xff and `__lock__` names. No whitespace or control bytes.
-fn test_keys() -> Vec<Vec<u8>> {
+pub fn test_keys() -> Vec<Vec<u8>> {
     const WORDS: &[&str] = &[
         "report", "nightly", "job", "cron", "user:42", "batch/7", "a.b-c_d", "X", "#", "%2F",
     ];
@@ -300,7 +300,7 @@ fn check_agreement(scenario: &str, layout: Layout<'_>, libraries: &[Library]) {
     }
 }
 
-fn hex(key: &[u8]) -> String {
+pub fn hex(key: &[u8]) -> String {
     key.iter().map(|b| format!("{b:02x}")).collect()
 }
 
