@@ -95,12 +95,14 @@ pub async fn serve(client: Client<Tokio>, args: LockServerArgs) -> u8 {
             return crate::exit::UNAVAILABLE;
         }
     };
-    let locks = Arc::new(Locks::new(
+    let mut locks = Locks::new(
         client.clone(),
         args.lock_timeout,
         args.lock_attempt_timeout,
         args.poll,
-    ));
+    );
+    locks.log_requests = args.options.log_requests;
+    let locks = Arc::new(locks);
     let gateway = Arc::new(Gateway {
         client,
         options: args.options,

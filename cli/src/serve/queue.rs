@@ -100,6 +100,8 @@ pub struct Locks {
     pub lock_timeout: Duration,
     pub attempt_timeout: Duration,
     pub poll: Duration,
+    /// Log each queued request (`--log-requests`).
+    pub log_requests: bool,
     /// Locks this gateway granted (key → token, expiry): released when it shuts down.
     granted: Mutex<HashMap<String, (String, f64)>>,
 }
@@ -116,6 +118,7 @@ impl Locks {
             lock_timeout,
             attempt_timeout,
             poll,
+            log_requests: false,
             granted: Mutex::new(HashMap::new()),
         }
     }
@@ -220,6 +223,9 @@ impl Locks {
             )));
         };
         let place = place.keep_alive();
+        if self.log_requests {
+            eprintln!("memsem serve lock-server: {key} {requester} queued with ticket {ticket}");
+        }
         let outcome = self
             .wait_turn(key, requester, ticket, &queue, deadline, shutdown)
             .await;
