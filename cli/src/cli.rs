@@ -81,6 +81,9 @@ pub enum Command {
     /// Check every server: reachable or not, and the round-trip time (exit 69 if any is down)
     #[command(after_help = PING_HELP)]
     Ping,
+    /// Serve an old lock server's wire protocol (keyedmutexd, Lock::Server), locks on the fleet
+    #[command(subcommand)]
+    Serve(crate::serve::Protocol),
 }
 
 const RUN_HELP: &str = "\

@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod exit;
 mod run;
+mod serve;
 
 use std::process::ExitCode;
 
