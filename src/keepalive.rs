@@ -331,6 +331,7 @@ fn refresh_loop(shared: &Shared, ttl: Duration, on_lost: Option<OnLost>) {
 /// # }
 /// ```
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 #[must_use = "the lock is released as soon as the keep-alive is dropped"]
 #[derive(Debug)]
 pub struct AsyncKeepAlive {

@@ -530,6 +530,7 @@ impl Permit<Blocking> {
 /// cooldown or refresh future mid-flight leaves the lock to its TTL (or to the clean-up, for
 /// a release whose reply was lost).
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 impl Permit<crate::Tokio> {
     /// Gives the lock back. As [`Permit::release`].
     ///
