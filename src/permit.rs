@@ -643,7 +643,7 @@ impl<F: Flavor> Drop for Permit<F> {
         self.armed = false;
         if F::BLOCKING {
             if let Err(error) = block_on(self.give_back()) {
-                tracing::warn!(lock = self.name(), %error, "releasing a dropped permit failed");
+                tracing::warn!(lock = self.name(), error = %crate::error::Chain(&error), "releasing a dropped permit failed");
             }
         } else {
             // Never block an async runtime in drop: the client's clean-up thread releases
