@@ -190,6 +190,7 @@ impl ClientBuilder {
     /// # }
     /// ```
     #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub async fn build_async(self) -> Result<Client<crate::Tokio>> {
         let (specs, ring) = self.check()?;
         let cleanup = self.blocking_backends(&specs)?;
@@ -567,6 +568,7 @@ impl Client {
 }
 
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 impl Client<crate::Tokio> {
     /// Checks every server with one no-op round trip, as [`Client::ping`].
     ///

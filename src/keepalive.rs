@@ -82,7 +82,7 @@ impl KeepAlive {
             std::thread::Builder::new()
                 .name("memsem-keepalive".into())
                 .spawn(move || refresh_loop(&worker, ttl, on_lost))
-                .map_err(|error| tracing::warn!(%error, "cannot start the keep-alive thread"))
+                .map_err(|error| tracing::warn!(error = %crate::error::Chain(&error), "cannot start the keep-alive thread"))
                 .ok()
         });
         KeepAlive { shared, thread }
@@ -254,7 +254,7 @@ fn judge<F: Flavor>(
             interval,
         ),
         Err(error) => {
-            tracing::warn!(lock = permit.name(), %error, "refreshing the lease failed; retrying");
+            tracing::warn!(lock = permit.name(), error = %crate::error::Chain(&error), "refreshing the lease failed; retrying");
             let retry = (interval / 4).max(Duration::from_millis(100));
             let next = match permit.expires_at() {
                 Some(at) => retry.min(at.saturating_duration_since(Instant::now())),
@@ -331,6 +331,7 @@ fn refresh_loop(shared: &Shared, ttl: Duration, on_lost: Option<OnLost>) {
 /// # }
 /// ```
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 #[must_use = "the lock is released as soon as the keep-alive is dropped"]
 #[derive(Debug)]
 pub struct AsyncKeepAlive {

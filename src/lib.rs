@@ -95,6 +95,8 @@
 //!   `default-features = false`.
 //! - `tokio`: the async flavour (pulls in tokio and the `memcache` crate's async client).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod client;
 mod error;
 mod flavor;
@@ -114,9 +116,11 @@ mod wait;
 pub use client::{Client, ClientBuilder, ServerStatus};
 pub use error::{Cause, Error, LostReason, Result};
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use flavor::Tokio;
 pub use flavor::{Blocking, Flavor};
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use keepalive::AsyncKeepAlive;
 pub use keepalive::KeepAlive;
 pub use keyed::LockOrWait;

@@ -5,19 +5,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-const EXIT_STATUSES: &str = "\
-Exit statuses:
-  0        success (run: the command's own status)
-  1        status: the lock is held; verify/release/refresh: the token does not hold it
-  64       bad arguments or configuration
-  69       a memcached server is unreachable (named on stderr)
-  75       the lock was not acquired, or was lost while the command ran
-  126/127  the command could not be executed / was not found
-  128+N    the command (or memsem while waiting) was killed by signal N";
-
 /// Distributed locks on memcached: flock(1) for a whole fleet.
 #[derive(Debug, Parser)]
-#[command(name = "memsem", version, about, after_help = EXIT_STATUSES)]
+#[command(name = "memsem", version, about, after_help = crate::exit::HELP)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
