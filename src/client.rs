@@ -7,9 +7,10 @@ use crate::error::{Error, Result};
 use crate::flavor::{Blocking, Flavor, block_on};
 use crate::janitor::Janitor;
 use crate::key::{self, LockKey};
-use crate::memcached::{Backend, Failure, Timeouts, Transport};
+use crate::memcached::{Failure, Pong, Timeouts, Transport};
 use crate::routing::{Ring, Routing, ServerSpec};
 use crate::semaphore::Semaphore;
+use crate::wire::{Backend, Credentials, Settings, TlsConfig};
 
 /// Configures a [`Client`].
 ///
@@ -23,6 +24,8 @@ use crate::semaphore::Semaphore;
 /// | connect timeout | 1 s |
 /// | I/O timeout | 1 s, for a whole request and its reply |
 /// | idle connections kept per server | 8 |
+/// | TLS | off ([`tls`](ClientBuilder::tls)) |
+/// | authentication | none ([`auth`](ClientBuilder::auth)) |
 ///
 /// # Examples
 ///
@@ -46,6 +49,8 @@ pub struct ClientBuilder {
     namespace: String,
     timeouts: Timeouts,
     max_idle: usize,
+    tls: Option<TlsConfig>,
+    auth: Option<Credentials>,
 }
 
 impl Default for ClientBuilder {
@@ -59,6 +64,8 @@ impl Default for ClientBuilder {
                 io: Duration::from_secs(1),
             },
             max_idle: 8,
+            tls: None,
+            auth: None,
         }
     }
 }
@@ -151,12 +158,45 @@ impl ClientBuilder {
         self
     }
 
+    /// Speaks TLS to every server (memcached `-Z`), with these settings.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let tls = memsem::TlsConfig::new().ca_file("/etc/memcached/ca.pem");
+    /// let builder = memsem::Client::builder().servers("cache1:11211").tls(tls);
+    /// # let _ = builder;
+    /// ```
+    pub fn tls(mut self, tls: TlsConfig) -> ClientBuilder {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Authenticates every connection with ASCII auth (memcached `-Y`: the `set auth`
+    /// exchange). The credentials are sent only to servers that ask for them, once per new
+    /// connection; put TLS under them on an untrusted network.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = memsem::Client::builder().servers("cache1:11211").auth("locker", "s3cret");
+    /// # let _ = builder;
+    /// ```
+    pub fn auth(mut self, user: &str, password: &str) -> ClientBuilder {
+        self.auth = Some(Credentials {
+            user: user.to_string(),
+            password: password.to_string(),
+        });
+        self
+    }
+
     /// Builds the client. Host names are resolved here; connections are made on first use.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] for no servers, a malformed or duplicate entry, a host that
-    /// does not resolve or a zero timeout; [`Error::InvalidName`] for a namespace that cannot
+    /// does not resolve, a zero timeout, unreadable TLS files, or a user name or password
+    /// that ASCII auth cannot carry (whitespace in the user, CR or LF anywhere); [`Error::InvalidName`] for a namespace that cannot
     /// be part of a memcached key.
     ///
     /// # Examples
@@ -167,7 +207,8 @@ impl ClientBuilder {
     /// ```
     pub fn build(self) -> Result<Client> {
         let (specs, ring) = self.check()?;
-        let backends = self.blocking_backends(&specs)?;
+        let settings = self.settings()?;
+        let backends = self.blocking_backends(&specs, &settings);
         Ok(self.assemble(ring, backends.clone(), backends))
     }
 
@@ -192,14 +233,12 @@ impl ClientBuilder {
     #[cfg(feature = "tokio")]
     pub async fn build_async(self) -> Result<Client<crate::Tokio>> {
         let (specs, ring) = self.check()?;
-        let cleanup = self.blocking_backends(&specs)?;
-        let mut backends = Vec::with_capacity(specs.len());
-        for spec in &specs {
-            let backend = crate::memcached::AsyncBackend::new(spec, self.timeouts, self.max_idle)
-                .await
-                .map_err(Error::InvalidConfig)?;
-            backends.push(Arc::new(backend));
-        }
+        let settings = self.settings()?;
+        let cleanup = self.blocking_backends(&specs, &settings);
+        let backends = specs
+            .iter()
+            .map(|spec| Arc::new(crate::wire::AsyncBackend::new(spec, settings.clone())))
+            .collect();
         Ok(self.assemble(ring, backends, cleanup))
     }
 
@@ -214,15 +253,51 @@ impl ClientBuilder {
         }
         key::check_namespace(&self.namespace)?;
         let ring = Ring::new(self.routing, &specs)?;
+        for spec in &specs {
+            use std::net::ToSocketAddrs;
+            if let Err(error) = (spec.host(), spec.port()).to_socket_addrs() {
+                return Err(Error::InvalidConfig(format!(
+                    "cannot use memcached server {}: {error}",
+                    spec.address()
+                )));
+            }
+        }
         Ok((specs, ring))
     }
 
-    fn blocking_backends(&self, specs: &[ServerSpec]) -> Result<Vec<Arc<Backend>>> {
+    /// The transport settings shared by every server: TLS files read, credentials checked.
+    fn settings(&self) -> Result<Settings> {
+        let tls = match &self.tls {
+            Some(tls) => Some(Arc::new(tls.connector().map_err(Error::InvalidConfig)?)),
+            None => None,
+        };
+        if let Some(auth) = &self.auth {
+            let bad = |text: &str| text.bytes().any(|b| b == b'\r' || b == b'\n');
+            if auth.user.is_empty() || auth.user.bytes().any(|b| b.is_ascii_whitespace()) {
+                return Err(Error::InvalidConfig(
+                    "the auth user name must be non-empty, without whitespace".into(),
+                ));
+            }
+            if bad(&auth.password) {
+                return Err(Error::InvalidConfig(
+                    "the auth password cannot contain CR or LF".into(),
+                ));
+            }
+        }
+        Ok(Settings {
+            timeouts: self.timeouts,
+            max_idle: self.max_idle,
+            tls,
+            auth: self.auth.clone().map(Arc::new),
+            protocol: Default::default(),
+        })
+    }
+
+    fn blocking_backends(&self, specs: &[ServerSpec], settings: &Settings) -> Vec<Arc<Backend>> {
         specs
             .iter()
-            .map(|spec| Backend::new(spec, self.timeouts, self.max_idle).map(Arc::new))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(Error::InvalidConfig)
+            .map(|spec| Arc::new(Backend::new(spec, settings.clone())))
+            .collect()
     }
 
     fn assemble<F: Flavor>(
@@ -293,6 +368,9 @@ struct Inner<F: Flavor> {
 pub struct ServerStatus {
     round_trip: Duration,
     version: String,
+    dialect: &'static str,
+    tls: bool,
+    auth: bool,
 }
 
 impl ServerStatus {
@@ -323,6 +401,50 @@ impl ServerStatus {
     pub fn version(&self) -> &str {
         &self.version
     }
+
+    /// The protocol dialect spoken with the server: `meta`, or `classic` for servers and
+    /// proxies without meta commands.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let (_, answer) = &client.ping()[0];
+    /// assert_eq!(answer.as_ref().unwrap().dialect(), "meta");
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn dialect(&self) -> &'static str {
+        self.dialect
+    }
+
+    /// Whether the connection is TLS.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let (_, answer) = &client.ping()[0];
+    /// assert!(!answer.as_ref().unwrap().tls());
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// Whether the connection authenticated (ASCII auth): the server asked, and accepted the
+    /// credentials.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let (_, answer) = &client.ping()[0];
+    /// assert!(!answer.as_ref().unwrap().auth());
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn auth(&self) -> bool {
+        self.auth
+    }
 }
 
 /// A lock's key, bound to the server that holds it. Shared by a semaphore and its permits.
@@ -348,6 +470,7 @@ impl<F: Flavor> Target<F> {
                 source,
             },
             Failure::Protocol(detail) => Error::Protocol { server, detail },
+            Failure::Refused(reason) => Error::Refused { server, reason },
         }
     }
 
@@ -431,13 +554,13 @@ impl<F: Flavor> Client<F> {
         let mut answers = Vec::with_capacity(self.inner.backends.len());
         for backend in &self.inner.backends {
             let server = backend.address().to_string();
-            let answer = backend
-                .ping()
-                .await
-                .map(|(round_trip, version)| ServerStatus {
-                    round_trip,
-                    version,
-                });
+            let answer = backend.ping().await.map(|pong: Pong| ServerStatus {
+                round_trip: pong.round_trip,
+                version: pong.version,
+                dialect: pong.dialect,
+                tls: pong.tls,
+                auth: pong.auth,
+            });
             let answer = answer.map_err(|failure| match failure {
                 Failure::Unavailable(source) | Failure::Ambiguous(source) => Error::Unavailable {
                     server: server.clone(),
@@ -446,6 +569,10 @@ impl<F: Flavor> Client<F> {
                 Failure::Protocol(detail) => Error::Protocol {
                     server: server.clone(),
                     detail,
+                },
+                Failure::Refused(reason) => Error::Refused {
+                    server: server.clone(),
+                    reason,
                 },
             });
             answers.push((server, answer));

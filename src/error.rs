@@ -113,6 +113,18 @@ pub enum Error {
         voters: usize,
     },
 
+    /// The server cannot be used as configured, and retrying will not change that: it does
+    /// not speak the meta protocol, wants authentication, expects (or does not expect) TLS,
+    /// or is not a memcached at all. [`wait_acquire`](crate::Semaphore::wait_acquire) stops
+    /// at once on it.
+    #[error("memcached server {server} refused: {reason}")]
+    Refused {
+        /// The server as configured (`host:port` or `/path.sock`).
+        server: String,
+        /// What the connection's probe found.
+        reason: Refusal,
+    },
+
     /// The server answered with something that is not a valid reply.
     #[error("unexpected reply from memcached server {server}: {detail}")]
     Protocol {
@@ -127,6 +139,57 @@ fn last_error_suffix(last: &Option<Box<Error>>) -> String {
     match last {
         Some(error) => format!("; last error: {error}"),
         None => String::new(),
+    }
+}
+
+/// Why a server cannot be used ([`Error::Refused`]): found by the probe every new connection
+/// runs before its first command.
+///
+/// # Examples
+///
+/// ```
+/// use memsem::Refusal;
+///
+/// assert!(Refusal::NoMetaProtocol.to_string().contains("meta"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The server answered `ERROR` to meta commands (memcached < 1.6, or a proxy), or is a
+    /// memcached from before 1.6.13, whose CAS-checked meta delete is unreliable.
+    NoMetaProtocol,
+    /// The server wants authentication (ASCII auth, `memcached -Y`) and none was given.
+    AuthRequired,
+    /// The server rejected the user name and password given.
+    AuthFailed,
+    /// The server only speaks SASL over the binary protocol (`memcached -S`), which memsem
+    /// does not support.
+    SaslOnly,
+    /// The connection closed, or sent non-text bytes, right after connect: probably a
+    /// TLS-only server (or TLS configured against a plain server).
+    TlsMismatch,
+    /// Not a memcached at all (e.g. an HTTP or SSH server).
+    NotMemcached,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Refusal::NoMetaProtocol => {
+                "server does not understand meta commands (memcached < 1.6.13, or a proxy): use --protocol classic"
+            }
+            Refusal::AuthRequired => {
+                "server requires authentication: give a user name and password (ASCII auth, memcached -Y)"
+            }
+            Refusal::AuthFailed => "server rejected the user name and password",
+            Refusal::SaslOnly => {
+                "server requires SASL (memcached -S, binary protocol), which memsem does not support: use ASCII auth (-Y) or TLS client certificates"
+            }
+            Refusal::TlsMismatch => {
+                "connection closed or garbled right after connect: TLS? (enable TLS for a TLS-only server, or disable it for a plain one)"
+            }
+            Refusal::NotMemcached => "not a memcached server (the greeting is not memcached's)",
+        })
     }
 }
 

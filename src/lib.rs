@@ -110,9 +110,10 @@ pub mod routing;
 mod semaphore;
 mod token;
 mod wait;
+mod wire;
 
 pub use client::{Client, ClientBuilder, ServerStatus};
-pub use error::{Cause, Error, LostReason, Result};
+pub use error::{Cause, Error, LostReason, Refusal, Result};
 #[cfg(feature = "tokio")]
 pub use flavor::Tokio;
 pub use flavor::{Blocking, Flavor};
@@ -125,6 +126,7 @@ pub use quorum::{QuorumLock, QuorumPermit};
 pub use routing::{Routing, ServerSpec};
 pub use semaphore::{DEFAULT_TTL, Holder, MAX_INFO_BYTES, MAX_PERMITS, Semaphore};
 pub use wait::{Delays, WaitPolicy};
+pub use wire::TlsConfig;
 
 /// The README's code blocks, compiled as doctests.
 #[cfg(all(doctest, feature = "tokio"))]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::client::Target;
 use crate::error::{Error, LostReason, Result};
 use crate::flavor::{Blocking, Flavor, block_on};
-use crate::memcached::{Checked, Failure, Transport};
+use crate::memcached::{Checked, Epoch, Failure, Transport};
 use crate::semaphore::whole_seconds;
 use crate::token::Token;
 
@@ -40,6 +40,9 @@ pub struct Permit<F: Flavor = Blocking> {
     token: Token,
     value: Vec<u8>,
     cas: u64,
+    /// The server incarnation `cas` was read from: a CAS-checked write is never sent to
+    /// another one.
+    epoch: Option<Epoch>,
     ttl_secs: u32,
     cooldown_secs: u32,
     acquired_at: Instant,
@@ -49,7 +52,7 @@ pub struct Permit<F: Flavor = Blocking> {
 
 /// What reading the key back says about this permit.
 enum Found {
-    Ours { cas: u64 },
+    Ours { cas: u64, epoch: Option<Epoch> },
     Lost(LostReason),
 }
 
@@ -74,12 +77,17 @@ impl<F: Flavor> Permit<F> {
             token,
             value,
             cas,
+            epoch: None,
             ttl_secs,
             cooldown_secs,
             acquired_at: started,
             expires_at,
             armed: true,
         }
+    }
+
+    pub(crate) fn set_epoch(&mut self, epoch: Option<Epoch>) {
+        self.epoch = epoch;
     }
 
     pub(crate) fn set_fence(&mut self, fence: Option<u64>) {
@@ -319,7 +327,10 @@ impl<F: Flavor> Permit<F> {
             .await
             .map_err(|failure| self.target.error(operation, failure))?;
         Ok(match item {
-            Some(item) if self.token.owns(&item.value) => Found::Ours { cas: item.cas },
+            Some(item) if self.token.owns(&item.value) => Found::Ours {
+                cas: item.cas,
+                epoch: item.epoch,
+            },
             Some(_) => Found::Lost(LostReason::HeldByOther),
             None => Found::Lost(LostReason::Missing),
         })
@@ -346,10 +357,10 @@ impl<F: Flavor> Permit<F> {
         for _ in 0..4 {
             let backend = &self.target.backend;
             let reply = match &write {
-                Write::Delete => backend.delete_if(&self.key, self.cas).await,
+                Write::Delete => backend.delete_if(&self.key, self.cas, self.epoch).await,
                 Write::Replace { value, ttl_secs } => {
                     backend
-                        .replace_if(&self.key, value, self.cas, *ttl_secs)
+                        .replace_if(&self.key, value, self.cas, *ttl_secs, self.epoch)
                         .await
                 }
             };
@@ -358,6 +369,7 @@ impl<F: Flavor> Permit<F> {
                 Ok(Checked::Missing) if deleting && sent_unanswered.is_some() => return Ok(None),
                 Ok(Checked::Missing) => return Err(self.lost(LostReason::Missing)),
                 Ok(Checked::Mismatch) => {}
+                Ok(Checked::Restarted) => return Err(self.lost(LostReason::Missing)),
                 Err(Failure::Ambiguous(source)) => sent_unanswered = Some(source),
                 Err(failure) => return Err(self.target.error(operation, failure)),
             }
@@ -375,12 +387,15 @@ impl<F: Flavor> Permit<F> {
                 Found::Lost(LostReason::Missing) if deleting && sent_unanswered.is_some() => {
                     return Ok(None);
                 }
-                Found::Ours { cas }
+                Found::Ours { cas, .. }
                     if !deleting && sent_unanswered.is_some() && cas != self.cas =>
                 {
                     return Ok(Some(cas));
                 }
-                Found::Ours { cas } => self.cas = cas,
+                Found::Ours { cas, epoch } => {
+                    self.cas = cas;
+                    self.epoch = epoch;
+                }
                 Found::Lost(reason) => return Err(self.lost(reason)),
             }
         }

@@ -573,14 +573,21 @@ impl<F: Flavor> Semaphore<F> {
         let value = self.value_for(&token);
         let slot = rand::random_range(1..=self.permits);
         let key = self.slot_key(slot);
-        let cas = self
+        let added = self
             .target
             .backend
-            .overwrite(&key, &value, self.ttl_secs)
+            .overwrite(&key, &value, self.ttl_secs, Duration::ZERO)
             .await
             .map_err(|failure| self.target.error("acquire", failure))?;
+        let Added::Stored { cas, epoch } = added else {
+            return Err(self.target.error(
+                "acquire",
+                Failure::Protocol(format!("overwrite answered {added:?}")),
+            ));
+        };
         unsure.settle(&key);
         let mut permit = self.permit((key, slot), token, value, cas, started);
+        permit.set_epoch(epoch);
         permit.set_fence(self.fence_now().await?);
         tracing::warn!(
             lock = self.name(),
@@ -606,6 +613,7 @@ impl<F: Flavor> Semaphore<F> {
                     item.cas,
                     started,
                 );
+                permit.set_epoch(item.epoch);
                 permit.set_remaining(item.ttl);
                 Ok(permit)
             }
@@ -656,7 +664,7 @@ impl<F: Flavor> Semaphore<F> {
             let outcome = self
                 .target
                 .backend
-                .delete_if(&self.slot_key(slot), item.cas)
+                .delete_if(&self.slot_key(slot), item.cas, item.epoch)
                 .await
                 .map_err(|failure| self.target.error("reap", failure))?;
             if matches!(outcome, Checked::Applied { .. }) {
@@ -779,10 +787,11 @@ impl<F: Flavor> Semaphore<F> {
             other => other,
         };
         match added {
-            Ok((Added::Stored { cas }, fence)) => {
+            Ok((Added::Stored { cas, epoch }, fence)) => {
                 unsure.settle(&key);
                 let mut permit =
                     self.permit((key, slot), unsure.token.clone(), value, cas, started);
+                permit.set_epoch(epoch);
                 // Without its number the permit is useless: dropping it releases the lock.
                 permit.set_fence(fence?);
                 Ok(Some(permit))
@@ -798,7 +807,7 @@ impl<F: Flavor> Semaphore<F> {
                     Err(failure) => Err(self.target.error("acquire", failure)),
                 }
             }
-            Ok((Added::Exists, _)) => {
+            Ok((Added::Exists | Added::Delayed { .. }, _)) => {
                 unsure.settle(&key);
                 Ok(None)
             }
@@ -828,6 +837,7 @@ impl<F: Flavor> Semaphore<F> {
         started: Instant,
     ) -> Result<Permit<F>> {
         unsure.settle(&key);
+        let epoch = item.epoch;
         let mut permit = self.permit(
             (key, slot),
             unsure.token.clone(),
@@ -835,6 +845,7 @@ impl<F: Flavor> Semaphore<F> {
             item.cas,
             started,
         );
+        permit.set_epoch(epoch);
         permit.set_fence(self.fence_now().await?);
         Ok(permit)
     }
@@ -845,14 +856,26 @@ impl<F: Flavor> Semaphore<F> {
         match &self.fence_key {
             Some(fence_key) => {
                 let (added, fence) = backend
-                    .add_fenced(key, value, self.ttl_secs, fence_key, fence_floor())
+                    .add_fenced(
+                        key,
+                        value,
+                        self.ttl_secs,
+                        fence_key,
+                        fence_floor(),
+                        Duration::ZERO,
+                    )
                     .await?;
                 Ok((
                     added,
                     fence.map(Some).map_err(|f| self.target.error("fence", f)),
                 ))
             }
-            None => Ok((backend.add(key, value, self.ttl_secs).await?, Ok(None))),
+            None => Ok((
+                backend
+                    .add(key, value, self.ttl_secs, Duration::ZERO)
+                    .await?,
+                Ok(None),
+            )),
         }
     }
 

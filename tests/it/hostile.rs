@@ -248,6 +248,8 @@ fn add_answered_with_garbage_is_an_error_and_leaves_no_orphaned_lock() {
         .unwrap();
     let name = unique("garbage-add");
     let sem = client.semaphore(&name).unwrap();
+    // A pooled connection whose probe passed: the add itself is answered with garbage.
+    assert!(client.ping()[0].1.is_ok());
     proxy.set(Mode::Garbage);
     let error = sem.try_acquire().unwrap_err();
     assert!(
