@@ -49,6 +49,7 @@ impl Chore {
                     &item.value,
                     item.cas,
                     self.cooldown_secs,
+                    item.epoch,
                 );
                 // Cooled down: the key stays ours until it expires; nothing more to do.
                 if matches!(cooled, Ok(Checked::Applied { .. })) {
@@ -58,7 +59,7 @@ impl Chore {
             }
             Ok(Some(item)) if self.token.owns(&item.value) => {
                 matches!(
-                    self.backend.delete_if_now(&self.key, item.cas),
+                    self.backend.delete_if_now(&self.key, item.cas, item.epoch),
                     Ok(Checked::Applied { .. })
                 )
             }

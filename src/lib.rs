@@ -99,6 +99,7 @@ mod client;
 mod error;
 mod flavor;
 mod holder;
+mod incarnation;
 mod janitor;
 mod keepalive;
 mod key;
@@ -111,8 +112,8 @@ mod semaphore;
 mod token;
 mod wait;
 
-pub use client::{Client, ClientBuilder, ServerStatus};
-pub use error::{Cause, Error, LostReason, Result};
+pub use client::{Client, ClientBuilder, DEFAULT_MAX_LEASE, ServerStatus};
+pub use error::{Cause, Error, LostReason, Refusal, Result};
 #[cfg(feature = "tokio")]
 pub use flavor::Tokio;
 pub use flavor::{Blocking, Flavor};

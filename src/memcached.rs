@@ -16,6 +16,8 @@ use memcache::exp::{
 };
 
 use crate::error::Cause;
+pub use crate::error::Refusal;
+use crate::incarnation::{Seen, Watch};
 use crate::routing::ServerSpec;
 
 /// Why an exchange with a server failed, before it is given the lock's context.
@@ -28,6 +30,27 @@ pub enum Failure {
     Ambiguous(Cause),
     /// The server replied with something that is not a valid answer.
     Protocol(String),
+    /// The server cannot be used this way at all (no meta protocol, authentication, TLS, not
+    /// a memcached): trying again will not help.
+    Refused(Refusal),
+}
+
+/// The incarnation of a memcached server, read once per new connection from `stats`: its
+/// start time by its own clock (`time - uptime`) and its `pid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Epoch {
+    /// `time - uptime`, in Unix seconds by the server's clock.
+    pub started: u64,
+    /// The server's process id.
+    pub pid: u32,
+}
+
+impl Epoch {
+    /// Same incarnation: same pid and start times at most 1 s apart (uptime and time are
+    /// whole seconds read at slightly different instants).
+    pub fn is_same(&self, other: &Epoch) -> bool {
+        self.pid == other.pid && self.started.abs_diff(other.started) <= 1
+    }
 }
 
 pub type Outcome<T> = std::result::Result<T, Failure>;
@@ -35,10 +58,14 @@ pub type Outcome<T> = std::result::Result<T, Failure>;
 /// What an add-if-absent found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Added {
-    /// Stored: the key is ours, with this CAS.
-    Stored { cas: u64 },
+    /// Stored: the key is ours, with this CAS, granted by this incarnation of the server
+    /// (`None` when the server cannot tell, e.g. through a proxy that does not pass `stats`).
+    Stored { cas: u64, epoch: Option<Epoch> },
     /// The key already exists.
     Exists,
+    /// Nothing was sent: the server started less than the lock-delay ago (by its own
+    /// uptime); it grants no lock for this much longer.
+    Delayed { remaining: Duration },
 }
 
 /// What a CAS-checked write found.
@@ -50,6 +77,9 @@ pub enum Checked {
     Mismatch,
     /// The item does not exist.
     Missing,
+    /// Nothing was sent: the server is another incarnation than the one the CAS was read
+    /// from (it restarted, and CAS values start again at 1).
+    Restarted,
 }
 
 /// An item read back from the server.
@@ -59,6 +89,8 @@ pub struct Item {
     pub(crate) cas: u64,
     /// Seconds left, `None` for an item that never expires.
     pub(crate) ttl: Option<u64>,
+    /// The incarnation of the server it was read from (`None` when it cannot tell).
+    pub(crate) epoch: Option<Epoch>,
 }
 
 /// Connection settings for one server.
@@ -79,16 +111,20 @@ pub trait Transport: Send + Sync + std::fmt::Debug + 'static {
     /// The server as configured, `host:port`.
     fn address(&self) -> &str;
     /// `ms <key> T<ttl> ME c`: stores `value` only if the key is absent. `ttl` 0 = never.
+    /// Sends nothing and answers [`Added::Delayed`] when the server started less than
+    /// `lock_delay` ago (by its uptime; [`Duration::ZERO`] = no delay).
     fn add(
         &self,
         key: &[u8],
         value: &[u8],
         ttl: u32,
+        lock_delay: Duration,
     ) -> impl Future<Output = Outcome<Added>> + Send;
     /// The add, and in the same round trip right after it an increment of the counter
     /// `fence_key` (created at `initial` when missing). Because the increment follows the add
     /// on one connection, a holder's number is drawn before it can release, so the next
     /// holder's number is larger. The add's outcome stands even when the counter failed.
+    /// With [`Added::Delayed`] nothing was sent and the counter's outcome means nothing.
     fn add_fenced(
         &self,
         key: &[u8],
@@ -96,6 +132,7 @@ pub trait Transport: Send + Sync + std::fmt::Debug + 'static {
         ttl: u32,
         fence_key: &[u8],
         initial: u64,
+        lock_delay: Duration,
     ) -> impl Future<Output = Outcome<(Added, Outcome<u64>)>> + Send;
     /// Increments the counter `fence_key` (created at `initial` when missing).
     fn next_fence(
@@ -103,13 +140,16 @@ pub trait Transport: Send + Sync + std::fmt::Debug + 'static {
         fence_key: &[u8],
         initial: u64,
     ) -> impl Future<Output = Outcome<u64>> + Send;
-    /// `ms <key> T<ttl> c`: stores `value` whatever is there (the unsafe "steal").
+    /// `ms <key> T<ttl> c`: stores `value` whatever is there (the unsafe "steal"). Answers
+    /// [`Added::Stored`], or [`Added::Delayed`] (nothing sent) as [`add`](Self::add) does;
+    /// never [`Added::Exists`].
     fn overwrite(
         &self,
         key: &[u8],
         value: &[u8],
         ttl: u32,
-    ) -> impl Future<Output = Outcome<u64>> + Send;
+        lock_delay: Duration,
+    ) -> impl Future<Output = Outcome<Added>> + Send;
     /// `mg <key> v c t`: the item, or `None` when the key is absent.
     fn read(&self, key: &[u8]) -> impl Future<Output = Outcome<Option<Item>>> + Send;
     /// Reads several keys in one round trip (one pipelined batch): one answer per key.
@@ -117,15 +157,23 @@ pub trait Transport: Send + Sync + std::fmt::Debug + 'static {
         &self,
         keys: &[Vec<u8>],
     ) -> impl Future<Output = Outcome<Vec<Option<Item>>>> + Send;
-    /// `md <key> C<cas>`: deletes only the item with this CAS.
-    fn delete_if(&self, key: &[u8], cas: u64) -> impl Future<Output = Outcome<Checked>> + Send;
+    /// `md <key> C<cas>`: deletes only the item with this CAS. With `epoch` Some, sends
+    /// nothing and answers [`Checked::Restarted`] when the server is another incarnation.
+    fn delete_if(
+        &self,
+        key: &[u8],
+        cas: u64,
+        epoch: Option<Epoch>,
+    ) -> impl Future<Output = Outcome<Checked>> + Send;
     /// `ms <key> T<ttl> C<cas> c`: rewrites the item with this CAS, giving it a new TTL.
+    /// The epoch as for [`delete_if`](Self::delete_if).
     fn replace_if(
         &self,
         key: &[u8],
         value: &[u8],
         cas: u64,
         ttl: u32,
+        epoch: Option<Epoch>,
     ) -> impl Future<Output = Outcome<Checked>> + Send;
     /// `mn`: one no-op round trip on the pool, timed; then `version` on a fresh connection.
     fn ping(&self) -> impl Future<Output = Outcome<(Duration, String)>> + Send;
@@ -229,6 +277,11 @@ async fn retrying_async<T, F: Future<Output = Outcome<T>>>(
     }
 }
 
+/// The counter outcome of an add that was not sent.
+fn not_sent() -> Failure {
+    Failure::Protocol("not sent (lock-delay)".into())
+}
+
 /// The longest `version` reply read before giving up on it.
 const VERSION_REPLY_MAX: usize = 256;
 
@@ -267,6 +320,7 @@ fn added(reply: memcache::exp::Result<MutationResult>) -> Outcome<Added> {
     match reply.status {
         MutationStatus::Applied => Ok(Added::Stored {
             cas: cas_of(&reply)?,
+            epoch: None,
         }),
         MutationStatus::AlreadyExists | MutationStatus::CasMismatch => Ok(Added::Exists),
         other => Err(Failure::Protocol(format!("add answered {other:?}"))),
@@ -295,6 +349,7 @@ fn added_and_counted(
     let outcome = match add.as_mutation() {
         Some(reply) if reply.status == MutationStatus::Applied => Added::Stored {
             cas: cas_of(reply)?,
+            epoch: None,
         },
         Some(reply) if reply.status == MutationStatus::AlreadyExists => Added::Exists,
         _ => return Err(Failure::Protocol(format!("add answered {add:?}"))),
@@ -308,10 +363,13 @@ fn added_and_counted(
     Ok((outcome, fence))
 }
 
-fn overwritten(reply: memcache::exp::Result<MutationResult>) -> Outcome<u64> {
+fn overwritten(reply: memcache::exp::Result<MutationResult>) -> Outcome<Added> {
     let reply = reply.map_err(classify)?;
     match reply.status {
-        MutationStatus::Applied => cas_of(&reply),
+        MutationStatus::Applied => Ok(Added::Stored {
+            cas: cas_of(&reply)?,
+            epoch: None,
+        }),
         other => Err(Failure::Protocol(format!("set answered {other:?}"))),
     }
 }
@@ -332,6 +390,7 @@ fn item_of(reply: GetResult) -> Outcome<Option<Item>> {
         value: reply.value.unwrap_or_default(),
         cas,
         ttl,
+        epoch: None,
     }))
 }
 
@@ -362,6 +421,47 @@ fn checked(reply: memcache::exp::Result<MutationResult>, wants_cas: bool) -> Out
     }
 }
 
+// The interim restart-epoch checks around each operation (see crate::incarnation).
+
+/// Whether a write carrying a CAS read in `epoch` must not be sent: the server is another
+/// incarnation now.
+fn restarted(watch: &Watch, epoch: Option<Epoch>) -> Outcome<bool> {
+    let Some(epoch) = epoch else {
+        return Ok(false);
+    };
+    Ok(watch
+        .current()?
+        .epoch
+        .is_some_and(|now| !now.is_same(&epoch)))
+}
+
+/// Stamps a store with the incarnation seen `before` it was sent; a store during which the
+/// server restarted may have landed on either incarnation, so its outcome is unknown.
+fn stamped(watch: &Watch, before: Seen, added: Added) -> Outcome<Added> {
+    let Added::Stored { cas, .. } = added else {
+        return Ok(added);
+    };
+    let now = watch.current().ok().and_then(|seen| seen.epoch);
+    if let (Some(then), Some(now)) = (before.epoch, now)
+        && !now.is_same(&then)
+    {
+        let error = std::io::Error::other("the server restarted during the request");
+        return Err(Failure::Ambiguous(Box::new(error)));
+    }
+    Ok(Added::Stored {
+        cas,
+        epoch: before.epoch,
+    })
+}
+
+/// An item read, with the incarnation seen before the read.
+fn item_in(before: Seen, item: Option<Item>) -> Option<Item> {
+    item.map(|item| Item {
+        epoch: before.epoch,
+        ..item
+    })
+}
+
 /// One memcached server with its own pool of blocking connections.
 pub struct Backend {
     address: String,
@@ -369,6 +469,7 @@ pub struct Backend {
     host: String,
     port: u16,
     timeouts: Timeouts,
+    watch: Watch,
 }
 
 impl std::fmt::Debug for Backend {
@@ -396,6 +497,7 @@ impl Backend {
             host: spec.host().to_string(),
             port: spec.port(),
             timeouts,
+            watch: Watch::new(spec.host(), spec.port(), timeouts),
         })
     }
 
@@ -440,11 +542,21 @@ impl Backend {
 
     /// Blocking read, for the clean-up thread.
     pub(crate) fn read_now(&self, key: &[u8]) -> Outcome<Option<Item>> {
-        retrying(|| read_one(self.client.run(read_op(key))))
+        let before = self.watch.current()?;
+        let item = retrying(|| read_one(self.client.run(read_op(key))))?;
+        Ok(item_in(before, item))
     }
 
     /// Blocking compare-and-delete, for the clean-up thread.
-    pub(crate) fn delete_if_now(&self, key: &[u8], cas: u64) -> Outcome<Checked> {
+    pub(crate) fn delete_if_now(
+        &self,
+        key: &[u8],
+        cas: u64,
+        epoch: Option<Epoch>,
+    ) -> Outcome<Checked> {
+        if restarted(&self.watch, epoch)? {
+            return Ok(Checked::Restarted);
+        }
         retrying(|| checked(self.client.run(delete_op(key, cas)), false))
     }
 
@@ -455,7 +567,11 @@ impl Backend {
         value: &[u8],
         cas: u64,
         ttl: u32,
+        epoch: Option<Epoch>,
     ) -> Outcome<Checked> {
+        if restarted(&self.watch, epoch)? {
+            return Ok(Checked::Restarted);
+        }
         retrying(|| checked(self.client.run(replace_op(key, value, cas, ttl)), true))
     }
 }
@@ -465,8 +581,19 @@ impl Transport for Backend {
         &self.address
     }
 
-    async fn add(&self, key: &[u8], value: &[u8], ttl: u32) -> Outcome<Added> {
-        retrying(|| added(self.client.run(add_op(key, value, ttl))))
+    async fn add(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: u32,
+        lock_delay: Duration,
+    ) -> Outcome<Added> {
+        let before = self.watch.current()?;
+        if let Some(remaining) = before.delay_left(lock_delay) {
+            return Ok(Added::Delayed { remaining });
+        }
+        let added = retrying(|| added(self.client.run(add_op(key, value, ttl))))?;
+        stamped(&self.watch, before, added)
     }
 
     async fn add_fenced(
@@ -476,17 +603,34 @@ impl Transport for Backend {
         ttl: u32,
         fence_key: &[u8],
         initial: u64,
+        lock_delay: Duration,
     ) -> Outcome<(Added, Outcome<u64>)> {
+        let before = self.watch.current()?;
+        if let Some(remaining) = before.delay_left(lock_delay) {
+            return Ok((Added::Delayed { remaining }, Err(not_sent())));
+        }
         let batch = fenced_add_ops(key, value, ttl, fence_key, initial);
-        retrying(|| added_and_counted(self.client.run_batch(batch.clone())))
+        let (added, fence) = retrying(|| added_and_counted(self.client.run_batch(batch.clone())))?;
+        Ok((stamped(&self.watch, before, added)?, fence))
     }
 
     async fn next_fence(&self, fence_key: &[u8], initial: u64) -> Outcome<u64> {
         retrying(|| counted(self.client.run(fence_op(fence_key, initial))))
     }
 
-    async fn overwrite(&self, key: &[u8], value: &[u8], ttl: u32) -> Outcome<u64> {
-        retrying(|| overwritten(self.client.run(overwrite_op(key, value, ttl))))
+    async fn overwrite(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: u32,
+        lock_delay: Duration,
+    ) -> Outcome<Added> {
+        let before = self.watch.current()?;
+        if let Some(remaining) = before.delay_left(lock_delay) {
+            return Ok(Added::Delayed { remaining });
+        }
+        let added = retrying(|| overwritten(self.client.run(overwrite_op(key, value, ttl))))?;
+        stamped(&self.watch, before, added)
     }
 
     async fn read(&self, key: &[u8]) -> Outcome<Option<Item>> {
@@ -494,15 +638,28 @@ impl Transport for Backend {
     }
 
     async fn read_many(&self, keys: &[Vec<u8>]) -> Outcome<Vec<Option<Item>>> {
-        retrying(|| read_all(self.client.run_many(keys.iter().map(|key| read_op(key)))))
+        let before = self.watch.current()?;
+        let items =
+            retrying(|| read_all(self.client.run_many(keys.iter().map(|key| read_op(key)))))?;
+        Ok(items
+            .into_iter()
+            .map(|item| item_in(before, item))
+            .collect())
     }
 
-    async fn delete_if(&self, key: &[u8], cas: u64) -> Outcome<Checked> {
-        self.delete_if_now(key, cas)
+    async fn delete_if(&self, key: &[u8], cas: u64, epoch: Option<Epoch>) -> Outcome<Checked> {
+        self.delete_if_now(key, cas, epoch)
     }
 
-    async fn replace_if(&self, key: &[u8], value: &[u8], cas: u64, ttl: u32) -> Outcome<Checked> {
-        self.replace_if_now(key, value, cas, ttl)
+    async fn replace_if(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        cas: u64,
+        ttl: u32,
+        epoch: Option<Epoch>,
+    ) -> Outcome<Checked> {
+        self.replace_if_now(key, value, cas, ttl, epoch)
     }
 
     async fn ping(&self) -> Outcome<(Duration, String)> {
@@ -521,6 +678,7 @@ pub struct AsyncBackend {
     host: String,
     port: u16,
     timeouts: Timeouts,
+    watch: Watch,
 }
 
 #[cfg(feature = "tokio")]
@@ -551,6 +709,7 @@ impl AsyncBackend {
             host: spec.host().to_string(),
             port: spec.port(),
             timeouts,
+            watch: Watch::new(spec.host(), spec.port(), timeouts),
         })
     }
 }
@@ -594,8 +753,21 @@ impl Transport for AsyncBackend {
         &self.address
     }
 
-    async fn add(&self, key: &[u8], value: &[u8], ttl: u32) -> Outcome<Added> {
-        retrying_async(|| async { added(self.client.run(add_op(key, value, ttl)).await) }).await
+    async fn add(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: u32,
+        lock_delay: Duration,
+    ) -> Outcome<Added> {
+        let before = self.watch.current()?;
+        if let Some(remaining) = before.delay_left(lock_delay) {
+            return Ok(Added::Delayed { remaining });
+        }
+        let added =
+            retrying_async(|| async { added(self.client.run(add_op(key, value, ttl)).await) })
+                .await?;
+        stamped(&self.watch, before, added)
     }
 
     async fn add_fenced(
@@ -605,10 +777,18 @@ impl Transport for AsyncBackend {
         ttl: u32,
         fence_key: &[u8],
         initial: u64,
+        lock_delay: Duration,
     ) -> Outcome<(Added, Outcome<u64>)> {
+        let before = self.watch.current()?;
+        if let Some(remaining) = before.delay_left(lock_delay) {
+            return Ok((Added::Delayed { remaining }, Err(not_sent())));
+        }
         let batch = fenced_add_ops(key, value, ttl, fence_key, initial);
-        retrying_async(|| async { added_and_counted(self.client.run_batch(batch.clone()).await) })
-            .await
+        let (added, fence) = retrying_async(|| async {
+            added_and_counted(self.client.run_batch(batch.clone()).await)
+        })
+        .await?;
+        Ok((stamped(&self.watch, before, added)?, fence))
     }
 
     async fn next_fence(&self, fence_key: &[u8], initial: u64) -> Outcome<u64> {
@@ -616,31 +796,63 @@ impl Transport for AsyncBackend {
             .await
     }
 
-    async fn overwrite(&self, key: &[u8], value: &[u8], ttl: u32) -> Outcome<u64> {
-        retrying_async(|| async {
+    async fn overwrite(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: u32,
+        lock_delay: Duration,
+    ) -> Outcome<Added> {
+        let before = self.watch.current()?;
+        if let Some(remaining) = before.delay_left(lock_delay) {
+            return Ok(Added::Delayed { remaining });
+        }
+        let added = retrying_async(|| async {
             overwritten(self.client.run(overwrite_op(key, value, ttl)).await)
         })
-        .await
+        .await?;
+        stamped(&self.watch, before, added)
     }
 
     async fn read(&self, key: &[u8]) -> Outcome<Option<Item>> {
-        retrying_async(|| async { read_one(self.client.run(read_op(key)).await) }).await
+        let before = self.watch.current()?;
+        let item =
+            retrying_async(|| async { read_one(self.client.run(read_op(key)).await) }).await?;
+        Ok(item_in(before, item))
     }
 
     async fn read_many(&self, keys: &[Vec<u8>]) -> Outcome<Vec<Option<Item>>> {
-        retrying_async(|| async {
+        let before = self.watch.current()?;
+        let items = retrying_async(|| async {
             let operations: Vec<Get> = keys.iter().map(|key| read_op(key)).collect();
             read_all(self.client.run_many(operations).await)
         })
-        .await
+        .await?;
+        Ok(items
+            .into_iter()
+            .map(|item| item_in(before, item))
+            .collect())
     }
 
-    async fn delete_if(&self, key: &[u8], cas: u64) -> Outcome<Checked> {
+    async fn delete_if(&self, key: &[u8], cas: u64, epoch: Option<Epoch>) -> Outcome<Checked> {
+        if restarted(&self.watch, epoch)? {
+            return Ok(Checked::Restarted);
+        }
         retrying_async(|| async { checked(self.client.run(delete_op(key, cas)).await, false) })
             .await
     }
 
-    async fn replace_if(&self, key: &[u8], value: &[u8], cas: u64, ttl: u32) -> Outcome<Checked> {
+    async fn replace_if(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        cas: u64,
+        ttl: u32,
+        epoch: Option<Epoch>,
+    ) -> Outcome<Checked> {
+        if restarted(&self.watch, epoch)? {
+            return Ok(Checked::Restarted);
+        }
         retrying_async(|| async {
             checked(
                 self.client.run(replace_op(key, value, cas, ttl)).await,

@@ -16,6 +16,9 @@ fn memsem(server: &Memcached) -> Command {
     let mut command = Command::new(&*MEMSEM);
     command
         .env("MEMSEM_SERVERS", server.address())
+        // Every test starts a fresh memcached: no lock-delay (tests/it/safety.rs covers it).
+        .env("MEMSEM_LOCK_DELAY", "0")
+        .env_remove("MEMSEM_MAX_LEASE")
         .env_remove("MEMSEM_NAMESPACE")
         .env_remove("MEMSEM_ROUTING")
         .env_remove("MEMSEM_TOKEN");
