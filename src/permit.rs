@@ -510,7 +510,7 @@ impl Permit<Blocking> {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn keep_alive(self) -> crate::KeepAlive {
-        crate::KeepAlive::start(self, None)
+        crate::KeepAlive::start(self, None, Duration::ZERO)
     }
 
     /// As [`keep_alive`](Self::keep_alive), and calls `on_lost` (once, from the keep-alive
@@ -532,7 +532,33 @@ impl Permit<Blocking> {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn keep_alive_with(self, on_lost: impl FnOnce(&str) + Send + 'static) -> crate::KeepAlive {
-        crate::KeepAlive::start(self, Some(Box::new(on_lost)))
+        crate::KeepAlive::start(self, Some(Box::new(on_lost)), Duration::ZERO)
+    }
+
+    /// As [`keep_alive_with`](Self::keep_alive_with), for work that needs up to `stop_time`
+    /// to stop once told: the loss is reported that much earlier, so that the work can be
+    /// stopped before the lease can end on the server (`memsem run` passes its
+    /// `--kill-after`). The lease must be longer than `stop_time` plus
+    /// [`lease_margin`](crate::lease_margin), or the loss is reported at once.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let held = client
+    ///     .semaphore("job")?
+    ///     .wait_acquire()?
+    ///     .keep_alive_stopping_within(Duration::from_secs(5), |why| eprintln!("stop now: {why}"));
+    /// held.release()?;
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn keep_alive_stopping_within(
+        self,
+        stop_time: Duration,
+        on_lost: impl FnOnce(&str) + Send + 'static,
+    ) -> crate::KeepAlive {
+        crate::KeepAlive::start(self, Some(Box::new(on_lost)), stop_time)
     }
 }
 

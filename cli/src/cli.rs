@@ -106,9 +106,10 @@ Examples:
   */5 * * * * memsem run -q --no-wait --conflict-exit-code 0 sync -- /opt/sync.sh
 
 The lease (--ttl) is refreshed every TTL/3 while the command runs, so the command may run
-far longer than the TTL; if memsem dies, the lock ends with its TTL. If the lease is lost
-(the key expired, was evicted or deleted), memsem says so and by default stops the command
-(SIGTERM, SIGKILL after --kill-after) and exits 75. SIGINT, SIGTERM and SIGHUP are passed
+far longer than the TTL. If the lease is lost (the key expired, was evicted or deleted, the
+server restarted) — or no refresh was confirmed by the lease's end minus --kill-after and a
+margin (memcached unreachable) — memsem says so and by default stops the command (SIGTERM,
+SIGKILL after --kill-after) before the lease can end, and exits 75. SIGINT, SIGTERM and SIGHUP are passed
 on to the command; the lock is given back when it ends. Signals go to the command's own
 process only: in `sh -c '...'`, `exec` the last command so that it receives them.";
 
@@ -212,8 +213,9 @@ pub struct RunArgs {
     #[arg(long, value_enum, value_name = "ACTION", default_value = "kill")]
     pub on_lost: OnLost,
 
-    /// After SIGTERM, how long to wait before SIGKILL when the lease was lost
-    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "10s")]
+    /// After SIGTERM, how long to wait before SIGKILL when the lease was lost; the loss is
+    /// acted on this long (plus a margin) before the lease can end, so --ttl must exceed it
+    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "3s")]
     pub kill_after: Duration,
 
     /// The command and its arguments (after `--`)

@@ -2,12 +2,15 @@
 //! (the lease deadline) and wrapper crashes; non-retryable refusals. Real memcached
 //! processes, killed and restarted on the same port.
 
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use memsem::{Client, Error, LostReason, WaitPolicy};
 
 use crate::harness::{Raw, builder, unique};
 use crate::procs::Memcached;
+use crate::proxy::{Mode, Proxy};
 
 /// A memcached process on a port of its own, which can be crashed and started again there.
 struct Restartable {
@@ -211,4 +214,101 @@ fn leases_above_max_lease_are_refused_unless_it_is_raised() {
         .unwrap();
     assert_eq!(sem.ttl(), Some(Duration::from_secs(600)));
     permit.release().unwrap();
+}
+
+/// A holder whose path to memcached turns into a blackhole (accepted, never answered) is told
+/// it lost the lock while the lease still runs on the server — not when a refresh finally
+/// errors, and never after the next holder could enter.
+#[test]
+fn a_keep_alive_cut_off_by_a_blackhole_reports_the_loss_before_the_lease_ends() {
+    let server = Memcached::start("127.0.0.1", None);
+    let proxy = Proxy::start(&server.address());
+    let client = builder()
+        .servers(proxy.address())
+        .io_timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let name = unique("blackhole");
+    let sem = client
+        .semaphore(&name)
+        .unwrap()
+        .with_ttl(Duration::from_secs(3))
+        .unwrap();
+    let (lost_tx, lost_rx) = mpsc::channel();
+    let direct = server.address();
+    let key = format!("__lock__{name}");
+    let held = sem
+        .try_acquire()
+        .unwrap()
+        .expect("free")
+        .keep_alive_with(move |why| {
+            // At the moment of the report, the server must still hold our lease.
+            let still_held = Raw::connect(&direct).get(key.as_bytes()).is_some();
+            let _ = lost_tx.send((why.to_string(), still_held));
+        });
+    proxy.set(Mode::Blackhole);
+    let (why, still_held) = lost_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the loss is reported");
+    assert!(why.contains("no refresh was confirmed"), "{why}");
+    assert!(
+        still_held,
+        "reported only after the lease had ended on the server"
+    );
+    assert!(held.is_lost());
+    drop(held);
+    proxy.set(Mode::Pass);
+}
+
+/// `memsem run` cut off by a blackhole stops its command (SIGTERM) while the lease still
+/// runs on the server, exits 75 and says why.
+#[test]
+fn memsem_run_cut_off_by_a_blackhole_stops_its_command_before_the_lease_ends() {
+    let server = Memcached::start("127.0.0.1", None);
+    let proxy = Proxy::start(&server.address());
+    let name = unique("cli-blackhole");
+    let dir = std::env::temp_dir().join(unique("memsem-blackhole"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let memsem = crate::harness::workspace_binary("memsem");
+    // On SIGTERM the command asks the server itself (not through the proxy) whether the
+    // lock is still held: `status` exits 1 when it is.
+    let script = format!(
+        "trap '{memsem} --servers {direct} status -q {name}; echo $? > {d}/held; exit 0' TERM; \
+         touch {d}/started; while :; do sleep 0.05; done",
+        memsem = memsem.display(),
+        direct = server.address(),
+        d = dir.display()
+    );
+    let run = Command::new(&memsem)
+        .args(["--servers", proxy.address(), "--lock-delay", "0"])
+        .args(["--io-timeout", "500ms", "--connect-timeout", "500ms"])
+        .args(["run", "--ttl", "4s", "--kill-after", "500ms", &name])
+        .args(["--", "sh", "-c", &script])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(|| dir.join("started").exists());
+    proxy.set(Mode::Blackhole);
+    let output = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(75), "{stderr}");
+    assert!(stderr.contains("no refresh was confirmed"), "{stderr}");
+    let held = std::fs::read_to_string(dir.join("held")).expect("the command got SIGTERM");
+    assert_eq!(
+        held.trim(),
+        "1",
+        "the lease had ended before the command was stopped"
+    );
+    proxy.set(Mode::Pass);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Polls `condition` every 20 ms for up to 30 s.
+fn wait_for(condition: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "condition never met");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
