@@ -23,7 +23,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // recomputation.
     let cache = servers.split(',').next().unwrap_or_default().to_string();
     let key = format!("report:{}", std::process::id());
-    let guard = Client::connect(&servers)?
+    // A stampede guard needs no lock-delay: two fetches after a memcached restart cost a
+    // duplicate fetch, while the delay would stop every fetch for minutes.
+    let guard = Client::builder()
+        .servers(&servers)
+        .lock_delay(Duration::ZERO)
+        .build()?
         .semaphore(&key)?
         .with_ttl(Duration::from_secs(10))?
         .with_wait_policy(

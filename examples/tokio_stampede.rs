@@ -24,7 +24,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // recomputation.
     let cache = servers.split(',').next().unwrap_or_default().to_string();
     let key = format!("report:async:{}", std::process::id());
+    // A stampede guard needs no lock-delay: two fetches after a memcached restart cost a
+    // duplicate fetch, while the delay would stop every fetch for minutes.
     let guard = Client::builder()
+        .lock_delay(Duration::ZERO)
         .servers(&servers)
         .build_async()
         .await?

@@ -26,6 +26,8 @@ use crate::wire::{Backend, Credentials, Settings, TlsConfig};
 /// | idle connections kept per server | 8 |
 /// | TLS | off ([`tls`](ClientBuilder::tls)) |
 /// | authentication | none ([`auth`](ClientBuilder::auth)) |
+/// | longest lease (`max_lease`) | 5 min ([`DEFAULT_MAX_LEASE`]) |
+/// | lock-delay after a server restart | `max_lease` |
 ///
 /// # Examples
 ///
@@ -51,6 +53,20 @@ pub struct ClientBuilder {
     max_idle: usize,
     tls: Option<TlsConfig>,
     auth: Option<Credentials>,
+    max_lease: Duration,
+    lock_delay: Option<Duration>,
+}
+
+/// The longest lease a client grants by default (see [`ClientBuilder::max_lease`]).
+pub const DEFAULT_MAX_LEASE: Duration = Duration::from_secs(300);
+
+/// The lease settings a client gives its locks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Leases {
+    /// The longest TTL a lock may be taken or refreshed with.
+    pub(crate) max_lease: Duration,
+    /// How long a server that (re)started grants no lock; zero = off.
+    pub(crate) lock_delay: Duration,
 }
 
 impl Default for ClientBuilder {
@@ -66,6 +82,8 @@ impl Default for ClientBuilder {
             max_idle: 8,
             tls: None,
             auth: None,
+            max_lease: DEFAULT_MAX_LEASE,
+            lock_delay: None,
         }
     }
 }
@@ -155,6 +173,55 @@ impl ClientBuilder {
     /// ```
     pub fn max_idle_connections(mut self, max_idle: usize) -> ClientBuilder {
         self.max_idle = max_idle;
+        self
+    }
+
+    /// The longest lease (TTL) a lock of this client may be taken or refreshed with (default
+    /// 5 min, [`DEFAULT_MAX_LEASE`]): a longer TTL is refused with
+    /// [`Error::InvalidConfig`]. Keep leases short and refresh them for long work
+    /// ([`Permit::keep_alive`](crate::Permit::keep_alive)); raise this only together with
+    /// the lock-delay, which must cover every lease a server may have forgotten.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let client = memsem::Client::builder()
+    ///     .servers("127.0.0.1:11211")
+    ///     .max_lease(Duration::from_secs(60))
+    ///     .build()?;
+    /// assert!(client.semaphore("job")?.with_ttl(Duration::from_secs(61)).is_err());
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn max_lease(mut self, max_lease: Duration) -> ClientBuilder {
+        self.max_lease = max_lease;
+        self
+    }
+
+    /// How long a memcached server that started (or restarted) recently grants no lock, by
+    /// its own uptime (default: the `max_lease`). A restarted memcached has forgotten every
+    /// lock, while their holders may still be running for up to one lease: the delay keeps
+    /// the next holder out until those leases have surely ended, as Chubby's and Consul's
+    /// lock-delay do. An acquire within it gets [`Error::LockDelay`] (and
+    /// [`wait_acquire`](crate::Semaphore::wait_acquire) waits through it). The cost: after
+    /// every restart (and for a freshly started server), no lock on it is granted for this
+    /// long.
+    ///
+    /// [`Duration::ZERO`] turns the delay off: locks are granted at once after a restart,
+    /// and a holder from before the restart can overlap with a new one until its next
+    /// refresh or release tells it the lock was lost. Locks
+    /// [`without_expiry`](crate::Semaphore::without_expiry) are not covered (their lease
+    /// has no end).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = memsem::Client::builder().lock_delay(Duration::ZERO); // off
+    /// # let _ = builder;
+    /// ```
+    pub fn lock_delay(mut self, lock_delay: Duration) -> ClientBuilder {
+        self.lock_delay = Some(lock_delay);
         self
     }
 
@@ -251,6 +318,9 @@ impl ClientBuilder {
         if self.timeouts.connect.is_zero() || self.timeouts.io.is_zero() {
             return Err(Error::InvalidConfig("timeouts must be above zero".into()));
         }
+        if self.max_lease.is_zero() {
+            return Err(Error::InvalidConfig("max_lease must be above zero".into()));
+        }
         key::check_namespace(&self.namespace)?;
         let ring = Ring::new(self.routing, &specs)?;
         for spec in &specs {
@@ -314,6 +384,10 @@ impl ClientBuilder {
                 ring,
                 routing: self.routing,
                 namespace: self.namespace,
+                leases: Leases {
+                    max_lease: self.max_lease,
+                    lock_delay: self.lock_delay.unwrap_or(self.max_lease),
+                },
             }),
         }
     }
@@ -349,6 +423,7 @@ struct Inner<F: Flavor> {
     routing: Routing,
     namespace: String,
     janitor: Janitor,
+    leases: Leases,
 }
 
 /// One server's answer to [`Client::ping`].
@@ -477,9 +552,17 @@ impl<F: Flavor> Target<F> {
     pub(crate) fn janitor(&self) -> &Janitor {
         &self.client.inner.janitor
     }
+
+    pub(crate) fn leases(&self) -> Leases {
+        self.client.inner.leases
+    }
 }
 
 impl<F: Flavor> Client<F> {
+    pub(crate) fn leases(&self) -> Leases {
+        self.inner.leases
+    }
+
     pub(crate) fn backends(&self) -> &[Arc<F::Wire>] {
         &self.inner.backends
     }
@@ -614,7 +697,9 @@ impl Client {
     }
 
     /// A client configured from the environment: `MEMSEM_SERVERS` (required),
-    /// `MEMSEM_NAMESPACE` and `MEMSEM_ROUTING` (`ketama` or `cache-memcached`).
+    /// `MEMSEM_NAMESPACE`, `MEMSEM_ROUTING` (`ketama` or `cache-memcached`),
+    /// `MEMSEM_MAX_LEASE` and `MEMSEM_LOCK_DELAY` (durations such as `5m`, `30s`; `0` turns
+    /// the lock-delay off).
     ///
     /// # Errors
     ///
@@ -639,6 +724,12 @@ impl Client {
         }
         if let Ok(routing) = std::env::var("MEMSEM_ROUTING") {
             builder = builder.routing(routing.parse()?);
+        }
+        if let Ok(max_lease) = std::env::var("MEMSEM_MAX_LEASE") {
+            builder = builder.max_lease(env_duration("MEMSEM_MAX_LEASE", &max_lease)?);
+        }
+        if let Ok(delay) = std::env::var("MEMSEM_LOCK_DELAY") {
+            builder = builder.lock_delay(env_duration("MEMSEM_LOCK_DELAY", &delay)?);
         }
         builder.build()
     }
@@ -685,6 +776,31 @@ impl Client {
     /// ```
     pub fn ping(&self) -> Vec<(String, Result<ServerStatus>)> {
         block_on(self.ping_all())
+    }
+}
+
+/// A duration from the environment: a whole number with a unit (`500ms`, `30s`, `5m`,
+/// `1h`), or bare seconds (`0`, `90`).
+fn env_duration(variable: &str, text: &str) -> Result<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit {
+        "ms" => Some(Duration::from_millis(1)),
+        "" | "s" => Some(Duration::from_secs(1)),
+        "m" => Some(Duration::from_secs(60)),
+        "h" => Some(Duration::from_secs(3600)),
+        _ => None,
+    };
+    match (number.parse::<u32>(), scale) {
+        (Ok(number), Some(scale)) => scale
+            .checked_mul(number)
+            .ok_or_else(|| Error::InvalidConfig(format!("{variable}={text:?} is too long"))),
+        _ => Err(Error::InvalidConfig(format!(
+            "{variable}={text:?}: expected a duration like 0, 30s, 5m or 500ms"
+        ))),
     }
 }
 

@@ -103,6 +103,7 @@ mod janitor;
 mod keepalive;
 mod key;
 mod keyed;
+mod lease;
 mod memcached;
 mod permit;
 mod quorum;
@@ -112,7 +113,7 @@ mod token;
 mod wait;
 mod wire;
 
-pub use client::{Client, ClientBuilder, ServerStatus};
+pub use client::{Client, ClientBuilder, DEFAULT_MAX_LEASE, ServerStatus};
 pub use error::{Cause, Error, LostReason, Refusal, Result};
 #[cfg(feature = "tokio")]
 pub use flavor::Tokio;
@@ -121,6 +122,7 @@ pub use flavor::{Blocking, Flavor};
 pub use keepalive::AsyncKeepAlive;
 pub use keepalive::KeepAlive;
 pub use keyed::LockOrWait;
+pub use lease::lease_margin;
 pub use permit::Permit;
 pub use quorum::{QuorumLock, QuorumPermit};
 pub use routing::{Routing, ServerSpec};

@@ -6,7 +6,7 @@ use crate::client::Client;
 use crate::error::{Error, LostReason, Result};
 use crate::flavor::block_on;
 use crate::memcached::{Added, Checked, Epoch, Failure, Outcome, Transport};
-use crate::semaphore::{DEFAULT_TTL, whole_seconds};
+use crate::semaphore::{DEFAULT_TTL, lease_seconds};
 use crate::token::Token;
 use crate::wait::{Next, WaitPolicy, Waiter};
 
@@ -70,6 +70,7 @@ pub struct QuorumPermit {
     lock: QuorumLock,
     token: Token,
     /// The voters that stored our token, with the CAS they gave it.
+    /// The servers that hold it: index, CAS and the incarnation that granted it.
     held: Vec<(usize, u64, Option<Epoch>)>,
     valid_until: Instant,
     armed: bool,
@@ -121,7 +122,7 @@ impl QuorumLock {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn with_ttl(mut self, ttl: Duration) -> Result<QuorumLock> {
-        self.ttl_secs = whole_seconds(ttl, "the TTL")?;
+        self.ttl_secs = lease_seconds(ttl, self.client.leases().max_lease)?;
         Ok(self)
     }
 
@@ -176,12 +177,8 @@ impl QuorumLock {
         let token = Token::generate();
         let started = Instant::now();
         let replies = on_all(backends, |backend| {
-            block_on(backend.add(
-                &self.key,
-                token.as_str().as_bytes(),
-                self.ttl_secs,
-                Duration::ZERO,
-            ))
+            let delay = self.client.leases().lock_delay;
+            block_on(backend.add(&self.key, token.as_str().as_bytes(), self.ttl_secs, delay))
         });
         let elapsed = started.elapsed();
         let ttl = Duration::from_secs(u64::from(self.ttl_secs));
@@ -196,6 +193,7 @@ impl QuorumLock {
                     reachable += 1;
                     held.push((index, cas, epoch));
                 }
+                // A server in its lock-delay answers, but votes no.
                 Ok(Added::Exists | Added::Delayed { .. }) => reachable += 1,
                 Err(Failure::Ambiguous(_)) => unsure.push(index),
                 Err(_) => {}
@@ -215,7 +213,7 @@ impl QuorumLock {
         let undone = on_all(&held, |&(index, cas, epoch)| {
             block_on(backends[index].delete_if(&self.key, cas, epoch))
         });
-        for (&(index, ..), outcome) in held.iter().zip(undone) {
+        for (&(index, _, _), outcome) in held.iter().zip(undone) {
             if outcome.is_err() {
                 unsure.push(index);
             }
@@ -322,7 +320,7 @@ impl QuorumPermit {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn extend(&mut self, ttl: Duration) -> Result<()> {
-        let secs = whole_seconds(ttl, "the TTL")?;
+        let secs = lease_seconds(ttl, self.lock.client.leases().max_lease)?;
         let backends = self.lock.client.backends();
         let started = Instant::now();
         let value = self.token.as_str().as_bytes();
@@ -380,7 +378,7 @@ impl QuorumPermit {
             block_on(backends[index].delete_if(&self.lock.key, cas, epoch))
         });
         let mut first_error = None;
-        for (&(index, ..), reply) in self.held.iter().zip(replies) {
+        for (&(index, _, _), reply) in self.held.iter().zip(replies) {
             if let Err(failure) = reply {
                 let backend = &backends[index];
                 self.lock.client.janitor().clean_up(

@@ -11,7 +11,9 @@ Exit statuses:
   1        status: the lock is held; verify/release/refresh: the token does not hold it
   64       bad arguments or configuration
   69       a memcached server is unreachable (named on stderr)
-  75       the lock was not acquired, or was lost while the command ran
+  75       the lock was not acquired (held, or the server is in its lock-delay), or was
+           lost while the command ran (the command is stopped before the lease can end)
+  76       the server is not a usable memcached (no meta protocol, wants auth or TLS)
   126/127  the command could not be executed / was not found
   128+N    the command (or memsem while waiting) was killed by signal N";
 
@@ -47,6 +49,15 @@ pub struct Global {
     /// How long to wait for a request and its reply [default: 1s]
     #[arg(long, global = true, value_name = "DURATION", value_parser = duration)]
     pub io_timeout: Option<Duration>,
+
+    /// The longest lease (--ttl) allowed [default: 5m]; raise the lock-delay with it
+    #[arg(long, env = "MEMSEM_MAX_LEASE", global = true, value_name = "DURATION", value_parser = duration)]
+    pub max_lease: Option<Duration>,
+
+    /// After a memcached server (re)starts, grant no lock on it for this long [default:
+    /// --max-lease]; 0 turns it off (a holder from before the restart may then overlap)
+    #[arg(long, env = "MEMSEM_LOCK_DELAY", global = true, value_name = "DURATION", value_parser = duration)]
+    pub lock_delay: Option<Duration>,
 
     /// Say nothing on stderr but errors
     #[arg(long, short, global = true)]
@@ -95,9 +106,10 @@ Examples:
   */5 * * * * memsem run -q --no-wait --conflict-exit-code 0 sync -- /opt/sync.sh
 
 The lease (--ttl) is refreshed every TTL/3 while the command runs, so the command may run
-far longer than the TTL; if memsem dies, the lock ends with its TTL. If the lease is lost
-(the key expired, was evicted or deleted), memsem says so and by default stops the command
-(SIGTERM, SIGKILL after --kill-after) and exits 75. SIGINT, SIGTERM and SIGHUP are passed
+far longer than the TTL. If the lease is lost (the key expired, was evicted or deleted, the
+server restarted) — or no refresh was confirmed by the lease's end minus --kill-after and a
+margin (memcached unreachable) — memsem says so and by default stops the command (SIGTERM,
+SIGKILL after --kill-after) before the lease can end, and exits 75. SIGINT, SIGTERM and SIGHUP are passed
 on to the command; the lock is given back when it ends. Signals go to the command's own
 process only: in `sh -c '...'`, `exec` the last command so that it receives them.";
 
@@ -201,8 +213,9 @@ pub struct RunArgs {
     #[arg(long, value_enum, value_name = "ACTION", default_value = "kill")]
     pub on_lost: OnLost,
 
-    /// After SIGTERM, how long to wait before SIGKILL when the lease was lost
-    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "10s")]
+    /// After SIGTERM, how long to wait before SIGKILL when the lease was lost; the loss is
+    /// acted on this long (plus a margin) before the lease can end, so --ttl must exceed it
+    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "3s")]
     pub kill_after: Duration,
 
     /// The command and its arguments (after `--`)
@@ -282,8 +295,11 @@ pub struct VerifyArgs {
     pub token: TokenArg,
 }
 
-/// A humantime duration: `500ms`, `30s`, `10m`, `1h 30m`.
+/// A humantime duration: `500ms`, `30s`, `10m`, `1h 30m` (or `0`).
 fn duration(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
     humantime::parse_duration(text)
         .map_err(|error| format!("{error} (expected a duration like 500ms, 30s, 10m)"))
 }

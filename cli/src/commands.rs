@@ -61,6 +61,12 @@ fn client(global: &Global) -> Result<Client, Error> {
     if let Some(timeout) = global.io_timeout {
         builder = builder.io_timeout(timeout);
     }
+    if let Some(max_lease) = global.max_lease {
+        builder = builder.max_lease(max_lease);
+    }
+    if let Some(delay) = global.lock_delay {
+        builder = builder.lock_delay(delay);
+    }
     builder.build()
 }
 

@@ -12,7 +12,8 @@ pub const UNAVAILABLE: u8 = 69;
 pub const SOFTWARE: u8 = 70;
 /// EX_TEMPFAIL: the lock was not acquired, or was lost while the command ran.
 pub const TEMPFAIL: u8 = 75;
-/// EX_PROTOCOL: the server answered with something that is not memcached.
+/// EX_PROTOCOL: the server answered with something that is not memcached, or cannot be used
+/// (no meta protocol, wants authentication or TLS).
 pub const PROTOCOL: u8 = 76;
 /// The command was found but could not be executed (as in the shell).
 pub const CANNOT_EXECUTE: u8 = 126;
@@ -30,7 +31,7 @@ pub fn code(error: &Error) -> u8 {
     match error {
         Error::InvalidName { .. } | Error::InvalidConfig(_) => USAGE,
         Error::Unavailable { .. } | Error::Ambiguous { .. } => UNAVAILABLE,
-        Error::Protocol { .. } => PROTOCOL,
+        Error::Protocol { .. } | Error::Refused { .. } => PROTOCOL,
         Error::LockLost { .. } => NO,
         Error::Timeout { .. } if error.is_unavailable() => UNAVAILABLE,
         _ => TEMPFAIL,

@@ -46,7 +46,10 @@ fn run(args: &[String]) -> Result<u32, Box<dyn std::error::Error>> {
     let policy = WaitPolicy::new()
         .poll_time(Duration::from_millis(poll_ms))
         .max_wait(Duration::from_secs(120));
-    let mut builder = Client::builder().servers(servers);
+    // A memcached the test just started: no lock-delay (it holds no earlier locks).
+    let mut builder = Client::builder()
+        .servers(servers)
+        .lock_delay(Duration::ZERO);
     if let Ok(routing) = std::env::var("MEMSEM_ROUTING") {
         builder = builder.routing(routing.parse()?);
     }

@@ -63,7 +63,7 @@ impl Fleet {
     }
 
     fn client(&self) -> Client {
-        Client::builder()
+        crate::harness::builder()
             .servers(&self.list)
             .routing(Routing::CacheMemcached)
             .namespace(NAMESPACE)

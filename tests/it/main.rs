@@ -19,6 +19,7 @@ mod procs;
 mod proxy;
 mod quorum;
 mod routing;
+mod safety;
 mod semaphore;
 mod timeouts;
 mod tokio_api;
