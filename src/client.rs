@@ -492,7 +492,8 @@ impl Client {
     }
 
     /// A client configured from the environment: `MEMSEM_SERVERS` (required),
-    /// `MEMSEM_NAMESPACE` and `MEMSEM_ROUTING` (`ketama` or `cache-memcached`).
+    /// `MEMSEM_NAMESPACE` and `MEMSEM_ROUTING` (`ketama`, `cache-memcached` or
+    /// `twemproxy:HASH:DISTRIBUTION`).
     ///
     /// # Errors
     ///
