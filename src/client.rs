@@ -325,7 +325,10 @@ impl ClientBuilder {
         let ring = Ring::new(self.routing, &specs)?;
         for spec in &specs {
             use std::net::ToSocketAddrs;
-            if let Err(error) = (spec.host(), spec.port()).to_socket_addrs() {
+            let crate::routing::Endpoint::Tcp { host, port } = spec.endpoint() else {
+                continue;
+            };
+            if let Err(error) = (host, port).to_socket_addrs() {
                 return Err(Error::InvalidConfig(format!(
                     "cannot use memcached server {}: {error}",
                     spec.address()
@@ -594,7 +597,12 @@ impl<F: Flavor> Client<F> {
     /// ```
     pub fn semaphore(&self, name: &str) -> Result<Semaphore<F>> {
         let key = key::lock_key(&self.inner.namespace, name)?;
-        let index = self.inner.ring.server_for(&key.routed);
+        let hashed = if self.inner.routing.hashes_namespace() {
+            &key.wire
+        } else {
+            &key.routed
+        };
+        let index = self.inner.ring.server_for(hashed);
         let backend = Arc::clone(&self.inner.backends[index]);
         let cleanup = Arc::clone(&self.inner.cleanup[index]);
         Ok(Semaphore::new(Target {
@@ -697,9 +705,9 @@ impl Client {
     }
 
     /// A client configured from the environment: `MEMSEM_SERVERS` (required),
-    /// `MEMSEM_NAMESPACE`, `MEMSEM_ROUTING` (`ketama` or `cache-memcached`),
-    /// `MEMSEM_MAX_LEASE` and `MEMSEM_LOCK_DELAY` (durations such as `5m`, `30s`; `0` turns
-    /// the lock-delay off).
+    /// `MEMSEM_NAMESPACE`, `MEMSEM_ROUTING` (`ketama`, `cache-memcached` or
+    /// `twemproxy:HASH:DISTRIBUTION`), `MEMSEM_MAX_LEASE` and `MEMSEM_LOCK_DELAY` (durations
+    /// such as `5m`, `30s`; `0` turns the lock-delay off).
     ///
     /// # Errors
     ///

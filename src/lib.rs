@@ -125,7 +125,7 @@ pub use keyed::LockOrWait;
 pub use lease::lease_margin;
 pub use permit::Permit;
 pub use quorum::{QuorumLock, QuorumPermit};
-pub use routing::{Routing, ServerSpec};
+pub use routing::{Endpoint, Routing, ServerSpec};
 pub use semaphore::{DEFAULT_TTL, Holder, MAX_INFO_BYTES, MAX_PERMITS, Semaphore};
 pub use wait::{Delays, WaitPolicy};
 pub use wire::TlsConfig;

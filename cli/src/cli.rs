@@ -30,11 +30,12 @@ pub struct Cli {
 /// Options every subcommand takes.
 #[derive(Debug, Args)]
 pub struct Global {
-    /// memcached servers, `host:port[:weight],...`
+    /// memcached servers, `host:port[:weight],...` (`[v6]:port`, `/path/to.sock[:weight]` too)
     #[arg(long, env = "MEMSEM_SERVERS", global = true, value_name = "LIST")]
     pub servers: Option<String>,
 
-    /// How a lock name picks its server: `ketama` (libmemcached) or `cache-memcached` (Perl)
+    /// How a lock name picks its server: `ketama` (libmemcached), `cache-memcached` (Perl) or
+    /// `twemproxy:HASH:DIST` (like a twemproxy pool, e.g. `twemproxy:fnv1a_64:ketama`)
     #[arg(long, env = "MEMSEM_ROUTING", global = true, value_name = "ROUTING")]
     pub routing: Option<String>,
 

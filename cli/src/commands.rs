@@ -45,7 +45,7 @@ pub fn dispatch(cli: Cli) -> u8 {
 fn client(global: &Global) -> Result<Client, Error> {
     let servers = global.servers.as_deref().ok_or_else(|| {
         Error::InvalidConfig(
-            "no servers: give --servers host:port[:weight],... or set MEMSEM_SERVERS".into(),
+            "no servers: give --servers host:port[:weight],/path/to.sock[:weight],... or set MEMSEM_SERVERS".into(),
         )
     })?;
     let mut builder = Client::builder().servers(servers);

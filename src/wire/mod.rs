@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::memcached::Timeouts;
-use crate::routing::ServerSpec;
+use crate::routing::{Endpoint, ServerSpec};
 
 mod conn;
 pub(crate) mod meta;
@@ -95,9 +95,12 @@ pub(crate) enum Address {
 
 impl Address {
     pub(crate) fn of(spec: &ServerSpec) -> Address {
-        Address::Tcp {
-            host: spec.host().to_string(),
-            port: spec.port(),
+        match spec.endpoint() {
+            Endpoint::Tcp { host, port } => Address::Tcp {
+                host: host.to_string(),
+                port,
+            },
+            Endpoint::Unix(path) => Address::Unix(path.to_path_buf()),
         }
     }
 
