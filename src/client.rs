@@ -257,6 +257,55 @@ impl ClientBuilder {
         self
     }
 
+    /// TLS and ASCII auth from `MEMSEM_TLS`, `MEMSEM_TLS_CA`, `MEMSEM_TLS_CERT`,
+    /// `MEMSEM_TLS_KEY`, `MEMSEM_USERNAME` and `MEMSEM_PASSWORD_FILE` (see
+    /// [`Client::from_env`]).
+    fn fleet_from_env(mut self) -> Result<ClientBuilder> {
+        let var = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+        let on = var("MEMSEM_TLS")
+            .is_some_and(|value| !matches!(value.to_str(), Some("0" | "false" | "no" | "off")));
+        let (ca, cert, key) = (
+            var("MEMSEM_TLS_CA"),
+            var("MEMSEM_TLS_CERT"),
+            var("MEMSEM_TLS_KEY"),
+        );
+        if on || ca.is_some() || cert.is_some() || key.is_some() {
+            let mut tls = TlsConfig::new();
+            if let Some(ca) = ca {
+                tls = tls.ca_file(ca);
+            }
+            match (cert, key) {
+                (Some(cert), Some(key)) => tls = tls.client_cert(cert, key),
+                (None, None) => {}
+                _ => {
+                    return Err(Error::InvalidConfig(
+                        "MEMSEM_TLS_CERT and MEMSEM_TLS_KEY go together".into(),
+                    ));
+                }
+            }
+            self = self.tls(tls);
+        }
+        match (var("MEMSEM_USERNAME"), var("MEMSEM_PASSWORD_FILE")) {
+            (Some(user), Some(file)) => {
+                let password = std::fs::read_to_string(&file).map_err(|error| {
+                    Error::InvalidConfig(format!(
+                        "MEMSEM_PASSWORD_FILE {}: {error}",
+                        std::path::Path::new(&file).display()
+                    ))
+                })?;
+                let user = user.to_string_lossy();
+                self = self.auth(&user, password.lines().next().unwrap_or(""));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Error::InvalidConfig(
+                    "MEMSEM_USERNAME and MEMSEM_PASSWORD_FILE go together".into(),
+                ));
+            }
+        }
+        Ok(self)
+    }
+
     /// Builds the client. Host names are resolved here; connections are made on first use.
     ///
     /// # Errors
@@ -707,12 +756,16 @@ impl Client {
     /// A client configured from the environment: `MEMSEM_SERVERS` (required),
     /// `MEMSEM_NAMESPACE`, `MEMSEM_ROUTING` (`ketama`, `cache-memcached` or
     /// `twemproxy:HASH:DISTRIBUTION`), `MEMSEM_MAX_LEASE` and `MEMSEM_LOCK_DELAY` (durations
-    /// such as `5m`, `30s`; `0` turns the lock-delay off).
+    /// such as `5m`, `30s`; `0` turns the lock-delay off); TLS with `MEMSEM_TLS=1`,
+    /// `MEMSEM_TLS_CA`, `MEMSEM_TLS_CERT` and `MEMSEM_TLS_KEY` (PEM files; any of them turns
+    /// TLS on); ASCII auth with `MEMSEM_USERNAME` and `MEMSEM_PASSWORD_FILE` (the password is
+    /// the file's first line).
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] when `MEMSEM_SERVERS` is unset, and as
-    /// [`ClientBuilder::build`].
+    /// [`Error::InvalidConfig`] when `MEMSEM_SERVERS` is unset, a password file cannot be
+    /// read, only one of a user and a password file or of a certificate and a key is given,
+    /// and as [`ClientBuilder::build`].
     ///
     /// # Examples
     ///
@@ -739,7 +792,7 @@ impl Client {
         if let Ok(delay) = std::env::var("MEMSEM_LOCK_DELAY") {
             builder = builder.lock_delay(env_duration("MEMSEM_LOCK_DELAY", &delay)?);
         }
-        builder.build()
+        builder.fleet_from_env()?.build()
     }
 
     /// A lock held on a majority of **all** the client's servers (Redlock), instead of on

@@ -8,7 +8,7 @@ use super::meta::{self, Reply};
 use super::ops::{Op, Session};
 use super::probe::{self, Unusable};
 use super::stream::{DialError, Stream};
-use super::{Address, Settings};
+use super::{Address, Settings, sniff};
 use crate::error::Refusal;
 use crate::memcached::{Failure, Outcome};
 
@@ -69,14 +69,30 @@ pub(crate) fn tls_failure(error: io::Error) -> Failure {
     }
 }
 
-/// What a probe's reply says, as a failure of the connection.
-pub(crate) fn probe_failure(unusable: Unusable, tls: bool) -> Failure {
+/// What a probe's reply says, as a failure of the connection. A plain connection closed
+/// without a byte gets a second opinion ([`sniff::closed_at_hello`]): SASL-only, or TLS.
+pub(crate) fn probe_failure(
+    unusable: Unusable,
+    tls: bool,
+    address: &Address,
+    settings: &Settings,
+) -> Failure {
     match unusable {
         Unusable::Refused(refusal) => Failure::Refused(refusal),
         // A TLS connection that the server closes after the handshake is just closed.
         Unusable::Silent if tls => unavailable(io::ErrorKind::UnexpectedEof.into()),
-        Unusable::Silent => Failure::Refused(Refusal::TlsMismatch),
+        Unusable::Silent => sniff::closed_at_hello(address, settings),
         Unusable::Garbage(detail) => Failure::Protocol(detail),
+    }
+}
+
+/// How a read error during the probe is reported: a reset before any byte is a close; a TLS
+/// alert (a client certificate refused, say) is a configuration problem, not an outage.
+pub(crate) fn probe_read_failure(error: io::Error, tls: bool) -> Option<Failure> {
+    match error.kind() {
+        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => None,
+        io::ErrorKind::InvalidData if tls => Some(Failure::Protocol(format!("TLS: {error}"))),
+        _ => Some(unavailable(error)),
     }
 }
 
@@ -86,6 +102,9 @@ impl Conn {
         let stream = match Stream::dial(address, settings.timeouts, settings.tls.as_deref()) {
             Ok(stream) => stream,
             Err(DialError::Connect(error)) => return Err(unavailable(error)),
+            Err(DialError::Tls(error)) if is_timeout(&error) => {
+                return Err(sniff::silent_at_handshake(address, settings, error));
+            }
             Err(DialError::Tls(error)) => return Err(tls_failure(error)),
         };
         let tls = stream.is_tls();
@@ -105,15 +124,18 @@ impl Conn {
                 Ok(()) => false,
                 Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => true,
                 Err(error) if !tls && io.filled == 0 && is_timeout(&error) => {
-                    return Err(silent_server(address, settings, error));
+                    return Err(sniff::silent_at_hello(address, settings, error));
                 }
-                Err(error) => return Err(unavailable(error)),
+                Err(error) => match probe_read_failure(error, tls) {
+                    None => true,
+                    Some(failure) => return Err(failure),
+                },
             };
             let input = &io.input[..io.filled];
             match probe::greeting(input, auth.is_some(), settings.protocol, closed) {
                 Ok(Some(found)) => break found,
                 Ok(None) => {}
-                Err(unusable) => return Err(probe_failure(unusable, tls)),
+                Err(unusable) => return Err(probe_failure(unusable, tls, address, settings)),
             }
         };
         let dialect = probe::dialect(settings.protocol, &found).map_err(Failure::Refused)?;
@@ -183,40 +205,11 @@ impl Conn {
     }
 }
 
-fn is_timeout(error: &io::Error) -> bool {
+pub(crate) fn is_timeout(error: &io::Error) -> bool {
     matches!(
         error.kind(),
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
     )
-}
-
-/// A plain server that let the probe time out without a byte: SASL-only memcached (`-S`)
-/// ignores text commands. A binary `version` request on a second connection tells: such a
-/// server answers it with "authentication required".
-fn silent_server(address: &Address, settings: &Settings, timeout: io::Error) -> Failure {
-    let sasl = (|| {
-        let mut stream = Stream::dial(address, settings.timeouts, None).ok()?;
-        // Binary protocol header: magic 0x80, opcode 0x0b (version), the rest zero.
-        let mut request = [0u8; 24];
-        request[0] = 0x80;
-        request[1] = 0x0b;
-        stream.send(&request).ok()?;
-        let mut reply = [0u8; 24];
-        let mut got = 0;
-        while got < reply.len() {
-            match stream.receive(&mut reply[got..]) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got += n,
-            }
-        }
-        // Response magic 0x81, status 0x0020: authentication required.
-        Some(got >= 8 && reply[0] == 0x81 && reply[6..8] == [0x00, 0x20])
-    })();
-    if sasl == Some(true) {
-        Failure::Refused(Refusal::SaslOnly)
-    } else {
-        unavailable(timeout)
-    }
 }
 
 impl Io {

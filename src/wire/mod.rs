@@ -22,6 +22,7 @@ mod mux;
 mod ops;
 mod pool;
 pub(crate) mod probe;
+mod sniff;
 mod stream;
 mod tls;
 

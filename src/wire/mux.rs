@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::conn::{probe_failure, tls_failure};
+use super::conn::{is_timeout, probe_failure, probe_read_failure, tls_failure};
 use super::meta::{self, Reply, Status, Store};
 use super::ops::{self, Op, Session};
 use super::probe;
-use super::{Address, Settings};
+use super::{Address, Settings, sniff};
 use crate::error::Refusal;
 use crate::memcached::{Added, Checked, Epoch, Failure, Item, Outcome, Pong, Transport};
 use crate::routing::ServerSpec;
@@ -189,11 +189,21 @@ async fn dial_stream(address: &Address, settings: &Settings) -> Outcome<Boxed> {
     };
     let name = tls.name_for(address.host()).map_err(unavailable)?;
     let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config));
-    let stream = tokio::time::timeout(settings.timeouts.io, connector.connect(name, plain))
+    match tokio::time::timeout(settings.timeouts.io, connector.connect(name, plain)).await {
+        Ok(Ok(stream)) => Ok(Box::pin(stream)),
+        Ok(Err(error)) if !is_timeout(&error) => Err(tls_failure(error)),
+        _ => {
+            let (target, settings) = (address.clone(), settings.clone());
+            Err(blocking(move || sniff::silent_at_handshake(&target, &settings, timed_out())).await)
+        }
+    }
+}
+
+/// Runs a short blocking check (a second opinion on a fresh connection) off the runtime.
+async fn blocking(check: impl FnOnce() -> Failure + Send + 'static) -> Failure {
+    tokio::task::spawn_blocking(check)
         .await
-        .map_err(|_| unavailable(timed_out()))?
-        .map_err(tls_failure)?;
-    Ok(Box::pin(stream))
+        .unwrap_or_else(|error| Failure::Unavailable(Box::new(error)))
 }
 
 impl AsyncBackend {
@@ -222,21 +232,41 @@ impl AsyncBackend {
         let exchange = async {
             stream.write_all(&hello).await.map_err(unavailable)?;
             loop {
-                let closed = stream.read_buf(&mut input).await.map_err(unavailable)? == 0
-                    || input.len() > 64 * 1024;
+                let closed = match stream.read_buf(&mut input).await {
+                    Ok(read) => read == 0,
+                    Err(error) => match probe_read_failure(error, tls) {
+                        None => true,
+                        Some(failure) => return Err(failure),
+                    },
+                };
                 match probe::greeting(&input, auth.is_some(), protocol, closed) {
-                    Ok(Some(found)) => return Ok(found),
-                    Ok(None) if closed => {
-                        return Err(Failure::Protocol("probe reply too long".into()));
+                    Ok(Some(found)) => return Ok(Ok(found)),
+                    Ok(None) if closed || input.len() > 64 * 1024 => {
+                        return Err(Failure::Protocol("probe reply cut short".into()));
                     }
                     Ok(None) => {}
-                    Err(unusable) => return Err(probe_failure(unusable, tls)),
+                    Err(unusable) => return Ok(Err(unusable)),
                 }
             }
         };
-        let found = tokio::time::timeout(self.settings.timeouts.io, exchange)
-            .await
-            .map_err(|_| unavailable(timed_out()))??;
+        let heard = match tokio::time::timeout(self.settings.timeouts.io, exchange).await {
+            Ok(heard) => heard?,
+            Err(_) if !tls && input.is_empty() => {
+                let (target, settings) = (self.target.clone(), self.settings.clone());
+                let check = move || sniff::silent_at_hello(&target, &settings, timed_out());
+                return Err(blocking(check).await);
+            }
+            Err(_) => return Err(unavailable(timed_out())),
+        };
+        let found = match heard {
+            Ok(found) => found,
+            Err(unusable) => {
+                let (target, settings) = (self.target.clone(), self.settings.clone());
+                return Err(
+                    blocking(move || probe_failure(unusable, tls, &target, &settings)).await,
+                );
+            }
+        };
         let dialect = probe::dialect(protocol, &found).map_err(Failure::Refused)?;
         if found.closed {
             return Err(unavailable(io::ErrorKind::UnexpectedEof.into()));

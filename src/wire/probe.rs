@@ -14,6 +14,11 @@ use super::{Credentials, Dialect, Protocol};
 use crate::error::Refusal;
 use crate::memcached::Epoch;
 
+/// How far ahead of its real uptime memcached's `stats uptime` runs: it sets its start time
+/// 2 s in the past (`process_started = time(0) - ITEM_UPDATE_INTERVAL - 2`), so a server
+/// started a moment ago says 2. Subtracted, so that the lock-delay is never cut short.
+const UPTIME_HEAD_START: Duration = Duration::from_secs(2);
+
 /// The first memcached whose meta commands memsem relies on (CAS-checked `md` was reported
 /// broken before it).
 const FIRST_META: (u32, u32, u32) = (1, 6, 13);
@@ -202,7 +207,7 @@ pub(crate) fn greeting(
             started: time.saturating_sub(uptime),
             pid,
         });
-        found.uptime = Some(Duration::from_secs(uptime));
+        found.uptime = Some(Duration::from_secs(uptime).saturating_sub(UPTIME_HEAD_START));
     }
     Ok(Some(found))
 }
@@ -267,7 +272,8 @@ mod tests {
                 pid: 4242
             })
         );
-        assert_eq!(found.uptime, Some(Duration::from_secs(7)));
+        // memcached's uptime runs 2 s ahead of the real one.
+        assert_eq!(found.uptime, Some(Duration::from_secs(5)));
         assert_eq!(dialect(Protocol::Meta, &found), Ok(Dialect::Meta));
     }
 

@@ -20,7 +20,9 @@
 //! 5. the CLI: `memsem run NAME -- true` vs `true` vs `flock LOCKFILE true`;
 //! 6. contention with separate processes (this executable again, `--worker`) vs threads;
 //! 7. 1,000 waiters as tokio tasks vs as threads (feature `tokio`), measured in child
-//!    processes (`--crowd`) so that their memory figures are their own.
+//!    processes (`--crowd`) so that their memory figures are their own;
+//! 8. uncontended acquire+release over TCP, a unix socket and TLS, each against a raw
+//!    socket (or rustls stream) sending the same two meta commands.
 
 #[allow(dead_code)]
 #[path = "../it/procs.rs"]
@@ -46,6 +48,8 @@ mod crowd;
 mod permits;
 #[path = "scenarios/processes.rs"]
 mod processes;
+#[path = "scenarios/transports.rs"]
+mod transports;
 
 const SEMAPHORE_PL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/perl/semaphore.pl");
 
@@ -132,7 +136,7 @@ fn main() {
         memcached_version(&address),
     );
 
-    // `-- --only N[,N...]` runs only those tables (1-7).
+    // `-- --only N[,N...]` runs only those tables (1-8).
     let only: Option<Vec<u32>> = args
         .iter()
         .position(|a| a == "--only")
@@ -167,6 +171,9 @@ fn main() {
     }
     if run(7) {
         crowd::tasks_vs_threads(&address, sizes);
+    }
+    if run(8) {
+        transports::over_transports(sizes);
     }
 }
 

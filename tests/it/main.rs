@@ -6,6 +6,7 @@ mod cli;
 mod faults;
 mod fencing;
 mod fleet;
+mod fleet_kinds;
 mod harness;
 mod hostile;
 mod hygiene;

@@ -256,6 +256,8 @@ impl ProxiedFleet {
             .servers(&self.list)
             .routing(routing)
             .namespace(NAMESPACE)
+            // Fresh backends: the default lock-delay would keep them from granting locks.
+            .lock_delay(std::time::Duration::ZERO)
             .build()
             .expect("a valid fleet")
     }
