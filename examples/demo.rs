@@ -115,10 +115,14 @@ fn start_memcached() -> Result<(Child, String)> {
     if is_root() {
         command.args(["-u", "root"]);
     }
-    let child = command
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
-    let client = Client::connect(&address)?;
+    let child = command.spawn().map_err(|e| {
+        format!("cannot start memcached ({e}): install it (apt-get install memcached) or set MEMSEM_SERVERS")
+    })?;
+    // This memcached was just started here and holds no earlier locks: no lock-delay.
+    let client = Client::builder()
+        .servers(&address)
+        .lock_delay(Duration::ZERO)
+        .build()?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while client.ping().iter().any(|(_, answer)| answer.is_err()) {
         if Instant::now() > deadline {
