@@ -637,6 +637,27 @@ impl Client {
         ))
     }
 
+    /// Waits until the background clean-up has settled every lock this client could not
+    /// confirm (an acquire or release whose reply was lost: read back, deleted while it
+    /// holds this process's token), or until `timeout` passes. `true` when nothing is left
+    /// unsettled. A short-lived process (a command-line tool) calls it before it exits,
+    /// since the clean-up thread ends with the process.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let _ = client.semaphore("job")?.try_acquire();
+    /// if !client.wait_for_cleanup(Duration::from_secs(3)) {
+    ///     eprintln!("a lock may stay held until its TTL ends");
+    /// }
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn wait_for_cleanup(&self, timeout: Duration) -> bool {
+        self.inner.janitor.wait_settled(timeout)
+    }
+
     /// Checks every server: one no-op round trip on the pool (timed), and the server's
     /// version: `(server, status or error)`. Lock::Server's PING, for every server.
     ///

@@ -108,30 +108,48 @@ impl Watch {
             .map_err(unavailable)?;
         let mut last = std::io::Error::new(ErrorKind::NotFound, "no address");
         for addr in addrs {
-            match TcpStream::connect_timeout(&addr, self.timeouts.connect) {
-                Ok(stream) => return self.greet(stream),
+            match self.dial(&addr) {
+                Ok(stream) => return self.greet(stream, &addr),
                 Err(error) => last = error,
             }
         }
         Err(unavailable(last))
     }
 
-    /// Asks `stats` and `mn` on a new connection.
-    fn greet(&self, mut stream: TcpStream) -> Outcome<Open> {
-        let unavailable = |error: std::io::Error| Failure::Unavailable(Box::new(error));
-        stream
-            .set_read_timeout(Some(self.timeouts.io))
-            .map_err(unavailable)?;
-        stream
-            .set_write_timeout(Some(self.timeouts.io))
-            .map_err(unavailable)?;
+    fn dial(&self, addr: &std::net::SocketAddr) -> std::io::Result<TcpStream> {
+        let stream = TcpStream::connect_timeout(addr, self.timeouts.connect)?;
+        stream.set_read_timeout(Some(self.timeouts.io))?;
+        stream.set_write_timeout(Some(self.timeouts.io))?;
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    /// Asks `stats` and `mn` on a new connection.
+    fn greet(&self, mut stream: TcpStream, addr: &std::net::SocketAddr) -> Outcome<Open> {
+        let unavailable = |error: std::io::Error| Failure::Unavailable(Box::new(error));
         let at = Instant::now();
         stream.write_all(b"stats\r\n").map_err(unavailable)?;
         let stats = read_reply(&mut stream, |reply| {
             reply.ends_with(b"END\r\n") || (reply.ends_with(b"\r\n") && !reply.starts_with(b"STAT"))
-        })?;
-        let seen = parse_stats(&stats)?;
+        });
+        let seen = match stats {
+            Ok(stats) => parse_stats(&stats)?,
+            Err(failure) if is_closed(&failure) => {
+                // Closed on `stats`: a proxy that does not pass it (twemproxy), or a server
+                // that is not ready. `version` on a new connection tells them apart.
+                stream = self.dial(addr).map_err(unavailable)?;
+                stream.write_all(b"version\r\n").map_err(unavailable)?;
+                let version = read_reply(&mut stream, |reply| reply.ends_with(b"\r\n"))?;
+                if !version.starts_with(b"VERSION ") {
+                    return Err(Failure::Refused(Refusal::NotMemcached));
+                }
+                Seen {
+                    epoch: None,
+                    uptime: None,
+                }
+            }
+            Err(failure) => return Err(failure),
+        };
         stream.write_all(b"mn\r\n").map_err(unavailable)?;
         let meta = match read_reply(&mut stream, |reply| reply.ends_with(b"\r\n")) {
             Ok(reply) => reply,
@@ -173,6 +191,10 @@ fn read_reply(stream: &mut TcpStream, done: impl Fn(&[u8]) -> bool) -> Outcome<V
             return Err(Failure::Refused(Refusal::NotMemcached));
         }
         match stream.read(&mut chunk) {
+            // Something that answers and hangs up, but not as memcached does (HTTP).
+            Ok(0) if !reply.is_empty() && !reply.starts_with(b"STAT ") => {
+                return Err(Failure::Refused(Refusal::NotMemcached));
+            }
             Ok(0) => {
                 let error = std::io::Error::new(ErrorKind::UnexpectedEof, "closed by the server");
                 return Err(Failure::Unavailable(Box::new(error)));
@@ -186,6 +208,16 @@ fn read_reply(stream: &mut TcpStream, done: impl Fn(&[u8]) -> bool) -> Outcome<V
         }
     }
     Ok(reply)
+}
+
+/// Whether a failure is the server closing the connection.
+fn is_closed(failure: &Failure) -> bool {
+    match failure {
+        Failure::Unavailable(cause) => cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|error| error.kind() == ErrorKind::UnexpectedEof),
+        _ => false,
+    }
 }
 
 /// The epoch and uptime in a `stats` reply, or why the server cannot be used.

@@ -205,6 +205,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "TEXT")]
     pub info: Option<String>,
 
+    /// Draw a fencing number (larger than every earlier holder's) and pass it to the command
+    /// in MEMSEM_FENCE, beside its token in MEMSEM_TOKEN
+    #[arg(long)]
+    pub fencing: bool,
+
     /// Exit status when the lock is not acquired
     #[arg(long, value_name = "N", default_value_t = crate::exit::TEMPFAIL)]
     pub conflict_exit_code: u8,
