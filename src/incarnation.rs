@@ -135,11 +135,16 @@ impl Watch {
         let seen = match stats {
             Ok(stats) => parse_stats(&stats)?,
             Err(failure) if is_closed(&failure) => {
-                // Closed on `stats`: a proxy that does not pass it (twemproxy), or a server
-                // that is not ready. `version` on a new connection tells them apart.
-                stream = self.dial(addr).map_err(unavailable)?;
+                // Closed or reset on `stats`: a TLS-only server, a proxy that does not pass
+                // `stats` (twemproxy), or a server that is not ready (docker-proxy during a
+                // restart). A TLS hello, then `version`, on new connections tell them apart.
+                if self.speaks_tls(addr) {
+                    return Err(Failure::Refused(Refusal::TlsMismatch));
+                }
+                stream = self.dial(addr).map_err(|_| failure)?;
                 stream.write_all(b"version\r\n").map_err(unavailable)?;
-                let version = read_reply(&mut stream, |reply| reply.ends_with(b"\r\n"))?;
+                let version = read_reply(&mut stream, |reply| reply.ends_with(b"\r\n"))
+                    .map_err(|_| unavailable(std::io::Error::other("closed on `stats` and `version`")))?;
                 if !version.starts_with(b"VERSION ") {
                     return Err(Failure::Refused(Refusal::NotMemcached));
                 }
@@ -177,12 +182,44 @@ impl Watch {
 /// Subtracted, so that the lock-delay is never cut short.
 const UPTIME_HEAD_START: Duration = Duration::from_secs(2);
 
+/// A minimal TLS 1.2 ClientHello (one cipher suite, no extensions): a TLS server answers it
+/// with a handshake (0x16) or alert (0x15) record; memcached waits for a line.
+const CLIENT_HELLO: [u8; 50] = {
+    let mut hello = [0u8; 50];
+    let head = [0x16, 3, 1, 0, 0x2d, 1, 0, 0, 0x29, 3, 3];
+    let mut i = 0;
+    while i < head.len() {
+        hello[i] = head[i];
+        i += 1;
+    }
+    // 32 zero bytes of "random", then: no session id, one cipher suite, null compression.
+    let tail = [0, 0, 2, 0xc0, 0x2f, 1, 0];
+    let mut j = 0;
+    while j < tail.len() {
+        hello[43 + j] = tail[j];
+        j += 1;
+    }
+    hello
+};
+
+impl Watch {
+    /// Whether the server at `addr` answers a TLS hello with a TLS record.
+    fn speaks_tls(&self, addr: &std::net::SocketAddr) -> bool {
+        let Ok(mut stream) = self.dial(addr) else {
+            return false;
+        };
+        let mut first = [0u8; 1];
+        stream.write_all(&CLIENT_HELLO).is_ok()
+            && stream.read_exact(&mut first).is_ok()
+            && matches!(first[0], 0x15 | 0x16)
+    }
+}
+
 /// The longest probe reply read (memcached's `stats` is about 3 KiB).
 const MAX_REPLY: usize = 64 * 1024;
 
-/// Reads until `done` says the reply is complete. A connection reset before any byte is a
-/// server that wanted something else (TLS); a clean close before any byte is a server that
-/// is not ready (or a proxy with nothing behind it).
+/// Reads until `done` says the reply is complete. A connection closed or reset before any
+/// byte is reported as end of file, for `greet` to find out why.
 fn read_reply(stream: &mut TcpStream, done: impl Fn(&[u8]) -> bool) -> Outcome<Vec<u8>> {
     let mut reply = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -201,8 +238,10 @@ fn read_reply(stream: &mut TcpStream, done: impl Fn(&[u8]) -> bool) -> Outcome<V
             }
             Ok(n) => reply.extend_from_slice(&chunk[..n]),
             Err(error) if error.kind() == ErrorKind::Interrupted => {}
+            // Reset before any byte: treated as closed (see `greet`).
             Err(error) if error.kind() == ErrorKind::ConnectionReset && reply.is_empty() => {
-                return Err(Failure::Refused(Refusal::TlsMismatch));
+                let error = std::io::Error::new(ErrorKind::UnexpectedEof, error.to_string());
+                return Err(Failure::Unavailable(Box::new(error)));
             }
             Err(error) => return Err(Failure::Unavailable(Box::new(error))),
         }

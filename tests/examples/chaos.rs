@@ -74,6 +74,7 @@ fn kind(error: &Error) -> &'static str {
         Error::Timeout { .. } => "timeout",
         Error::Protocol { .. } => "protocol",
         Error::LockDelay { .. } => "lock-delay",
+        Error::Refused { .. } => "refused",
         _ => "other",
     }
 }
@@ -145,8 +146,9 @@ fn critical_section(
     }
     let work = Duration::from_millis(rand::random_range(600..1200));
     let started = Instant::now();
-    // memcached counts its clock in whole seconds: keep a second and a half in hand.
-    let margin = Duration::from_millis(1500);
+    // The lease margin (memcached's whole seconds, clock drift), and half a second for a
+    // step of this loop (a sleep and a refresh that may wait for a frozen server).
+    let margin = memsem::lease_margin(ttl) + Duration::from_millis(500);
     while started.elapsed() < work {
         std::thread::sleep(Duration::from_millis(200));
         match permit.refresh(ttl) {
