@@ -127,11 +127,12 @@ impl Watch {
     /// Asks `stats` and `mn` on a new connection.
     fn greet(&self, mut stream: TcpStream, addr: &std::net::SocketAddr) -> Outcome<Open> {
         let unavailable = |error: std::io::Error| Failure::Unavailable(Box::new(error));
-        let at = Instant::now();
         stream.write_all(b"stats\r\n").map_err(unavailable)?;
         let stats = read_reply(&mut stream, |reply| {
             reply.ends_with(b"END\r\n") || (reply.ends_with(b"\r\n") && !reply.starts_with(b"STAT"))
         });
+        // The uptime is counted from when its reply had come, so that it is never overstated.
+        let mut at = Instant::now();
         let seen = match stats {
             Ok(stats) => parse_stats(&stats)?,
             Err(failure) if is_closed(&failure) => {
@@ -143,14 +144,32 @@ impl Watch {
                 }
                 stream = self.dial(addr).map_err(|_| failure)?;
                 stream.write_all(b"version\r\n").map_err(unavailable)?;
-                let version = read_reply(&mut stream, |reply| reply.ends_with(b"\r\n"))
-                    .map_err(|_| unavailable(std::io::Error::other("closed on `stats` and `version`")))?;
+                let version =
+                    read_reply(&mut stream, |reply| reply.ends_with(b"\r\n")).map_err(|_| {
+                        unavailable(std::io::Error::other("closed on `stats` and `version`"))
+                    })?;
                 if !version.starts_with(b"VERSION ") {
                     return Err(Failure::Refused(Refusal::NotMemcached));
                 }
-                Seen {
-                    epoch: None,
-                    uptime: None,
+                // The server answers now. Only if `stats` still closes the connection is it
+                // a proxy that does not pass it: a server that was merely starting (whose
+                // uptime the lock-delay needs) answers it now.
+                let mut again = self.dial(addr).map_err(unavailable)?;
+                again.write_all(b"stats\r\n").map_err(unavailable)?;
+                match read_reply(&mut again, |reply| {
+                    reply.ends_with(b"END\r\n")
+                        || (reply.ends_with(b"\r\n") && !reply.starts_with(b"STAT"))
+                }) {
+                    Ok(stats) => {
+                        at = Instant::now();
+                        stream = again;
+                        parse_stats(&stats)?
+                    }
+                    Err(failure) if is_closed(&failure) => Seen {
+                        epoch: None,
+                        uptime: None,
+                    },
+                    Err(failure) => return Err(failure),
                 }
             }
             Err(failure) => return Err(failure),

@@ -435,18 +435,21 @@ fn restarted(watch: &Watch, epoch: Option<Epoch>) -> Outcome<bool> {
         .is_some_and(|now| !now.is_same(&epoch)))
 }
 
-/// Stamps a store with the incarnation seen `before` it was sent; a store during which the
-/// server restarted may have landed on either incarnation, so its outcome is unknown.
-fn stamped(watch: &Watch, before: Seen, added: Added) -> Outcome<Added> {
+/// Stamps a store with the incarnation seen `before` it was sent. A store during which the
+/// server restarted may have landed on either incarnation, so its outcome is unknown: the
+/// server is another incarnation now, or (a container restarted within the second keeps
+/// pid 1 and its start time) it is back within its lock-delay although it was not before.
+fn stamped(watch: &Watch, before: Seen, added: Added, lock_delay: Duration) -> Outcome<Added> {
     let Added::Stored { cas, .. } = added else {
         return Ok(added);
     };
-    let now = watch.current().ok().and_then(|seen| seen.epoch);
-    if let (Some(then), Some(now)) = (before.epoch, now)
-        && !now.is_same(&then)
-    {
-        let error = std::io::Error::other("the server restarted during the request");
-        return Err(Failure::Ambiguous(Box::new(error)));
+    if let Ok(now) = watch.current() {
+        let other =
+            matches!((before.epoch, now.epoch), (Some(then), Some(now)) if !now.is_same(&then));
+        if other || now.delay_left(lock_delay).is_some() {
+            let error = std::io::Error::other("the server restarted during the request");
+            return Err(Failure::Ambiguous(Box::new(error)));
+        }
     }
     Ok(Added::Stored {
         cas,
@@ -593,7 +596,7 @@ impl Transport for Backend {
             return Ok(Added::Delayed { remaining });
         }
         let added = retrying(|| added(self.client.run(add_op(key, value, ttl))))?;
-        stamped(&self.watch, before, added)
+        stamped(&self.watch, before, added, lock_delay)
     }
 
     async fn add_fenced(
@@ -611,7 +614,7 @@ impl Transport for Backend {
         }
         let batch = fenced_add_ops(key, value, ttl, fence_key, initial);
         let (added, fence) = retrying(|| added_and_counted(self.client.run_batch(batch.clone())))?;
-        Ok((stamped(&self.watch, before, added)?, fence))
+        Ok((stamped(&self.watch, before, added, lock_delay)?, fence))
     }
 
     async fn next_fence(&self, fence_key: &[u8], initial: u64) -> Outcome<u64> {
@@ -630,7 +633,7 @@ impl Transport for Backend {
             return Ok(Added::Delayed { remaining });
         }
         let added = retrying(|| overwritten(self.client.run(overwrite_op(key, value, ttl))))?;
-        stamped(&self.watch, before, added)
+        stamped(&self.watch, before, added, lock_delay)
     }
 
     async fn read(&self, key: &[u8]) -> Outcome<Option<Item>> {
@@ -767,7 +770,7 @@ impl Transport for AsyncBackend {
         let added =
             retrying_async(|| async { added(self.client.run(add_op(key, value, ttl)).await) })
                 .await?;
-        stamped(&self.watch, before, added)
+        stamped(&self.watch, before, added, lock_delay)
     }
 
     async fn add_fenced(
@@ -788,7 +791,7 @@ impl Transport for AsyncBackend {
             added_and_counted(self.client.run_batch(batch.clone()).await)
         })
         .await?;
-        Ok((stamped(&self.watch, before, added)?, fence))
+        Ok((stamped(&self.watch, before, added, lock_delay)?, fence))
     }
 
     async fn next_fence(&self, fence_key: &[u8], initial: u64) -> Outcome<u64> {
@@ -811,7 +814,7 @@ impl Transport for AsyncBackend {
             overwritten(self.client.run(overwrite_op(key, value, ttl)).await)
         })
         .await?;
-        stamped(&self.watch, before, added)
+        stamped(&self.watch, before, added, lock_delay)
     }
 
     async fn read(&self, key: &[u8]) -> Outcome<Option<Item>> {

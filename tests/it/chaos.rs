@@ -53,6 +53,8 @@ struct Section {
     fence: u64,
     pid: u32,
     enter: u128,
+    /// When the winning add was sent.
+    sent: u128,
     exit: Option<u128>,
     /// A refresh or the release reported the lock lost.
     lost_seen: bool,
@@ -285,9 +287,9 @@ fn chaos_no_two_holders_ever_with_lock_delay_and_every_loss_is_reported() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// How long after each restart (from when the server answered again) the first holder of
-/// one of its names entered: the lock-delay's cost, as `min / median / max` over restarts
-/// (a restart followed by none before the run ended is left out).
+/// How long after each restart (from when the server answered again) the first lock on one
+/// of its names was granted (its add sent): the lock-delay's cost, as `min / median / max`
+/// over restarts (a restart followed by none before the run ended is left out).
 fn unavailability(
     sections: &[Section],
     restarts: &[Restart],
@@ -298,7 +300,7 @@ fn unavailability(
         .filter_map(|restart| {
             sections
                 .iter()
-                .filter(|s| on_restarted_server(&s.name) && s.enter > restart.end)
+                .filter(|s| on_restarted_server(&s.name) && s.sent > restart.end)
                 .map(|s| s.enter - restart.end)
                 .min()
         })
@@ -348,7 +350,7 @@ fn read_logs(dir: &Path, killed: &HashMap<u32, u128>) -> (Vec<Section>, Tally) {
         for line in text.lines() {
             let f: Vec<&str> = line.split(' ').collect();
             match f.as_slice() {
-                ["enter", name, token, fence, pid, t] => {
+                ["enter", name, token, fence, pid, t, sent] => {
                     tally.acquisitions += 1;
                     let enter = t.parse().unwrap();
                     last_seen = last_seen.max(enter);
@@ -359,6 +361,7 @@ fn read_logs(dir: &Path, killed: &HashMap<u32, u128>) -> (Vec<Section>, Tally) {
                         fence: fence.parse().unwrap(),
                         pid: pid.parse().unwrap(),
                         enter,
+                        sent: sent.parse().unwrap(),
                         exit: None,
                         lost_seen: false,
                     });

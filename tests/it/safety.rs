@@ -312,3 +312,45 @@ fn wait_for(condition: impl Fn() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The tokio keep-alive behind a blackhole: `lost()` completes while the server still holds
+/// the lease.
+#[test]
+fn an_async_keep_alive_cut_off_by_a_blackhole_reports_the_loss_before_the_lease_ends() {
+    let server = Memcached::start("127.0.0.1", None);
+    let proxy = Proxy::start(&server.address());
+    let name = unique("async-blackhole");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (why, still_held) = runtime.block_on(async {
+        let client = builder()
+            .servers(proxy.address())
+            .io_timeout(Duration::from_millis(500))
+            .connect_timeout(Duration::from_millis(500))
+            .build_async()
+            .await
+            .unwrap();
+        let sem = client
+            .semaphore(&name)
+            .unwrap()
+            .with_ttl(Duration::from_secs(3))
+            .unwrap();
+        let held = sem.try_acquire().await.unwrap().expect("free").keep_alive();
+        proxy.set(Mode::Blackhole);
+        tokio::time::timeout(Duration::from_secs(30), held.lost())
+            .await
+            .expect("the loss is reported");
+        let still_held = Raw::connect(&server.address())
+            .get(format!("__lock__{name}").as_bytes())
+            .is_some();
+        (held.lost_reason().unwrap_or_default(), still_held)
+    });
+    assert!(why.contains("no refresh was confirmed"), "{why}");
+    assert!(
+        still_held,
+        "reported only after the lease had ended on the server"
+    );
+    proxy.set(Mode::Pass);
+}
