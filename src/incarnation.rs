@@ -177,8 +177,10 @@ impl Watch {
         stream.write_all(b"mn\r\n").map_err(unavailable)?;
         let meta = match read_reply(&mut stream, |reply| reply.ends_with(b"\r\n")) {
             Ok(reply) => reply,
-            // A proxy that closes the connection on meta commands.
-            Err(Failure::Unavailable(_)) => {
+            // A proxy that closes the connection on meta commands (it closed on `stats` too,
+            // so no epoch is known). A memcached that answered `stats` and closes now is
+            // going away (a memcached without meta commands answers ERROR).
+            Err(failure) if is_closed(&failure) && seen.epoch.is_none() => {
                 return Err(Failure::Refused(Refusal::NoMetaProtocol));
             }
             Err(other) => return Err(other),

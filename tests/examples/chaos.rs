@@ -74,6 +74,14 @@ fn kind(error: &Error) -> &'static str {
         Error::Timeout { .. } => "timeout",
         Error::Protocol { .. } => "protocol",
         Error::LockDelay { .. } => "lock-delay",
+        Error::Refused {
+            reason: memsem::Refusal::TlsMismatch,
+            ..
+        } => "refused-tls",
+        Error::Refused {
+            reason: memsem::Refusal::NoMetaProtocol,
+            ..
+        } => "refused-meta",
         Error::Refused { .. } => "refused",
         _ => "other",
     }
