@@ -122,7 +122,7 @@ mod semaphore;
 mod token;
 mod wait;
 
-pub use client::{Client, ClientBuilder, DEFAULT_MAX_LEASE, ServerStatus};
+pub use client::{Client, ClientBuilder, ServerStatus};
 pub use error::{Cause, Error, LostReason, Refusal, Result};
 #[cfg(feature = "tokio")]
 pub use flavor::Tokio;
@@ -131,7 +131,7 @@ pub use flavor::{Blocking, Flavor};
 pub use keepalive::AsyncKeepAlive;
 pub use keepalive::KeepAlive;
 pub use keyed::LockOrWait;
-pub use lease::lease_margin;
+pub use lease::{DEFAULT_MAX_LEASE, lease_margin};
 pub use permit::Permit;
 pub use quorum::{QuorumLock, QuorumPermit};
 pub use routing::{Routing, ServerSpec};
