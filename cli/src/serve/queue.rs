@@ -6,7 +6,7 @@
 //! |---|---|---|---|
 //! | `KEY` | the lock itself | `lock-server requester=R expires=E grant=N` | lock timeout + 1 s |
 //! | `memsem-serve/grant/KEY/N` | how to release grant N from any gateway | the token of `KEY` | as `KEY` |
-//! | `memsem-serve/queue/KEY` (64 permits) | one slot per waiting LOCK | `TICKET R` | 2 s, kept alive while waiting |
+//! | `memsem-serve/queue/KEY` (32 permits) | one slot per waiting LOCK | `TICKET R` | 2 s, kept alive while waiting |
 //! | `memsem-serve/ticket/KEY` (16 permits, fencing) | the ticket dispenser | — | released at once |
 //!
 //! A Lock::Server key is one path component, so it has no `/` and these names never collide
@@ -15,8 +15,8 @@
 //! # LOCK
 //!
 //! 1. If the requester already holds `KEY` (not timed out): `0`.
-//! 2. If nobody is in line, try to add `KEY` at once (the uncontended fast path: three
-//!    round trips).
+//! 2. If nobody is in line, try to add `KEY` at once (the uncontended fast path: four round
+//!    trips with the check of step 1 and the grant record).
 //! 3. Otherwise, or when that fails, take a number: acquire and at once release a permit of
 //!    the dispenser; its fencing number is the ticket, strictly increasing across every
 //!    gateway (one memcached counter, incremented atomically with the add).
@@ -51,7 +51,7 @@ use memsem::{Client, Error, Semaphore, Tokio, WaitPolicy};
 
 use super::Shutdown;
 
-const QUEUE_PERMITS: u32 = 64;
+const QUEUE_PERMITS: u32 = 32;
 const DISPENSER_PERMITS: u32 = 16;
 const WAITER_TTL: Duration = Duration::from_secs(2);
 
@@ -228,7 +228,7 @@ impl Locks {
             .with_permits(QUEUE_PERMITS)?;
         // Nobody in line: no ticket needed, try at once.
         if queue.holders().await?.is_empty()
-            && let Some(expires) = self.try_take(key, requester).await?
+            && let Some(expires) = self.try_take(key, requester, false).await?
         {
             return Ok(Some(expires));
         }
@@ -298,7 +298,7 @@ impl Locks {
             }
             let first = waiters.iter().map(|(number, _)| *number).min();
             if first.is_none_or(|first| first >= ticket)
-                && let Some(expires) = self.try_take(key, requester).await?
+                && let Some(expires) = self.try_take(key, requester, true).await?
             {
                 return Ok(Some(expires));
             }
@@ -313,9 +313,16 @@ impl Locks {
         }
     }
 
-    /// One attempt at `key` by the first in line; ends a timed-out grant first.
-    async fn try_take(&self, key: &str, requester: &str) -> Result<Option<f64>, Error> {
-        if let Some(Some(grant)) = self.current(key).await?
+    /// One attempt at `key`; with `end_expired` (the first in line), ends a timed-out grant
+    /// first.
+    async fn try_take(
+        &self,
+        key: &str,
+        requester: &str,
+        end_expired: bool,
+    ) -> Result<Option<f64>, Error> {
+        if end_expired
+            && let Some(Some(grant)) = self.current(key).await?
             && grant.expires <= now_unix()
         {
             self.release_grant(key, &grant).await?;

@@ -20,18 +20,12 @@ const LOCK_SERVER_PL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/perl/lock_ser
 struct Gateway(Child, String);
 
 impl Gateway {
-    fn start(address: &str, protocol: &str) -> Option<Gateway> {
+    fn start(address: &str, protocol: &str, listen: &[&str]) -> Option<Gateway> {
         let memsem = crate::cli::memsem_binary()?;
         let mut child = Command::new(memsem)
             .env("MEMSEM_LOCK_DELAY", "0")
-            .args([
-                "--servers",
-                address,
-                "serve",
-                protocol,
-                "--listen",
-                "127.0.0.1:0",
-            ])
+            .args(["--servers", address, "serve", protocol])
+            .args(listen)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -155,11 +149,20 @@ pub fn lock_unlock(address: &str, sizes: &Sizes) {
         &["bench", &keyed.1, "bench-gateway-km-perl", &n.to_string()],
     );
     row(
-        "keyedmutexd: digest → O, R",
+        "keyedmutexd (unix socket): digest → O, R",
         "KeyedMutex protocol (Perl)",
         perl,
     );
 
+    let us = time_pairs(n, || {
+        assert_eq!(lock_server_call(&locks.1, "PING").trim(), "1");
+        assert_eq!(lock_server_call(&locks.1, "PING").trim(), "1");
+    });
+    row(
+        "Lock::Server: PING + PING (the protocol's floor: no fleet)",
+        "Rust, a connection per call",
+        Ok(us),
+    );
     let us = time_pairs(n, || {
         let granted = lock_server_call(&locks.1, "LOCK/bench-gateway-ls/me");
         assert_ne!(granted.trim(), "0", "uncontended");
