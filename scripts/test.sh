@@ -39,8 +39,8 @@ cargo clippy -p memsem --all-targets -- -D warnings
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc -p memsem --no-deps --quiet
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet --all-features
-# The library's unit tests and doctests need no server.
-cargo test -p memsem --all-features
+# The library's and the CLI's unit tests and doctests need no server.
+cargo test -p memsem -p memsem-cli --all-features
 # The integration suite runs the `memsem` binary and the helper examples: build them first.
 cargo build --workspace --all-features --bins --examples
 cargo test -p memsem-tests --all-features --test it

@@ -43,7 +43,7 @@ pub struct KeyedArgs {
     pub socket: PathBuf,
 
     /// Listen on TCP `host:port` instead of the unix socket
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "socket")]
     pub listen: Option<String>,
 
     /// Lease of a held lock, refreshed while its client is connected; ends it if the gateway dies

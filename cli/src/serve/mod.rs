@@ -166,7 +166,7 @@ impl Gateway {
 
     /// Starts the shutdown (the SHUTDOWN verb).
     pub fn stop(&self) {
-        let _ = self.stop.send(true);
+        self.stop.send_replace(true);
     }
 
     /// A handle that says when shutdown begins.
