@@ -249,7 +249,10 @@ async fn hold(
     let since = Instant::now();
     let keep_going = tokio::select! {
         read = conn.read(&mut byte) => match read {
-            Ok(1) if byte[0] == b'R' => true,
+            Ok(1) if byte[0] == b'R' => {
+                conn.ack_now();
+                true
+            }
             Ok(0) => {
                 gateway.event(format_args!("{peer} {name} closed while holding"));
                 false

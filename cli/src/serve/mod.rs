@@ -67,8 +67,32 @@ pub fn seconds(text: &str) -> Result<Duration, String> {
 }
 
 /// A connection from a client: TCP or unix socket.
-pub trait Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn for T {}
+pub trait Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Acknowledges what was read at once, for a read that gets no reply (keyedmutexd's
+    /// release): a client with Nagle's algorithm on (Perl's IO::Socket) otherwise holds its
+    /// next request until the delayed ACK, about 40 ms later.
+    fn ack_now(&self) {}
+}
+
+impl Conn for tokio::net::TcpStream {
+    fn ack_now(&self) {
+        use std::os::fd::AsRawFd;
+        let on: libc::c_int = 1;
+        // SAFETY: a valid socket descriptor owned by `self`, and a pointer to a c_int of the
+        // length given. A failure only means a slower client.
+        unsafe {
+            libc::setsockopt(
+                self.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_QUICKACK,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
+impl Conn for tokio::net::UnixStream {}
 
 /// Where a gateway listens.
 enum Listener {

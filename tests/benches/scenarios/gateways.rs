@@ -121,9 +121,9 @@ pub fn lock_unlock(address: &str, sizes: &Sizes) {
         Ok(us) => println!("| {path} | {who} | {us:.1} | {:.2} |", us / library),
         Err(why) => println!("| {path} | {who} | n/a: {why} | |"),
     };
-    // keyedmutexd on its usual unix socket: over TCP, a client without TCP_NODELAY (Perl's
-    // IO::Socket) waits for the delayed ACK of its 1-byte release before its next key goes
-    // out (Nagle): about 40 ms per pair, whatever the server.
+    // keyedmutexd on its usual unix socket, and once over TCP for the Perl client (which
+    // leaves Nagle's algorithm on: the row shows that the gateway's quick ACK of a release
+    // spares it the delayed-ACK wait).
     let socket = std::env::temp_dir().join(format!("memsem-bench-km-{}.sock", std::process::id()));
     let (Some(keyed), Some(locks)) = (
         Gateway::start(
@@ -150,6 +150,22 @@ pub fn lock_unlock(address: &str, sizes: &Sizes) {
     );
     row(
         "keyedmutexd (unix socket): digest → O, R",
+        "KeyedMutex protocol (Perl)",
+        perl,
+    );
+
+    let tcp = Gateway::start(address, "keyedmutexd", &["--listen", "127.0.0.1:0"]);
+    let perl = tcp.as_ref().map_or_else(
+        || Err("the gateway did not start".to_string()),
+        |tcp| {
+            perl_bench(
+                KEYEDMUTEX_PL,
+                &["bench", &tcp.1, "bench-gateway-km-tcp", &n.to_string()],
+            )
+        },
+    );
+    row(
+        "keyedmutexd (TCP): digest → O, R",
         "KeyedMutex protocol (Perl)",
         perl,
     );
