@@ -138,9 +138,17 @@ async fn bind_tcp(address: &str) -> std::io::Result<Listener> {
     Ok(Listener::Tcp(TcpListener::bind(address).await?))
 }
 
-/// Binds a unix socket, replacing a stale socket file nobody listens on.
+/// Binds a unix socket, replacing a stale socket file nobody listens on (never another
+/// kind of file).
 fn bind_unix(path: &std::path::Path) -> std::io::Result<Listener> {
-    if path.exists() {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "the path exists and is not a socket",
+            ));
+        }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AddrInUse,
