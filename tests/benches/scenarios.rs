@@ -22,7 +22,9 @@
 //! 7. 1,000 waiters as tokio tasks vs as threads (feature `tokio`), measured in child
 //!    processes (`--crowd`) so that their memory figures are their own;
 //! 8. uncontended acquire+release over TCP, a unix socket and TLS, each against a raw
-//!    socket (or rustls stream) sending the same two meta commands.
+//!    socket (or rustls stream) sending the same two meta commands;
+//! 9. lock+unlock through `memsem serve keyedmutexd` and `memsem serve lock-server` vs the
+//!    library call (needs the `memsem` binary built).
 
 #[allow(dead_code)]
 #[path = "../it/procs.rs"]
@@ -44,6 +46,8 @@ use procs::Memcached;
 mod cli;
 #[path = "scenarios/crowd.rs"]
 mod crowd;
+#[path = "scenarios/gateways.rs"]
+mod gateways;
 #[path = "scenarios/permits.rs"]
 mod permits;
 #[path = "scenarios/processes.rs"]
@@ -174,6 +178,9 @@ fn main() {
     }
     if run(8) {
         transports::over_transports(sizes);
+    }
+    if run(9) {
+        gateways::lock_unlock(&address, sizes);
     }
 }
 
