@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::flavor::{Blocking, Flavor, block_on};
-use crate::janitor::Janitor;
+use crate::janitor::{Janitor, Sweep};
 use crate::key::{self, LockKey};
 use crate::lease::{DEFAULT_MAX_LEASE, Leases, env_duration};
 use crate::memcached::{Failure, Pong, Timeouts, Transport};
@@ -314,7 +314,8 @@ impl ClientBuilder {
         let (specs, ring) = self.check()?;
         let settings = self.settings()?;
         let backends = self.blocking_backends(&specs, &settings);
-        Ok(self.assemble(ring, backends.clone(), backends))
+        let cleanup = backends.iter().map(|b| Arc::clone(b) as Arc<dyn Sweep>);
+        Ok(self.assemble(ring, backends.clone(), cleanup.collect()))
     }
 
     /// Builds a client for tokio (feature `tokio`): the same configuration, async
@@ -341,6 +342,7 @@ impl ClientBuilder {
         let (specs, ring) = self.check()?;
         let settings = self.settings()?;
         let cleanup = self.blocking_backends(&specs, &settings);
+        let cleanup = cleanup.into_iter().map(|b| b as Arc<dyn Sweep>).collect();
         let backends = specs
             .iter()
             .map(|spec| Arc::new(crate::wire::AsyncBackend::new(spec, settings.clone())))
@@ -412,11 +414,27 @@ impl ClientBuilder {
             .collect()
     }
 
+    /// Builds a client over transports made by `wire` (the in-memory fake, in unit tests).
+    #[cfg(any(test, feature = "test-util"))]
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn build_over<F: Flavor>(
+        self,
+        wire: impl Fn(&ServerSpec) -> Arc<F::Wire>,
+    ) -> Result<Client<F>>
+    where
+        F::Wire: Sweep,
+    {
+        let (specs, ring) = self.check()?;
+        let backends: Vec<Arc<F::Wire>> = specs.iter().map(wire).collect();
+        let cleanup = backends.iter().map(|b| Arc::clone(b) as Arc<dyn Sweep>);
+        Ok(self.assemble(ring, backends.clone(), cleanup.collect()))
+    }
+
     fn assemble<F: Flavor>(
         self,
         ring: Ring,
         backends: Vec<Arc<F::Wire>>,
-        cleanup: Vec<Arc<Backend>>,
+        cleanup: Vec<Arc<dyn Sweep>>,
     ) -> Client<F> {
         Client {
             inner: Arc::new(Inner {
@@ -460,7 +478,7 @@ pub struct Client<F: Flavor = Blocking> {
 struct Inner<F: Flavor> {
     backends: Vec<Arc<F::Wire>>,
     /// Blocking connections to the same servers, for the clean-up thread.
-    cleanup: Vec<Arc<Backend>>,
+    cleanup: Vec<Arc<dyn Sweep>>,
     ring: Ring,
     routing: Routing,
     namespace: String,
@@ -572,7 +590,7 @@ pub(crate) struct Target<F: Flavor> {
     pub(crate) key: LockKey,
     pub(crate) backend: Arc<F::Wire>,
     /// A blocking connection to the same server, for the clean-up thread.
-    pub(crate) cleanup: Arc<Backend>,
+    pub(crate) cleanup: Arc<dyn Sweep>,
 }
 
 impl<F: Flavor> Target<F> {
@@ -609,7 +627,7 @@ impl<F: Flavor> Client<F> {
         &self.inner.backends
     }
 
-    pub(crate) fn cleanup_backends(&self) -> &[Arc<Backend>] {
+    pub(crate) fn cleanup_backends(&self) -> &[Arc<dyn Sweep>] {
         &self.inner.cleanup
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::memcached::Transport;
 use crate::wire::Backend;
 
-mod sealed {
+pub(crate) mod sealed {
     pub trait Sealed {}
 }
 
@@ -42,6 +42,11 @@ pub trait Flavor:
     /// Sleeps between attempts.
     #[doc(hidden)]
     fn sleep(duration: Duration) -> impl Future<Output = ()> + Send;
+    /// The clock waits are measured by (a manual one in the lock logic's unit tests).
+    #[doc(hidden)]
+    fn now() -> std::time::Instant {
+        std::time::Instant::now()
+    }
 }
 
 /// Blocking I/O: every operation returns when it is done (the default flavour).

@@ -5,9 +5,50 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::memcached::{Checked, Transport};
+use crate::memcached::{Checked, Epoch, Item, Outcome, Transport};
 use crate::token::Token;
 use crate::wire::Backend;
+
+/// The blocking reads and writes the clean-up thread makes on one server: memsem's pooled
+/// transport, or the in-memory fake in unit tests.
+pub(crate) trait Sweep: Send + Sync + std::fmt::Debug {
+    fn address(&self) -> &str;
+    fn read_now(&self, key: &[u8]) -> Outcome<Option<Item>>;
+    fn delete_if_now(&self, key: &[u8], cas: u64, epoch: Option<Epoch>) -> Outcome<Checked>;
+    fn replace_if_now(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        cas: u64,
+        ttl: u32,
+        epoch: Option<Epoch>,
+    ) -> Outcome<Checked>;
+}
+
+impl Sweep for Backend {
+    fn address(&self) -> &str {
+        Transport::address(self)
+    }
+
+    fn read_now(&self, key: &[u8]) -> Outcome<Option<Item>> {
+        Backend::read_now(self, key)
+    }
+
+    fn delete_if_now(&self, key: &[u8], cas: u64, epoch: Option<Epoch>) -> Outcome<Checked> {
+        Backend::delete_if_now(self, key, cas, epoch)
+    }
+
+    fn replace_if_now(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        cas: u64,
+        ttl: u32,
+        epoch: Option<Epoch>,
+    ) -> Outcome<Checked> {
+        Backend::replace_if_now(self, key, value, cas, ttl, epoch)
+    }
+}
 
 /// How often pending chores are retried.
 const ROUND: Duration = Duration::from_millis(250);
@@ -21,7 +62,7 @@ const NO_TTL_LIMIT: Duration = Duration::from_secs(3600);
 
 /// One lock to make sure of.
 struct Chore {
-    backend: Arc<Backend>,
+    backend: Arc<dyn Sweep>,
     key: Vec<u8>,
     token: Token,
     /// After this the lock has expired by itself (or we give up).
@@ -135,7 +176,7 @@ impl Janitor {
     /// 0 means the lock never expires.
     pub(crate) fn clean_up(
         &self,
-        backend: &Arc<Backend>,
+        backend: &Arc<dyn Sweep>,
         key: &[u8],
         token: &Token,
         ttl_secs: u32,
@@ -147,7 +188,7 @@ impl Janitor {
     /// `cooldown_secs` above 0 keeps it closed that long.
     pub(crate) fn release(
         &self,
-        backend: &Arc<Backend>,
+        backend: &Arc<dyn Sweep>,
         key: &[u8],
         token: &Token,
         ttl_secs: u32,

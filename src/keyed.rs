@@ -1,13 +1,11 @@
 //! The keyed mutex (stampede guard): one caller computes, the others wait for it and then
 //! read the cache — what Perl's KeyedMutex does.
 
-use std::time::Instant;
-
 use crate::error::Result;
 use crate::flavor::{Blocking, Flavor, block_on};
 use crate::permit::Permit;
 use crate::semaphore::Semaphore;
-use crate::wait::{Next, Waiter};
+use crate::wait::{self, Repeat, Sleep};
 
 /// What [`Semaphore::lock_or_wait`] found.
 ///
@@ -43,20 +41,19 @@ impl<F: Flavor> Semaphore<F> {
             // Released between the add and the read.
             return Ok(LockOrWait::Released);
         }
-        let mut waiter = Waiter::new(self.name(), self.wait_policy(), Instant::now());
-        loop {
-            let outcome = self.slot_values().await.map(|now| {
-                let gone = before
-                    .iter()
-                    .zip(&now)
-                    .any(|(was, is)| was.is_some() && was != is);
-                gone.then_some(())
-            });
-            match waiter.after(outcome, Instant::now())? {
-                Next::Done(()) => return Ok(LockOrWait::Released),
-                Next::Sleep(delay) => F::sleep(delay).await,
-            }
-        }
+        let before = &before;
+        let mut released = Repeat(|| async move {
+            let now = self.slot_values().await?;
+            let gone = before
+                .iter()
+                .zip(&now)
+                .any(|(was, is)| was.is_some() && was != is);
+            Ok(gone.then_some(()))
+        });
+        let mut sleep = Sleep::<F>::new();
+        let policy = self.wait_policy();
+        wait::settled(wait::run::<F, _, _>(self.name(), policy, &mut released, &mut sleep).await?);
+        Ok(LockOrWait::Released)
     }
 }
 

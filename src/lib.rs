@@ -115,6 +115,8 @@ mod keepalive;
 mod key;
 mod keyed;
 mod lease;
+#[cfg(test)]
+mod lock_tests;
 mod memcached;
 mod permit;
 mod quorum;
@@ -140,7 +142,7 @@ pub use permit::Permit;
 pub use quorum::{QuorumLock, QuorumPermit};
 pub use routing::{Endpoint, Routing, ServerSpec};
 pub use semaphore::{DEFAULT_TTL, Holder, MAX_INFO_BYTES, MAX_PERMITS, Semaphore};
-pub use wait::{Delays, WaitPolicy};
+pub use wait::{Delays, WaitPolicy, Waiting};
 pub use wire::TlsConfig;
 
 /// The README's code blocks, compiled as doctests.

@@ -4,11 +4,12 @@ use std::time::{Duration, Instant};
 
 use crate::client::Client;
 use crate::error::{Error, LostReason, Result};
+use crate::flavor::Blocking;
 use crate::flavor::block_on;
 use crate::memcached::{Added, Checked, Epoch, Failure, Outcome, Transport};
 use crate::semaphore::{DEFAULT_TTL, lease_seconds};
 use crate::token::Token;
-use crate::wait::{Next, WaitPolicy, Waiter};
+use crate::wait::{self, Repeat, Sleep, WaitPolicy};
 
 /// A lock on a majority of the client's servers (the Redlock algorithm), for locks that must
 /// survive the loss of a minority of memcached servers. Every server of the
@@ -252,13 +253,11 @@ impl QuorumLock {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn wait_acquire(&self) -> Result<QuorumPermit> {
-        let mut waiter = Waiter::new(&self.name, &self.policy, Instant::now());
-        loop {
-            match waiter.after(self.try_acquire(), Instant::now())? {
-                Next::Done(permit) => return Ok(permit),
-                Next::Sleep(delay) => std::thread::sleep(delay),
-            }
-        }
+        let mut attempt = Repeat(|| std::future::ready(self.try_acquire()));
+        let mut sleep = Sleep::<Blocking>::new();
+        let waited =
+            wait::run::<Blocking, _, _>(&self.name, &self.policy, &mut attempt, &mut sleep);
+        Ok(wait::settled(block_on(waited)?))
     }
 }
 

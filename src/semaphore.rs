@@ -1,5 +1,7 @@
 //! The [`Semaphore`] handle: a named lock and how to take it.
 
+use std::future::Future;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -10,7 +12,7 @@ use crate::holder::{Meta, Record};
 use crate::memcached::{Added, Checked, Epoch, Failure, Item, Outcome, Transport};
 use crate::permit::Permit;
 use crate::token::Token;
-use crate::wait::{Next, WaitPolicy, Waiter};
+use crate::wait::{self, Attempt, Hook, Pause, Sleep, WaitPolicy, Waiting};
 
 /// The default lease: a holder that dies without releasing blocks others at most this long.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
@@ -570,6 +572,19 @@ impl<F: Flavor> Drop for Unsure<'_, F> {
     }
 }
 
+/// One acquire attempt of a wait, offering the same token every time.
+struct Acquiring<'a, F: Flavor> {
+    sem: &'a Semaphore<F>,
+    unsure: Unsure<'a, F>,
+}
+
+impl<F: Flavor> Attempt for Acquiring<'_, F> {
+    type Output = Permit<F>;
+    fn attempt(&mut self) -> impl Future<Output = Result<Option<Permit<F>>>> + Send {
+        self.sem.attempt(&mut self.unsure)
+    }
+}
+
 /// The lock logic, written once for both flavours (blocking and tokio).
 impl<F: Flavor> Semaphore<F> {
     pub(crate) async fn try_acquire_core(&self) -> Result<Option<Permit<F>>> {
@@ -578,15 +593,25 @@ impl<F: Flavor> Semaphore<F> {
     }
 
     pub(crate) async fn wait_acquire_core(&self) -> Result<Permit<F>> {
-        let mut unsure = Unsure::new(self);
-        let mut waiter = Waiter::new(self.name(), &self.policy, Instant::now());
-        let error = loop {
-            let outcome = self.attempt(&mut unsure).await;
-            match waiter.after(outcome, Instant::now()) {
-                Ok(Next::Done(permit)) => return Ok(permit),
-                Ok(Next::Sleep(delay)) => F::sleep(delay).await,
-                Err(error) => break error,
-            }
+        Ok(wait::settled(
+            self.wait_acquire_paused(&mut Sleep::<F>::new()).await?,
+        ))
+    }
+
+    /// The wait, pausing between attempts with `pause` (which may end it: `Ok(Err(stop))`).
+    pub(crate) async fn wait_acquire_paused<P: Pause>(
+        &self,
+        pause: &mut P,
+    ) -> Result<std::result::Result<Permit<F>, P::Stop>> {
+        let mut acquiring = Acquiring {
+            sem: self,
+            unsure: Unsure::new(self),
+        };
+        let waited = wait::run::<F, _, _>(self.name(), &self.policy, &mut acquiring, pause).await;
+        let Acquiring { mut unsure, .. } = acquiring;
+        let error = match waited {
+            Ok(outcome) => return Ok(outcome),
+            Err(error) => error,
         };
         if !(matches!(error, Error::Timeout { .. }) && self.policy.get_steal_after_wait()) {
             return Err(error);
@@ -619,7 +644,7 @@ impl<F: Flavor> Semaphore<F> {
             lock = self.name(),
             "took the lock by force after max_wait (steal_after_wait)"
         );
-        Ok(permit)
+        Ok(Ok(permit))
     }
 
     pub(crate) async fn resume_core(&self, token: &str) -> Result<Permit<F>> {
@@ -1019,6 +1044,44 @@ impl Semaphore<Blocking> {
     /// ```
     pub fn wait_acquire(&self) -> Result<Permit> {
         block_on(self.wait_acquire_core())
+    }
+
+    /// [`wait_acquire`](Self::wait_acquire) with the pauses between attempts in the
+    /// caller's hands: instead of sleeping, the wait calls `pause`, which is shown where the
+    /// wait stands ([`Waiting`]) and waits about [`Waiting::delay`] itself — to repaint a
+    /// status line, or to stop early on a signal by returning `ControlFlow::Break(())`,
+    /// which gives `Ok(None)` (nothing is held). Everything else is `wait_acquire`'s.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait_acquire`](Self::wait_acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::ops::ControlFlow;
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    ///
+    /// static STOP: AtomicBool = AtomicBool::new(false);
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let permit = client.semaphore("deploy")?.wait_acquire_with(|waiting| {
+    ///     eprint!("\rwaiting {}s", waiting.waited().as_secs());
+    ///     std::thread::sleep(waiting.delay());
+    ///     match STOP.load(Ordering::Relaxed) {
+    ///         true => ControlFlow::Break(()),
+    ///         false => ControlFlow::Continue(()),
+    ///     }
+    /// })?;
+    /// if permit.is_none() {
+    ///     eprintln!("stopped");
+    /// }
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn wait_acquire_with(
+        &self,
+        pause: impl FnMut(&Waiting<'_>) -> ControlFlow<()>,
+    ) -> Result<Option<Permit>> {
+        Ok(block_on(self.wait_acquire_paused(&mut Hook(pause)))?.ok())
     }
 
     /// Rebuilds the permit held by `token` (printed by `memsem acquire`, or kept from

@@ -1,6 +1,12 @@
 //! How [`Semaphore::wait_acquire`](crate::Semaphore::wait_acquire) waits: the [`WaitPolicy`]
-//! value and the polling loop.
+//! value and the one polling loop every wait runs ([`run`]: the semaphore, the keyed mutex,
+//! the quorum lock and the command-line tool), with the clock, the pause between attempts
+//! (sleep, cancellation, progress) and the attempt itself injected — backon's
+//! `BlockingRetry` is the model.
 
+use std::future::Future;
+use std::marker::PhantomData;
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -8,6 +14,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::error::{Error, Result};
+use crate::flavor::Flavor;
 
 /// How long and how often to retry a lock that somebody else holds.
 ///
@@ -378,6 +385,162 @@ impl<'a> Waiter<'a> {
             delay = delay.min(max_wait - waited);
         }
         Ok(Next::Sleep(delay))
+    }
+
+    /// Where the wait stands at `now`, before a pause of `delay`.
+    fn waiting(&self, now: Instant, delay: Duration) -> Waiting<'_> {
+        Waiting {
+            waited: now.saturating_duration_since(self.started),
+            attempts: self.attempts,
+            delay,
+            last_error: self.last_error.as_deref(),
+        }
+    }
+}
+
+/// Where a wait stands between two attempts: what a progress hook (such as
+/// [`Semaphore::wait_acquire_with`](crate::Semaphore::wait_acquire_with)'s) is shown.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::ops::ControlFlow;
+/// let client = memsem::Client::connect("127.0.0.1:11211")?;
+/// let permit = client.semaphore("deploy")?.wait_acquire_with(|waiting| {
+///     eprintln!("waited {:?} ({} attempts)", waiting.waited(), waiting.attempts());
+///     std::thread::sleep(waiting.delay());
+///     ControlFlow::Continue(())
+/// })?;
+/// # let _ = permit;
+/// # Ok::<(), memsem::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Waiting<'a> {
+    waited: Duration,
+    attempts: u32,
+    delay: Duration,
+    last_error: Option<&'a Error>,
+}
+
+impl<'a> Waiting<'a> {
+    /// How long the wait has lasted so far.
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+
+    /// How many attempts were made so far.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// How long to pause before the next attempt (the policy's delay, cut short at
+    /// `max_wait`).
+    pub fn delay(&self) -> Duration {
+        self.delay
+    }
+
+    /// The last server error seen while waiting (cleared by nothing: the latest one stays),
+    /// `None` while every attempt found the lock held.
+    pub fn last_error(&self) -> Option<&'a Error> {
+        self.last_error
+    }
+}
+
+/// One attempt of a wait: `Ok(Some(value))` ends it, `Ok(None)` (busy) and the errors
+/// worth retrying pause and try again.
+pub(crate) trait Attempt {
+    type Output;
+    fn attempt(&mut self) -> impl Future<Output = Result<Option<Self::Output>>> + Send;
+}
+
+/// A closure returning an attempt's future, as an [`Attempt`].
+pub(crate) struct Repeat<C>(pub(crate) C);
+
+impl<T, C, Fut> Attempt for Repeat<C>
+where
+    C: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>> + Send,
+{
+    type Output = T;
+    fn attempt(&mut self) -> impl Future<Output = Result<Option<T>>> + Send {
+        (self.0)()
+    }
+}
+
+/// What happens between two attempts: a pause, which may also end the wait
+/// (`ControlFlow::Break`) and report progress.
+pub(crate) trait Pause {
+    /// Why a wait was ended early.
+    type Stop;
+    fn pause(
+        &mut self,
+        waiting: &Waiting<'_>,
+    ) -> impl Future<Output = ControlFlow<Self::Stop>> + Send;
+}
+
+/// Sleeps the flavour's way (a thread sleep, or `tokio::time::sleep`); never ends a wait.
+pub(crate) struct Sleep<F>(PhantomData<F>);
+
+impl<F> Sleep<F> {
+    pub(crate) fn new() -> Sleep<F> {
+        Sleep(PhantomData)
+    }
+}
+
+impl<F: Flavor> Pause for Sleep<F> {
+    type Stop = std::convert::Infallible;
+    fn pause(
+        &mut self,
+        waiting: &Waiting<'_>,
+    ) -> impl Future<Output = ControlFlow<Self::Stop>> + Send {
+        let sleep = F::sleep(waiting.delay);
+        async move {
+            sleep.await;
+            ControlFlow::Continue(())
+        }
+    }
+}
+
+/// A caller's hook that does the pausing itself (it waits `delay`, or less when something
+/// happens), and may end the wait.
+pub(crate) struct Hook<H>(pub(crate) H);
+
+impl<H: FnMut(&Waiting<'_>) -> ControlFlow<()>> Pause for Hook<H> {
+    type Stop = ();
+    fn pause(&mut self, waiting: &Waiting<'_>) -> impl Future<Output = ControlFlow<()>> + Send {
+        std::future::ready((self.0)(waiting))
+    }
+}
+
+/// The one wait loop: attempts until one yields a value, the policy gives up
+/// ([`Error::Timeout`], or at once on an error not worth retrying), or `pause` ends the wait
+/// (`Ok(Err(stop))`). Time is `F`'s clock.
+pub(crate) async fn run<F: Flavor, A: Attempt, P: Pause>(
+    name: &str,
+    policy: &WaitPolicy,
+    attempt: &mut A,
+    pause: &mut P,
+) -> Result<Result<A::Output, P::Stop>> {
+    let mut waiter = Waiter::new(name, policy, F::now());
+    loop {
+        let outcome = attempt.attempt().await;
+        let now = F::now();
+        match waiter.after(outcome, now)? {
+            Next::Done(value) => return Ok(Ok(value)),
+            Next::Sleep(delay) => {
+                if let ControlFlow::Break(stop) = pause.pause(&waiter.waiting(now, delay)).await {
+                    return Ok(Err(stop));
+                }
+            }
+        }
+    }
+}
+
+/// The value of a wait that cannot be ended early.
+pub(crate) fn settled<T>(outcome: Result<T, std::convert::Infallible>) -> T {
+    match outcome {
+        Ok(value) => value,
+        Err(never) => match never {},
     }
 }
 

@@ -16,6 +16,8 @@ use crate::memcached::Timeouts;
 use crate::routing::{Endpoint, ServerSpec};
 
 mod conn;
+#[cfg(any(test, feature = "test-util"))]
+pub(crate) mod fake;
 pub(crate) mod meta;
 #[cfg(feature = "tokio")]
 mod mux;
