@@ -2,6 +2,7 @@
 //! status line on a terminal and an early way out on SIGINT/SIGTERM/SIGHUP.
 
 use std::io::{IsTerminal, Write};
+use std::ops::ControlFlow;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
@@ -47,9 +48,12 @@ pub enum Acquired {
 
 /// Tries to take the lock until `limit` runs out (`None`: forever; zero: one try).
 ///
-/// The first attempt's server error is returned at once (the configuration is likely wrong);
-/// later ones are retried, and returned only if the wait runs out on them. A refused server
-/// ([`Error::Refused`]) ends the wait at once; a server in its lock-delay is waited out.
+/// A bounded wait is the library's own ([`Semaphore::wait_acquire_with`] with
+/// `max_wait = limit`): server errors worth retrying are retried until the limit, a refused
+/// server ([`Error::Refused`]) ends the wait at once, a server in its lock-delay is waited
+/// out. An endless wait does the same, except that a server error on the very first try is
+/// returned at once (the configuration is likely wrong: do not hang forever on it). The
+/// pauses between attempts repaint the status line and end the wait on a signal.
 pub fn acquire(
     sem: &Semaphore,
     limit: Option<Duration>,
@@ -57,41 +61,26 @@ pub fn acquire(
     events: &Receiver<Event>,
     quiet: bool,
 ) -> Result<Acquired, Error> {
-    let started = Instant::now();
-    let mut delays = WaitPolicy::new().poll_time(poll).delays();
+    if limit == Some(Duration::ZERO) {
+        return Ok(match sem.try_acquire()? {
+            Some(permit) => Acquired::Permit(permit),
+            None => Acquired::Busy(sem.holder().ok().flatten()),
+        });
+    }
+    let mut policy = WaitPolicy::new().poll_time(poll);
+    match limit {
+        Some(limit) => policy = policy.max_wait(limit),
+        None => match sem.try_acquire() {
+            Ok(Some(permit)) => return Ok(Acquired::Permit(permit)),
+            Ok(None) | Err(Error::LockDelay { .. }) => {}
+            Err(error) => return Err(error),
+        },
+    }
+    let sem = sem.clone().with_wait_policy(policy);
     let mut line = StatusLine::new(!quiet && std::io::stderr().is_terminal());
-    let mut last_error: Option<Error>;
     let mut holder: Option<(Instant, Option<Holder>)> = None;
-    let mut attempts = 0u32;
-    loop {
-        attempts += 1;
-        match sem.try_acquire() {
-            Ok(Some(permit)) => {
-                line.clear();
-                return Ok(Acquired::Permit(permit));
-            }
-            Ok(None) => last_error = None,
-            // A server in its lock-delay is waited out like a held lock.
-            Err(error @ Error::LockDelay { .. }) => last_error = Some(error),
-            Err(error) if attempts == 1 || !(error.is_retryable() || is_transient(&error)) => {
-                line.clear();
-                return Err(error);
-            }
-            Err(error) => last_error = Some(error),
-        }
-        let waited = started.elapsed();
-        let remaining = limit.map(|limit| limit.saturating_sub(waited));
-        if remaining == Some(Duration::ZERO) {
-            line.clear();
-            if let Some(error) = last_error {
-                return Err(error);
-            }
-            let holder = match holder {
-                Some((at, holder)) if at.elapsed() < Duration::from_millis(500) => holder,
-                _ => sem.holder().ok().flatten(),
-            };
-            return Ok(Acquired::Busy(holder));
-        }
+    let mut signal = None;
+    let outcome = sem.wait_acquire_with(|waiting| {
         if line.enabled {
             let stale = holder
                 .as_ref()
@@ -99,7 +88,7 @@ pub fn acquire(
             if stale {
                 holder = Some((Instant::now(), sem.holder().ok().flatten()));
             }
-            let about = match (&last_error, &holder) {
+            let about = match (waiting.last_error(), &holder) {
                 (Some(error), _) => format!("; {error}"),
                 (None, Some((_, Some(holder)))) => format!("; held by {}", describe(holder)),
                 _ => String::new(),
@@ -107,26 +96,35 @@ pub fn acquire(
             line.show(&format!(
                 "memsem: waiting for lock {} ({}s){about}",
                 sem.name(),
-                waited.as_secs()
+                waiting.waited().as_secs()
             ));
         }
-        let mut delay = delays.next().unwrap_or(poll);
-        if let Some(remaining) = remaining {
-            delay = delay.min(remaining);
-        }
-        match events.recv_timeout(delay) {
-            Ok(Event::Signal(signal)) => {
-                line.clear();
-                return Ok(Acquired::Interrupted(signal));
+        match events.recv_timeout(waiting.delay()) {
+            Ok(Event::Signal(caught)) => {
+                signal = Some(caught);
+                ControlFlow::Break(())
             }
-            Ok(_) | Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
+            Ok(_) | Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                ControlFlow::Continue(())
+            }
         }
+    });
+    line.clear();
+    match outcome {
+        Ok(Some(permit)) => Ok(Acquired::Permit(permit)),
+        Ok(None) => Ok(Acquired::Interrupted(signal.unwrap_or(SIGINT))),
+        // Held all along: say by whom.
+        Err(Error::Timeout {
+            last_error: None, ..
+        }) => {
+            let holder = match holder {
+                Some((at, holder)) if at.elapsed() < Duration::from_millis(500) => holder,
+                _ => sem.holder().ok().flatten(),
+            };
+            Ok(Acquired::Busy(holder))
+        }
+        Err(error) => Err(error),
     }
-}
-
-/// Server trouble worth another try while waiting.
-fn is_transient(error: &Error) -> bool {
-    matches!(error, Error::Ambiguous { .. } | Error::Protocol { .. })
 }
 
 /// One line about the holder: its info (or token prefix) and the time left.

@@ -3,6 +3,7 @@
 mod ambiguous;
 mod chaos;
 mod cli;
+mod cli_wait;
 mod faults;
 mod fencing;
 mod fleet;
