@@ -138,6 +138,10 @@ impl Conn {
                 Err(unusable) => return Err(probe_failure(unusable, tls, address, settings)),
             }
         };
+        // The uptime is counted from when its reply arrived (not from when the probe was
+        // sent), so that the server's age is never overestimated and a lock-delay never cut
+        // short.
+        let heard = Instant::now();
         let dialect = probe::dialect(settings.protocol, &found).map_err(Failure::Refused)?;
         if found.closed {
             return Err(unavailable(io::ErrorKind::UnexpectedEof.into()));
@@ -148,7 +152,7 @@ impl Conn {
             output,
             opaque: 0,
             broke_on_send: false,
-            session: Session::new(dialect, found, at, tls),
+            session: Session::new(dialect, found, heard, tls),
         })
     }
 

@@ -226,7 +226,6 @@ impl AsyncBackend {
         let auth = self.settings.auth.as_deref().filter(|_| send_auth);
         let mut hello = Vec::new();
         probe::hello(&mut hello, auth, self.settings.protocol);
-        let at = Instant::now();
         let mut input = Vec::with_capacity(READ_CHUNK);
         let protocol = self.settings.protocol;
         let exchange = async {
@@ -267,11 +266,13 @@ impl AsyncBackend {
                 );
             }
         };
+        // The uptime counts from when its reply arrived: the lock-delay is never cut short.
+        let heard = Instant::now();
         let dialect = probe::dialect(protocol, &found).map_err(Failure::Refused)?;
         if found.closed {
             return Err(unavailable(io::ErrorKind::UnexpectedEof.into()));
         }
-        let session = Session::new(dialect, found, at, tls);
+        let session = Session::new(dialect, found, heard, tls);
         let (reader, writer) = tokio::io::split(stream);
         let (jobs, queued) = mpsc::unbounded_channel();
         let (expects, expected) = mpsc::unbounded_channel();
