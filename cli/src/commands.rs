@@ -52,6 +52,9 @@ fn client(global: &Global) -> Result<Client, Error> {
     if let Some(routing) = &global.routing {
         builder = builder.routing(routing.parse()?);
     }
+    if let Some(protocol) = &global.protocol {
+        builder = builder.protocol(protocol.parse()?);
+    }
     if let Some(namespace) = &global.namespace {
         builder = builder.namespace(namespace);
     }
@@ -239,6 +242,9 @@ fn ping(client: &Client, global: &Global) -> u8 {
                     "up": true,
                     "rtt_ms": status.round_trip().as_secs_f64() * 1000.0,
                     "version": status.version(),
+                    "dialect": status.dialect(),
+                    "tls": status.tls(),
+                    "auth": status.auth(),
                 }),
                 Err(error) => json!({ "server": server, "up": false, "error": error.to_string() }),
             })
@@ -250,7 +256,18 @@ fn ping(client: &Client, global: &Global) -> u8 {
                 Ok(status) => {
                     if !global.quiet {
                         let ms = status.round_trip().as_secs_f64() * 1000.0;
-                        println!("{server}: up, {ms:.3} ms, memcached {}", status.version());
+                        let mut extras = String::new();
+                        if status.tls() {
+                            extras.push_str(", TLS");
+                        }
+                        if status.auth() {
+                            extras.push_str(", authenticated");
+                        }
+                        println!(
+                            "{server}: up, {ms:.3} ms, memcached {}, {} protocol{extras}",
+                            status.version(),
+                            status.dialect()
+                        );
                     }
                 }
                 Err(error) => println!("{server}: DOWN: {error}"),
