@@ -522,7 +522,9 @@ impl Exchange<'_> {
     }
 }
 
-/// An [`Exchange`] owning its key and value, for a reader that outlives the request.
+/// An [`Exchange`] owning its key and value, for a reader that outlives the request (the
+/// tokio transport's reader task).
+#[cfg(feature = "tokio")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct OwnedExchange {
     kind: Kind,
@@ -530,6 +532,7 @@ pub(crate) struct OwnedExchange {
     value: Vec<u8>,
 }
 
+#[cfg(feature = "tokio")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Store { mode: Store, ttl: u32 },
@@ -539,6 +542,7 @@ enum Kind {
     Noop,
 }
 
+#[cfg(feature = "tokio")]
 impl Exchange<'_> {
     /// The same exchange, owning its bytes.
     pub(crate) fn to_owned(self) -> OwnedExchange {
@@ -564,6 +568,7 @@ impl Exchange<'_> {
     }
 }
 
+#[cfg(feature = "tokio")]
 impl OwnedExchange {
     /// The exchange, borrowing from this one.
     pub(crate) fn exchange(&self) -> Exchange<'_> {
@@ -949,6 +954,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "tokio")]
     #[test]
     fn owned_exchanges_round_trip() {
         for exchange in [
