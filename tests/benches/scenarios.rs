@@ -20,7 +20,9 @@
 //! 5. the CLI: `memsem run NAME -- true` vs `true` vs `flock LOCKFILE true`;
 //! 6. contention with separate processes (this executable again, `--worker`) vs threads;
 //! 7. 1,000 waiters as tokio tasks vs as threads (feature `tokio`), measured in child
-//!    processes (`--crowd`) so that their memory figures are their own.
+//!    processes (`--crowd`) so that their memory figures are their own;
+//! 8. meta vs classic: acquire+release pairs in each dialect, on memcached and through
+//!    nutcracker, as multiples of the raw round trip on the same path.
 
 #[allow(dead_code)]
 #[path = "../it/procs.rs"]
@@ -42,6 +44,11 @@ use procs::Memcached;
 mod cli;
 #[path = "scenarios/crowd.rs"]
 mod crowd;
+#[path = "scenarios/dialects.rs"]
+mod dialects;
+#[allow(dead_code)]
+#[path = "../it/nutcracker.rs"]
+mod nutcracker;
 #[path = "scenarios/permits.rs"]
 mod permits;
 #[path = "scenarios/processes.rs"]
@@ -132,7 +139,7 @@ fn main() {
         memcached_version(&address),
     );
 
-    // `-- --only N[,N...]` runs only those tables (1-7).
+    // `-- --only N[,N...]` runs only those tables (1-8).
     let only: Option<Vec<u32>> = args
         .iter()
         .position(|a| a == "--only")
@@ -167,6 +174,9 @@ fn main() {
     }
     if run(7) {
         crowd::tasks_vs_threads(&address, sizes);
+    }
+    if run(8) {
+        dialects::meta_vs_classic(sizes);
     }
 }
 
