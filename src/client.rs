@@ -246,6 +246,7 @@ impl ClientBuilder {
     /// # }
     /// ```
     #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub async fn build_async(self) -> Result<Client<crate::Tokio>> {
         let (specs, ring) = self.check()?;
         let cleanup = self.blocking_backends(&specs)?;
@@ -461,7 +462,12 @@ impl<F: Flavor> Client<F> {
     /// ```
     pub fn semaphore(&self, name: &str) -> Result<Semaphore<F>> {
         let key = key::lock_key(&self.inner.namespace, name)?;
-        let index = self.inner.ring.server_for(&key.routed);
+        let hashed = if self.inner.routing.hashes_namespace() {
+            &key.wire
+        } else {
+            &key.routed
+        };
+        let index = self.inner.ring.server_for(hashed);
         let backend = Arc::clone(&self.inner.backends[index]);
         let cleanup = Arc::clone(&self.inner.cleanup[index]);
         Ok(Semaphore::new(Target {
@@ -668,6 +674,7 @@ impl Client {
 }
 
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 impl Client<crate::Tokio> {
     /// Checks every server with one no-op round trip, as [`Client::ping`].
     ///

@@ -190,7 +190,7 @@ impl Janitor {
                 *queue = Some(sender);
             }
             Err(error) => {
-                tracing::warn!(%error, "cannot start the lock clean-up thread; the lock's TTL will end it")
+                tracing::warn!(error = %crate::error::Chain(&error), "cannot start the lock clean-up thread; the lock's TTL will end it")
             }
         }
     }

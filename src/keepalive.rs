@@ -134,7 +134,10 @@ impl KeepAlive {
                 });
             match spawned {
                 Ok(watching) => threads.push(watching),
-                Err(error) => tracing::warn!(%error, "cannot start the keep-alive threads"),
+                Err(error) => tracing::warn!(
+                    error = %crate::error::Chain(&error),
+                    "cannot start the keep-alive threads"
+                ),
             }
         }
         KeepAlive { shared, threads }
@@ -298,7 +301,7 @@ pub(crate) fn judge<F: Flavor>(
             interval,
         ),
         Err(error) => {
-            tracing::warn!(lock = permit.name(), %error, "refreshing the lease failed; retrying");
+            tracing::warn!(lock = permit.name(), error = %crate::error::Chain(&error), "refreshing the lease failed; retrying");
             let retry = (interval / 4).max(Duration::from_millis(100));
             let next = match permit.expires_at() {
                 Some(at) => retry.min(at.saturating_duration_since(Instant::now())),

@@ -104,6 +104,8 @@
 //!   `default-features = false`.
 //! - `tokio`: the async flavour (pulls in tokio and the `memcache` crate's async client).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod client;
 mod error;
 mod flavor;
@@ -125,16 +127,18 @@ mod wait;
 pub use client::{Client, ClientBuilder, ServerStatus};
 pub use error::{Cause, Error, LostReason, Refusal, Result};
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use flavor::Tokio;
 pub use flavor::{Blocking, Flavor};
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use keepalive::AsyncKeepAlive;
 pub use keepalive::KeepAlive;
 pub use keyed::LockOrWait;
 pub use lease::{DEFAULT_MAX_LEASE, lease_margin};
 pub use permit::Permit;
 pub use quorum::{QuorumLock, QuorumPermit};
-pub use routing::{Routing, ServerSpec};
+pub use routing::{Endpoint, Routing, ServerSpec};
 pub use semaphore::{DEFAULT_TTL, Holder, MAX_INFO_BYTES, MAX_PERMITS, Semaphore};
 pub use wait::{Delays, WaitPolicy};
 

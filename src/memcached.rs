@@ -241,15 +241,12 @@ fn is_stale(failure: &Failure) -> bool {
     let Failure::Unavailable(cause) = failure else {
         return false;
     };
-    match cause.downcast_ref::<memcache::exp::Error>() {
-        Some(memcache::exp::Error::Io(error)) => {
-            matches!(
-                error.kind(),
-                UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
-            )
-        }
-        _ => false,
-    }
+    cause.downcast_ref::<std::io::Error>().is_some_and(|error| {
+        matches!(
+            error.kind(),
+            UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+        )
+    })
 }
 
 fn retrying<T>(mut run: impl FnMut() -> Outcome<T>) -> Outcome<T> {
@@ -300,12 +297,27 @@ fn parse_version(reply: &[u8]) -> Outcome<String> {
     }
 }
 
+/// The client's error as a failure whose cause says each thing once and never shows the
+/// key (the caller's error names the lock).
 fn classify(error: memcache::exp::Error) -> Failure {
     use memcache::exp::Error as E;
     match error {
-        E::Ambiguous { .. } => Failure::Ambiguous(Box::new(error)),
-        E::Io(_) | E::Timeout { .. } | E::Server(_) => Failure::Unavailable(Box::new(error)),
+        // A write answered with something that is not memcached: the same failure as for a
+        // read (holding nothing is the safe reading; at worst the lock ends with its TTL).
+        E::Ambiguous { source, .. } if matches!(*source, E::Protocol(_)) => classify(*source),
+        E::Ambiguous { source, .. } => Failure::Ambiguous(cause(*source)),
+        E::Io(_) | E::Timeout { .. } | E::Server(_) => Failure::Unavailable(cause(error)),
         other => Failure::Protocol(other.to_string()),
+    }
+}
+
+fn cause(error: memcache::exp::Error) -> Cause {
+    use memcache::exp::Error as E;
+    match error {
+        E::Io(error) => Box::new(error),
+        E::Timeout { .. } => "no reply in time".into(),
+        E::Server(message) => format!("server error: {message}").into(),
+        other => Box::new(other),
     }
 }
 
@@ -483,6 +495,19 @@ impl std::fmt::Debug for Backend {
     }
 }
 
+/// The `memcache` crate's meta client dials TCP only: a unix-socket entry is refused
+/// clearly until memsem's own transport carries it.
+fn unix_not_yet(spec: &ServerSpec) -> Result<(), String> {
+    match spec.endpoint() {
+        crate::routing::Endpoint::Tcp { .. } => Ok(()),
+        crate::routing::Endpoint::Unix(_) => Err(format!(
+            "memcached server {}: unix-socket servers are not supported by this build's \
+             transport yet; use a TCP address",
+            spec.address()
+        )),
+    }
+}
+
 impl Backend {
     /// Resolves the server's address; connections are dialed on first use.
     pub(crate) fn new(
@@ -491,6 +516,7 @@ impl Backend {
         max_idle: usize,
     ) -> Result<Backend, String> {
         let address = spec.address();
+        unix_not_yet(spec)?;
         let client = builder(timeouts, max_idle)
             .connect((spec.host().to_string(), spec.port()))
             .map_err(|error| format!("cannot use memcached server {address}: {error}"))?;
@@ -702,6 +728,7 @@ impl AsyncBackend {
         max_idle: usize,
     ) -> Result<AsyncBackend, String> {
         let address = spec.address();
+        unix_not_yet(spec)?;
         let client = builder(timeouts, max_idle)
             .connect_async((spec.host().to_string(), spec.port()))
             .await

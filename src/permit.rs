@@ -572,6 +572,7 @@ impl Permit<Blocking> {
 /// cooldown or refresh future mid-flight leaves the lock to its TTL (or to the clean-up, for
 /// a release whose reply was lost).
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 impl Permit<crate::Tokio> {
     /// Gives the lock back. As [`Permit::release`].
     ///
@@ -684,7 +685,7 @@ impl<F: Flavor> Drop for Permit<F> {
         self.armed = false;
         if F::BLOCKING {
             if let Err(error) = block_on(self.give_back()) {
-                tracing::warn!(lock = self.name(), %error, "releasing a dropped permit failed");
+                tracing::warn!(lock = self.name(), error = %crate::error::Chain(&error), "releasing a dropped permit failed");
             }
         } else {
             // Never block an async runtime in drop: the client's clean-up thread releases

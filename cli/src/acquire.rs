@@ -136,7 +136,7 @@ pub fn describe(holder: &Holder) -> String {
         None => format!("token {}…", holder.token_prefix()),
     };
     match holder.ttl() {
-        Some(ttl) => format!("{who} (expires in {}s)", ttl.as_secs()),
+        Some(ttl) => format!("{who} (expires in {})", humantime::format_duration(ttl)),
         None => format!("{who} (never expires)"),
     }
 }

@@ -5,21 +5,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-const EXIT_STATUSES: &str = "\
-Exit statuses:
-  0        success (run: the command's own status)
-  1        status: the lock is held; verify/release/refresh: the token does not hold it
-  64       bad arguments or configuration
-  69       a memcached server is unreachable (named on stderr)
-  75       the lock was not acquired (held, or the server is in its lock-delay), or was
-           lost while the command ran (the command is stopped before the lease can end)
-  76       the server is not a usable memcached (no meta protocol, wants auth or TLS)
-  126/127  the command could not be executed / was not found
-  128+N    the command (or memsem while waiting) was killed by signal N";
-
 /// Distributed locks on memcached: flock(1) for a whole fleet.
 #[derive(Debug, Parser)]
-#[command(name = "memsem", version, about, after_help = EXIT_STATUSES)]
+#[command(name = "memsem", version, about, after_help = crate::exit::HELP)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -30,11 +18,12 @@ pub struct Cli {
 /// Options every subcommand takes.
 #[derive(Debug, Args)]
 pub struct Global {
-    /// memcached servers, `host:port[:weight],...`
+    /// memcached servers, `host:port[:weight],...` (`[v6]:port`, `/path/to.sock[:weight]` too)
     #[arg(long, env = "MEMSEM_SERVERS", global = true, value_name = "LIST")]
     pub servers: Option<String>,
 
-    /// How a lock name picks its server: `ketama` (libmemcached) or `cache-memcached` (Perl)
+    /// How a lock name picks its server: `ketama` (libmemcached), `cache-memcached` (Perl) or
+    /// `twemproxy:HASH:DIST` (like a twemproxy pool, e.g. `twemproxy:fnv1a_64:ketama`)
     #[arg(long, env = "MEMSEM_ROUTING", global = true, value_name = "ROUTING")]
     pub routing: Option<String>,
 
@@ -91,6 +80,9 @@ pub enum Command {
     /// Check every server: reachable or not, and the round-trip time (exit 69 if any is down)
     #[command(after_help = PING_HELP)]
     Ping,
+    /// Serve an old lock server's wire protocol (keyedmutexd, Lock::Server), locks on the fleet
+    #[command(subcommand)]
+    Serve(crate::serve::Protocol),
 }
 
 const RUN_HELP: &str = "\

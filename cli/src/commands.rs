@@ -39,6 +39,7 @@ pub fn dispatch(cli: Cli) -> u8 {
         Command::Status(args) => status(&client, &args.name, &global),
         Command::Verify(args) => verify(&client, &args.name, &args.token.token, &global),
         Command::Ping => Ok(ping(&client, &global)),
+        Command::Serve(protocol) => Ok(crate::serve::run(builder(&global), protocol)),
     };
     let code = outcome.unwrap_or_else(|error| exit::report(&error));
     settle(&client, &global);
@@ -61,9 +62,14 @@ fn settle(client: &Client, global: &Global) {
 
 /// The client the global options (or the environment) describe.
 fn client(global: &Global) -> Result<Client, Error> {
+    builder(global)?.build()
+}
+
+/// The client builder the global options (or the environment) describe.
+fn builder(global: &Global) -> Result<memsem::ClientBuilder, Error> {
     let servers = global.servers.as_deref().ok_or_else(|| {
         Error::InvalidConfig(
-            "no servers: give --servers host:port[:weight],... or set MEMSEM_SERVERS".into(),
+            "no servers: give --servers host:port[:weight],/path/to.sock[:weight],... or set MEMSEM_SERVERS".into(),
         )
     })?;
     let mut builder = Client::builder().servers(servers);
@@ -85,7 +91,7 @@ fn client(global: &Global) -> Result<Client, Error> {
     if let Some(delay) = global.lock_delay {
         builder = builder.lock_delay(delay);
     }
-    builder.build()
+    Ok(builder)
 }
 
 fn semaphore(
@@ -143,17 +149,25 @@ fn acquire_command(client: &Client, args: &AcquireArgs, global: &Global) -> Resu
             }
             Ok(0)
         }
-        Acquired::Busy(holder) => {
-            if !global.quiet {
-                let by = holder
-                    .map(|holder| format!(" by {}", acquire::describe(&holder)))
-                    .unwrap_or_default();
-                eprintln!("memsem: lock {} is held{by}", args.name);
-            }
-            Ok(exit::TEMPFAIL)
-        }
+        Acquired::Busy(holder) => Ok(busy(
+            &args.name,
+            holder.as_ref(),
+            global.quiet,
+            exit::TEMPFAIL,
+        )),
         Acquired::Interrupted(signal) => Ok(exit::for_signal(signal)),
     }
+}
+
+/// Says that the lock is held and by whom (unless `quiet`; always with `--json`); `code`.
+pub fn busy(name: &str, holder: Option<&memsem::Holder>, quiet: bool, code: u8) -> u8 {
+    if !quiet || exit::json() {
+        let by = holder
+            .map(|holder| format!(" by {}", acquire::describe(holder)))
+            .unwrap_or_default();
+        exit::tell("held", &format!("lock {name} is held{by}"), code);
+    }
+    code
 }
 
 fn parent_pid() -> u32 {
@@ -167,8 +181,8 @@ fn unless_lost(outcome: Result<(), Error>, global: &Global) -> Result<u8, Error>
     match outcome {
         Ok(()) => Ok(0),
         Err(error) if error.is_lock_lost() => {
-            if !global.quiet {
-                eprintln!("memsem: {error}");
+            if !global.quiet || exit::json() {
+                exit::tell(exit::kind(&error), &exit::chain(&error), exit::NO);
             }
             Ok(exit::NO)
         }
@@ -258,7 +272,7 @@ fn ping(client: &Client, global: &Global) -> u8 {
                     "rtt_ms": status.round_trip().as_secs_f64() * 1000.0,
                     "version": status.version(),
                 }),
-                Err(error) => json!({ "server": server, "up": false, "error": error.to_string() }),
+                Err(error) => json!({ "server": server, "up": false, "error": exit::chain(error) }),
             })
             .collect();
         println!("{}", json!({ "all_up": all_up, "servers": servers }));
@@ -271,9 +285,13 @@ fn ping(client: &Client, global: &Global) -> u8 {
                         println!("{server}: up, {ms:.3} ms, memcached {}", status.version());
                     }
                 }
-                Err(error) => println!("{server}: DOWN: {error}"),
+                Err(error) => println!("{server}: DOWN: {}", exit::chain(error)),
             }
         }
     }
-    if all_up { 0 } else { exit::UNAVAILABLE }
+    // The same status as any other command would give for the first failing server.
+    answers
+        .iter()
+        .find_map(|(_, answer)| answer.as_ref().err())
+        .map_or(0, exit::code)
 }

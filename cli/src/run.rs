@@ -57,13 +57,12 @@ pub fn run(sem: Semaphore, args: &RunArgs, quiet: bool) -> u8 {
     let permit = match acquire::acquire(&sem, args.wait.limit(), args.wait.poll, &events, quiet) {
         Ok(Acquired::Permit(permit)) => permit,
         Ok(Acquired::Busy(holder)) => {
-            if !quiet {
-                let by = holder
-                    .map(|holder| format!(" by {}", acquire::describe(&holder)))
-                    .unwrap_or_default();
-                eprintln!("memsem: lock {} is held{by}", sem.name());
-            }
-            return args.conflict_exit_code;
+            return crate::commands::busy(
+                sem.name(),
+                holder.as_ref(),
+                quiet,
+                args.conflict_exit_code,
+            );
         }
         Ok(Acquired::Interrupted(signal)) => return exit::for_signal(signal),
         Err(error) => return exit::report(&error),
