@@ -719,6 +719,31 @@ impl<F: Flavor> Client<F> {
         self.inner.routing
     }
 
+    /// A lock held on a majority of **all** the client's servers (Redlock), instead of on
+    /// the one server its key routes to: it survives the loss of a minority of servers. See
+    /// [`QuorumLock`](crate::QuorumLock) for the algorithm and its limits.
+    ///
+    /// # Errors
+    ///
+    /// As [`semaphore`](Self::semaphore).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let client = memsem::Client::connect("127.0.0.1:11211,127.0.0.1:11212,127.0.0.1:11213")?;
+    /// let lock = client.quorum_lock("billing-run")?;
+    /// assert_eq!(lock.voters(), 3);
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn quorum_lock(&self, name: &str) -> Result<crate::QuorumLock<F>> {
+        let key = key::lock_key(&self.inner.namespace, name)?;
+        Ok(crate::QuorumLock::new(
+            self.clone(),
+            name.to_string(),
+            key.wire,
+        ))
+    }
+
     /// Pings every server (the shared body of both flavours' `ping`).
     async fn ping_all(&self) -> Vec<(String, Result<ServerStatus>)> {
         let mut answers = Vec::with_capacity(self.inner.backends.len());
@@ -826,31 +851,6 @@ impl Client {
             builder = builder.lock_delay(env_duration("MEMSEM_LOCK_DELAY", &delay)?);
         }
         builder.fleet_from_env()?.build()
-    }
-
-    /// A lock held on a majority of **all** the client's servers (Redlock), instead of on
-    /// the one server its key routes to: it survives the loss of a minority of servers. See
-    /// [`QuorumLock`](crate::QuorumLock) for the algorithm and its limits.
-    ///
-    /// # Errors
-    ///
-    /// As [`semaphore`](Self::semaphore).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let client = memsem::Client::connect("127.0.0.1:11211,127.0.0.1:11212,127.0.0.1:11213")?;
-    /// let lock = client.quorum_lock("billing-run")?;
-    /// assert_eq!(lock.voters(), 3);
-    /// # Ok::<(), memsem::Error>(())
-    /// ```
-    pub fn quorum_lock(&self, name: &str) -> Result<crate::QuorumLock> {
-        let key = key::lock_key(&self.inner.namespace, name)?;
-        Ok(crate::QuorumLock::new(
-            self.clone(),
-            name.to_string(),
-            key.wire,
-        ))
     }
 
     /// Waits until the background clean-up has settled every lock this client could not

@@ -47,6 +47,54 @@ pub trait Flavor:
     fn now() -> std::time::Instant {
         std::time::Instant::now()
     }
+    /// Runs the requests to several servers at once (a quorum's votes): polled together,
+    /// or for the blocking flavour one thread each.
+    #[doc(hidden)]
+    fn join_all<Fut>(futures: Vec<Fut>) -> impl Future<Output = Vec<Fut::Output>> + Send
+    where
+        Fut: Future + Send,
+        Fut::Output: Send,
+    {
+        JoinAll::new(futures)
+    }
+}
+
+/// Polls every future until all are done; their outputs in order.
+struct JoinAll<Fut: Future> {
+    futures: Vec<Option<std::pin::Pin<Box<Fut>>>>,
+    outputs: Vec<Option<Fut::Output>>,
+}
+
+impl<Fut: Future> JoinAll<Fut> {
+    fn new(futures: Vec<Fut>) -> JoinAll<Fut> {
+        let outputs = futures.iter().map(|_| None).collect();
+        JoinAll {
+            futures: futures.into_iter().map(|f| Some(Box::pin(f))).collect(),
+            outputs,
+        }
+    }
+}
+
+impl<Fut: Future> Unpin for JoinAll<Fut> {}
+
+impl<Fut: Future> Future for JoinAll<Fut> {
+    type Output = Vec<Fut::Output>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        for (slot, output) in this.futures.iter_mut().zip(this.outputs.iter_mut()) {
+            if let Some(future) = slot
+                && let Poll::Ready(value) = future.as_mut().poll(context)
+            {
+                *output = Some(value);
+                *slot = None;
+            }
+        }
+        if this.futures.iter().any(Option::is_some) {
+            return Poll::Pending;
+        }
+        Poll::Ready(this.outputs.iter_mut().filter_map(Option::take).collect())
+    }
 }
 
 /// Blocking I/O: every operation returns when it is done (the default flavour).
@@ -69,6 +117,27 @@ impl Flavor for Blocking {
 
     async fn sleep(duration: Duration) {
         std::thread::sleep(duration);
+    }
+
+    /// One thread per request, so that the round trips overlap.
+    async fn join_all<Fut>(futures: Vec<Fut>) -> Vec<Fut::Output>
+    where
+        Fut: Future + Send,
+        Fut::Output: Send,
+    {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = futures
+                .into_iter()
+                .map(|future| scope.spawn(move || block_on(future)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| match handle.join() {
+                    Ok(output) => output,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                })
+                .collect()
+        })
     }
 }
 

@@ -418,3 +418,84 @@ fn a_dropped_permit_is_released() {
     drop(acquire(&job(&fleet)).unwrap());
     assert_eq!(fleet.server().value(KEY), None);
 }
+
+fn quorum_fleet() -> Fleet {
+    Fleet::new(3, crate::Client::builder().lock_delay(Duration::ZERO))
+}
+
+#[test]
+fn a_quorum_lock_holds_with_a_majority_and_releases_everywhere() {
+    let fleet = quorum_fleet();
+    fleet.servers[2].down();
+    let lock = fleet.client.quorum_lock("job").unwrap();
+    let permit = block_on(lock.try_acquire_core()).unwrap().expect("2 of 3");
+    assert_eq!(permit.votes(), 2);
+    assert!(fleet.servers[0].value(KEY).is_some() && fleet.servers[1].value(KEY).is_some());
+    block_on(permit.release_core()).unwrap();
+    assert!(
+        fleet
+            .servers
+            .iter()
+            .all(|server| server.value(KEY).is_none())
+    );
+}
+
+#[test]
+fn a_quorum_lock_without_a_majority_undoes_its_votes() {
+    let fleet = quorum_fleet();
+    fleet.servers[1].down();
+    fleet.servers[2].down();
+    let lock = fleet.client.quorum_lock("job").unwrap();
+    let error = block_on(lock.try_acquire_core()).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::NoQuorum {
+                reachable: 1,
+                needed: 2,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(fleet.servers[0].value(KEY), None, "the one vote was undone");
+}
+
+#[test]
+fn a_held_quorum_lock_shuts_out_the_next_and_a_lost_majority_is_lock_lost() {
+    let fleet = quorum_fleet();
+    let lock = fleet.client.quorum_lock("job").unwrap();
+    let mut permit = block_on(lock.try_acquire_core()).unwrap().unwrap();
+    assert!(block_on(lock.try_acquire_core()).unwrap().is_none());
+    fleet.servers[0].evict(KEY);
+    fleet.servers[1].evict(KEY);
+    let error = block_on(permit.extend_core(secs(30))).unwrap_err();
+    assert!(error.is_lock_lost(), "{error:?}");
+    assert_eq!(
+        fleet.servers[2].value(KEY),
+        None,
+        "the last vote was undone"
+    );
+}
+
+#[test]
+fn a_quorum_wait_sleeps_on_the_clock_until_a_majority_is_free() {
+    let fleet = quorum_fleet();
+    let lock = fleet
+        .client
+        .quorum_lock("job")
+        .unwrap()
+        .with_ttl(secs(10))
+        .unwrap();
+    let held = block_on(lock.try_acquire_core()).unwrap().unwrap();
+    held_forgotten(held);
+    let waiting = lock.with_wait_policy(WaitPolicy::new().max_wait(secs(60)).jitter(0.0));
+    let permit = block_on(waiting.wait_acquire_core()).unwrap();
+    assert!(fleet.clock.elapsed() >= secs(10));
+    assert_eq!(permit.votes(), 3);
+}
+
+/// Leaves a quorum permit's votes to expire (a holder that crashed).
+fn held_forgotten(permit: crate::quorum::QuorumPermit<Simulated>) {
+    std::mem::forget(permit);
+}

@@ -4,8 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::Client;
 use crate::error::{Error, LostReason, Result};
-use crate::flavor::Blocking;
-use crate::flavor::block_on;
+use crate::flavor::{Blocking, Flavor, block_on};
 use crate::memcached::{Added, Checked, Epoch, Failure, Outcome, Transport};
 use crate::semaphore::{DEFAULT_TTL, lease_seconds};
 use crate::token::Token;
@@ -32,6 +31,10 @@ use crate::wait::{self, Repeat, Sleep, WaitPolicy};
 /// - Cost: one round trip per attempt (all servers in parallel), plus one to undo a failed
 ///   attempt.
 ///
+/// With the `tokio` feature, a `Client<Tokio>` gives a `QuorumLock<Tokio>` with the same
+/// operations, `async`: the votes are requests in flight together, and waits sleep with
+/// `tokio::time`.
+///
 /// # Examples
 ///
 /// ```no_run
@@ -46,8 +49,8 @@ use crate::wait::{self, Repeat, Sleep, WaitPolicy};
 /// # Ok::<(), memsem::Error>(())
 /// ```
 #[derive(Debug, Clone)]
-pub struct QuorumLock {
-    client: Client,
+pub struct QuorumLock<F: Flavor = Blocking> {
+    client: Client<F>,
     name: String,
     key: Vec<u8>,
     ttl_secs: u32,
@@ -67,8 +70,8 @@ pub struct QuorumLock {
 #[must_use = "a permit is released as soon as it is dropped"]
 #[clippy::has_significant_drop]
 #[derive(Debug)]
-pub struct QuorumPermit {
-    lock: QuorumLock,
+pub struct QuorumPermit<F: Flavor = Blocking> {
+    lock: QuorumLock<F>,
     token: Token,
     /// The voters that stored our token, with the CAS they gave it.
     /// The servers that hold it: index, CAS and the incarnation that granted it.
@@ -82,23 +85,8 @@ fn majority(voters: usize) -> usize {
     voters / 2 + 1
 }
 
-/// Runs `each` on every item in parallel, one thread per item (one item per voter).
-fn on_all<I: Sync, T: Send>(items: &[I], each: impl Fn(&I) -> T + Sync) -> Vec<T> {
-    std::thread::scope(|scope| {
-        let each = &each;
-        let handles: Vec<_> = items
-            .iter()
-            .map(|item| scope.spawn(move || each(item)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| handle.join().expect("a voter thread panicked"))
-            .collect()
-    })
-}
-
-impl QuorumLock {
-    pub(crate) fn new(client: Client, name: String, key: Vec<u8>) -> QuorumLock {
+impl<F: Flavor> QuorumLock<F> {
+    pub(crate) fn new(client: Client<F>, name: String, key: Vec<u8>) -> QuorumLock<F> {
         QuorumLock {
             client,
             name,
@@ -122,7 +110,7 @@ impl QuorumLock {
     /// # let _ = lock;
     /// # Ok::<(), memsem::Error>(())
     /// ```
-    pub fn with_ttl(mut self, ttl: Duration) -> Result<QuorumLock> {
+    pub fn with_ttl(mut self, ttl: Duration) -> Result<Self> {
         self.ttl_secs = lease_seconds(ttl, self.client.leases().max_lease)?;
         Ok(self)
     }
@@ -140,7 +128,7 @@ impl QuorumLock {
     /// # let _ = lock;
     /// # Ok::<(), memsem::Error>(())
     /// ```
-    pub fn with_wait_policy(mut self, policy: WaitPolicy) -> QuorumLock {
+    pub fn with_wait_policy(mut self, policy: WaitPolicy) -> Self {
         self.policy = policy;
         self
     }
@@ -158,29 +146,16 @@ impl QuorumLock {
         self.client.backends().len()
     }
 
-    /// One attempt: `Ok(None)` when others hold a majority.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NoQuorum`] when fewer than a majority of servers answered.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// let client = memsem::Client::connect("mc1:11211,mc2:11211,mc3:11211")?;
-    /// if let Some(permit) = client.quorum_lock("job")?.try_acquire()? {
-    ///     permit.release()?;
-    /// }
-    /// # Ok::<(), memsem::Error>(())
-    /// ```
-    pub fn try_acquire(&self) -> Result<Option<QuorumPermit>> {
+    pub(crate) async fn try_acquire_core(&self) -> Result<Option<QuorumPermit<F>>> {
         let backends = self.client.backends();
         let token = Token::generate();
         let started = Instant::now();
-        let replies = on_all(backends, |backend| {
-            let delay = self.client.leases().lock_delay;
-            block_on(backend.add(&self.key, token.as_str().as_bytes(), self.ttl_secs, delay))
-        });
+        let delay = self.client.leases().lock_delay;
+        let value = token.as_str().as_bytes();
+        let votes = backends
+            .iter()
+            .map(|backend| backend.add(&self.key, value, self.ttl_secs, delay));
+        let replies = F::join_all(votes.collect()).await;
         let elapsed = started.elapsed();
         let ttl = Duration::from_secs(u64::from(self.ttl_secs));
         let drift = ttl / 100 + Duration::from_millis(2);
@@ -211,9 +186,10 @@ impl QuorumLock {
             }));
         }
         // Failed: undo every vote we got, and have the clean-up settle the unanswered ones.
-        let undone = on_all(&held, |&(index, cas, epoch)| {
-            block_on(backends[index].delete_if(&self.key, cas, epoch))
-        });
+        let undoing = held
+            .iter()
+            .map(|&(index, cas, epoch)| backends[index].delete_if(&self.key, cas, epoch));
+        let undone = F::join_all(undoing.collect()).await;
         for (&(index, _, _), outcome) in held.iter().zip(undone) {
             if outcome.is_err() {
                 unsure.push(index);
@@ -238,6 +214,35 @@ impl QuorumLock {
         Ok(None)
     }
 
+    pub(crate) async fn wait_acquire_core(&self) -> Result<QuorumPermit<F>> {
+        let mut attempt = Repeat(|| self.try_acquire_core());
+        let mut sleep = Sleep::<F>::new();
+        let waited = wait::run::<F, _, _>(&self.name, &self.policy, &mut attempt, &mut sleep);
+        Ok(wait::settled(waited.await?))
+    }
+}
+
+/// The blocking operations (the default flavour).
+impl QuorumLock<Blocking> {
+    /// One attempt: `Ok(None)` when others hold a majority.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoQuorum`] when fewer than a majority of servers answered.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("mc1:11211,mc2:11211,mc3:11211")?;
+    /// if let Some(permit) = client.quorum_lock("job")?.try_acquire()? {
+    ///     permit.release()?;
+    /// }
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn try_acquire(&self) -> Result<Option<QuorumPermit>> {
+        block_on(self.try_acquire_core())
+    }
+
     /// Retries [`try_acquire`](Self::try_acquire) by the wait policy.
     ///
     /// # Errors
@@ -253,15 +258,60 @@ impl QuorumLock {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn wait_acquire(&self) -> Result<QuorumPermit> {
-        let mut attempt = Repeat(|| std::future::ready(self.try_acquire()));
-        let mut sleep = Sleep::<Blocking>::new();
-        let waited =
-            wait::run::<Blocking, _, _>(&self.name, &self.policy, &mut attempt, &mut sleep);
-        Ok(wait::settled(block_on(waited)?))
+        block_on(self.wait_acquire_core())
     }
 }
 
-impl QuorumPermit {
+/// The async operations (feature `tokio`): the same names and semantics as the blocking
+/// ones. An acquire dropped mid-flight leaves its unseen votes to the TTL.
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+impl QuorumLock<crate::Tokio> {
+    /// One attempt, every vote in flight at once. As [`QuorumLock::try_acquire`].
+    ///
+    /// # Errors
+    ///
+    /// As [`QuorumLock::try_acquire`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), memsem::Error> {
+    /// let servers = "mc1:11211,mc2:11211,mc3:11211";
+    /// let client = memsem::Client::builder().servers(servers).build_async().await?;
+    /// if let Some(permit) = client.quorum_lock("job")?.try_acquire().await? {
+    ///     permit.release().await?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn try_acquire(&self) -> Result<Option<QuorumPermit<crate::Tokio>>> {
+        self.try_acquire_core().await
+    }
+
+    /// Retries by the wait policy, sleeping with `tokio::time`. As
+    /// [`QuorumLock::wait_acquire`].
+    ///
+    /// # Errors
+    ///
+    /// As [`QuorumLock::wait_acquire`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), memsem::Error> {
+    /// let servers = "mc1:11211,mc2:11211,mc3:11211";
+    /// let client = memsem::Client::builder().servers(servers).build_async().await?;
+    /// client.quorum_lock("job")?.wait_acquire().await?.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn wait_acquire(&self) -> Result<QuorumPermit<crate::Tokio>> {
+        self.wait_acquire_core().await
+    }
+}
+
+impl<F: Flavor> QuorumPermit<F> {
     /// The token stored on every server.
     ///
     /// # Examples
@@ -302,30 +352,15 @@ impl QuorumPermit {
         self.valid_until.saturating_duration_since(Instant::now())
     }
 
-    /// Extends the lock to `ttl` on the servers that hold it (owner-checked, in parallel).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::LockLost`] when fewer than a majority could be extended in time (the lock is
-    /// then released everywhere); [`Error::InvalidConfig`] for a bad TTL.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// use std::time::Duration;
-    /// let client = memsem::Client::connect("mc1:11211,mc2:11211,mc3:11211")?;
-    /// let mut permit = client.quorum_lock("job")?.wait_acquire()?;
-    /// permit.extend(Duration::from_secs(60))?;
-    /// # Ok::<(), memsem::Error>(())
-    /// ```
-    pub fn extend(&mut self, ttl: Duration) -> Result<()> {
+    pub(crate) async fn extend_core(&mut self, ttl: Duration) -> Result<()> {
         let secs = lease_seconds(ttl, self.lock.client.leases().max_lease)?;
         let backends = self.lock.client.backends();
         let started = Instant::now();
         let value = self.token.as_str().as_bytes();
-        let replies: Vec<Outcome<Checked>> = on_all(&self.held, |&(index, cas, epoch)| {
-            block_on(backends[index].replace_if(&self.lock.key, value, cas, secs, epoch))
+        let extending = self.held.iter().map(|&(index, cas, epoch)| {
+            backends[index].replace_if(&self.lock.key, value, cas, secs, epoch)
         });
+        let replies: Vec<Outcome<Checked>> = F::join_all(extending.collect()).await;
         let mut held = Vec::new();
         for (&(index, _, epoch), reply) in self.held.iter().zip(replies) {
             if let Ok(Checked::Applied { cas: Some(cas) }) = reply {
@@ -341,7 +376,7 @@ impl QuorumPermit {
         if !enough {
             self.armed = false;
             // The lock is lost either way; undoing what is left is best effort.
-            let _ = self.undo();
+            let _ = self.undo().await;
             return Err(Error::LockLost {
                 name: self.lock.name.clone(),
                 reason: LostReason::Missing,
@@ -351,31 +386,33 @@ impl QuorumPermit {
         Ok(())
     }
 
-    /// Releases the lock on every server that holds it (owner-checked, in parallel).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Unavailable`] when a server did not confirm (the background clean-up
-    /// finishes the job once it answers, or the TTL does).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// let client = memsem::Client::connect("mc1:11211,mc2:11211,mc3:11211")?;
-    /// client.quorum_lock("job")?.wait_acquire()?.release()?;
-    /// # Ok::<(), memsem::Error>(())
-    /// ```
-    pub fn release(mut self) -> Result<()> {
+    pub(crate) async fn release_core(mut self) -> Result<()> {
         self.armed = false;
-        self.undo()
+        self.undo().await
+    }
+
+    /// Hands every vote to the client's clean-up thread (a permit dropped in async code).
+    fn hand_to_cleanup(&mut self) {
+        let client = &self.lock.client;
+        for &(index, _, _) in &self.held {
+            client.janitor().clean_up(
+                &client.cleanup_backends()[index],
+                &self.lock.key,
+                &self.token,
+                self.lock.ttl_secs,
+            );
+        }
+        self.held.clear();
     }
 
     /// Deletes our token wherever we hold it; unconfirmed deletes go to the clean-up.
-    fn undo(&mut self) -> Result<()> {
+    async fn undo(&mut self) -> Result<()> {
         let backends = self.lock.client.backends();
-        let replies = on_all(&self.held, |&(index, cas, epoch)| {
-            block_on(backends[index].delete_if(&self.lock.key, cas, epoch))
-        });
+        let undoing = self
+            .held
+            .iter()
+            .map(|&(index, cas, epoch)| backends[index].delete_if(&self.lock.key, cas, epoch));
+        let replies = F::join_all(undoing.collect()).await;
         let mut first_error = None;
         for (&(index, _, _), reply) in self.held.iter().zip(replies) {
             if let Err(failure) = reply {
@@ -411,11 +448,104 @@ impl QuorumPermit {
     }
 }
 
-impl Drop for QuorumPermit {
+/// The blocking operations (the default flavour).
+impl QuorumPermit<Blocking> {
+    /// Extends the lock to `ttl` on the servers that hold it (owner-checked, in parallel).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockLost`] when fewer than a majority could be extended in time (the lock is
+    /// then released everywhere); [`Error::InvalidConfig`] for a bad TTL.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let client = memsem::Client::connect("mc1:11211,mc2:11211,mc3:11211")?;
+    /// let mut permit = client.quorum_lock("job")?.wait_acquire()?;
+    /// permit.extend(Duration::from_secs(60))?;
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn extend(&mut self, ttl: Duration) -> Result<()> {
+        block_on(self.extend_core(ttl))
+    }
+
+    /// Releases the lock on every server that holds it (owner-checked, in parallel).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unavailable`] when a server did not confirm (the background clean-up
+    /// finishes the job once it answers, or the TTL does).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("mc1:11211,mc2:11211,mc3:11211")?;
+    /// client.quorum_lock("job")?.wait_acquire()?.release()?;
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn release(self) -> Result<()> {
+        block_on(self.release_core())
+    }
+}
+
+/// The async operations (feature `tokio`). Dropping the permit hands the release to the
+/// client's background clean-up (never blocking the runtime).
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+impl QuorumPermit<crate::Tokio> {
+    /// Extends the lock on the servers that hold it. As [`QuorumPermit::extend`].
+    ///
+    /// # Errors
+    ///
+    /// As [`QuorumPermit::extend`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), memsem::Error> {
+    /// let servers = "mc1:11211,mc2:11211,mc3:11211";
+    /// let client = memsem::Client::builder().servers(servers).build_async().await?;
+    /// let mut permit = client.quorum_lock("job")?.wait_acquire().await?;
+    /// permit.extend(std::time::Duration::from_secs(60)).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn extend(&mut self, ttl: Duration) -> Result<()> {
+        self.extend_core(ttl).await
+    }
+
+    /// Releases the lock everywhere. As [`QuorumPermit::release`].
+    ///
+    /// # Errors
+    ///
+    /// As [`QuorumPermit::release`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), memsem::Error> {
+    /// let servers = "mc1:11211,mc2:11211,mc3:11211";
+    /// let client = memsem::Client::builder().servers(servers).build_async().await?;
+    /// client.quorum_lock("job")?.wait_acquire().await?.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn release(self) -> Result<()> {
+        self.release_core().await
+    }
+}
+
+impl<F: Flavor> Drop for QuorumPermit<F> {
     fn drop(&mut self) {
         if self.armed {
             self.armed = false;
-            if let Err(error) = self.undo() {
+            if !F::BLOCKING {
+                // Never block an async runtime in drop.
+                self.hand_to_cleanup();
+                return;
+            }
+            if let Err(error) = block_on(self.undo()) {
                 tracing::warn!(lock = self.lock.name, error = %crate::error::Chain(&error), "releasing a dropped quorum permit failed");
             }
         }

@@ -125,3 +125,41 @@ fn a_minority_holder_cannot_take_the_quorum() {
         );
     }
 }
+
+#[test]
+fn tokio_quorum_lock_excludes_a_second_holder_with_a_minority_stopped() {
+    let servers = five();
+    servers[4].stop();
+    let list: Vec<String> = servers.iter().map(Memcached::address).collect();
+    let name = unique("quorum-tokio");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = crate::harness::builder()
+            .servers(&list.join(","))
+            .io_timeout(Duration::from_millis(400))
+            .connect_timeout(Duration::from_millis(400))
+            .build_async()
+            .await
+            .unwrap();
+        let lock = client.quorum_lock(&name).unwrap();
+        let mut permit = lock.try_acquire().await.unwrap().expect("4 of 5 are up");
+        assert_eq!(permit.votes(), 4);
+        // The blocking flavour's second holder sees the async holder's votes.
+        let blocking = fleet(&servers).quorum_lock(&name).unwrap();
+        assert!(blocking.try_acquire().unwrap().is_none());
+        permit.extend(Duration::from_secs(30)).await.unwrap();
+        permit.release().await.unwrap();
+        let waiting =
+            lock.with_wait_policy(memsem::WaitPolicy::new().max_wait(Duration::from_secs(5)));
+        waiting
+            .wait_acquire()
+            .await
+            .unwrap()
+            .release()
+            .await
+            .unwrap();
+    });
+}
