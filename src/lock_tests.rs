@@ -12,7 +12,7 @@ use crate::holder::{Meta, Record};
 use crate::permit::Permit;
 use crate::semaphore::Semaphore;
 use crate::wait::WaitPolicy;
-use crate::wire::fake::{Fault, Fleet, Op, Simulated};
+use crate::wire::fake::{FakeFleet, Fault, Op, Simulated};
 
 type Sem = Semaphore<Simulated>;
 
@@ -22,7 +22,7 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-fn job(fleet: &Fleet) -> Sem {
+fn job(fleet: &FakeFleet) -> Sem {
     fleet.client.semaphore("job").unwrap()
 }
 
@@ -30,7 +30,7 @@ fn acquire(sem: &Sem) -> Option<Permit<Simulated>> {
     block_on(sem.try_acquire_core()).unwrap()
 }
 
-fn holder_token(fleet: &Fleet, key: &[u8]) -> Option<Vec<u8>> {
+fn holder_token(fleet: &FakeFleet, key: &[u8]) -> Option<Vec<u8>> {
     fleet
         .server()
         .value(key)
@@ -46,7 +46,7 @@ fn lost_reason(error: Error) -> LostReason {
 
 #[test]
 fn an_add_whose_reply_was_lost_is_recognised_by_the_second_add() {
-    let fleet = Fleet::single();
+    let fleet = FakeFleet::single();
     fleet.server().inject(Op::Add, Fault::LoseReply);
     let permit = acquire(&job(&fleet)).expect("the lost add landed: ours");
     assert_eq!(
@@ -59,7 +59,7 @@ fn an_add_whose_reply_was_lost_is_recognised_by_the_second_add() {
 
 #[test]
 fn an_acquire_left_unsure_is_cleaned_up_in_the_background() {
-    let fleet = Fleet::single();
+    let fleet = FakeFleet::single();
     fleet.server().inject(Op::Add, Fault::LoseReply);
     fleet.server().inject(Op::Add, Fault::LoseReply);
     let error = block_on(job(&fleet).try_acquire_core()).unwrap_err();
@@ -71,7 +71,7 @@ fn an_acquire_left_unsure_is_cleaned_up_in_the_background() {
 
 #[test]
 fn an_add_lost_while_another_holds_the_lock_is_not_taken_for_ours() {
-    let fleet = Fleet::single();
+    let fleet = FakeFleet::single();
     let other = acquire(&job(&fleet)).unwrap();
     fleet.server().inject(Op::Add, Fault::LoseReply);
     assert!(acquire(&job(&fleet)).is_none());
@@ -83,7 +83,7 @@ fn an_add_lost_while_another_holds_the_lock_is_not_taken_for_ours() {
 
 #[test]
 fn an_unreachable_server_takes_nothing_and_garbage_is_a_protocol_error() {
-    let fleet = Fleet::single();
+    let fleet = FakeFleet::single();
     fleet.server().inject(Op::Add, Fault::Unreachable);
     let error = block_on(job(&fleet).try_acquire_core()).unwrap_err();
     assert!(error.is_unavailable(), "{error:?}");
@@ -95,7 +95,7 @@ fn an_unreachable_server_takes_nothing_and_garbage_is_a_protocol_error() {
 
 #[test]
 fn a_release_whose_reply_was_lost_is_confirmed_by_reading_back() {
-    let fleet = Fleet::single();
+    let fleet = FakeFleet::single();
     let permit = acquire(&job(&fleet)).unwrap();
     fleet.server().inject(Op::Delete, Fault::LoseReply);
     block_on(permit.release_core()).expect("the lost delete landed");
@@ -104,7 +104,7 @@ fn a_release_whose_reply_was_lost_is_confirmed_by_reading_back() {
 
 #[test]
 fn a_refresh_whose_reply_was_lost_keeps_the_permit_usable() {
-    let fleet = Fleet::single();
+    let fleet = FakeFleet::single();
     let mut permit = acquire(&job(&fleet)).unwrap();
     fleet.server().inject(Op::Replace, Fault::LoseReply);
     block_on(permit.refresh_core(secs(30))).expect("the lost refresh landed");
@@ -116,7 +116,7 @@ fn a_refresh_whose_reply_was_lost_keeps_the_permit_usable() {
 
 #[test]
 fn a_release_after_expiry_reports_lock_lost_and_spares_the_next_holder() {
-    let fleet = Fleet::single();
+    let fleet = FakeFleet::single();
     let sem = job(&fleet).with_ttl(secs(5)).unwrap();
     let first = acquire(&sem).unwrap();
     fleet.clock.advance(secs(5));
@@ -135,7 +135,7 @@ fn a_release_after_expiry_reports_lock_lost_and_spares_the_next_holder() {
 
 #[test]
 fn an_evicted_lock_is_reported_lost() {
-    let fleet = Fleet::single();
+    let fleet = FakeFleet::single();
     let permit = acquire(&job(&fleet)).unwrap();
     fleet.server().evict(KEY);
     assert!(!block_on(permit.is_held_core()).unwrap());
@@ -145,7 +145,7 @@ fn an_evicted_lock_is_reported_lost() {
 
 #[test]
 fn after_a_restart_a_stale_release_is_lock_lost_and_the_new_holder_is_untouched() {
-    let fleet = Fleet::single();
+    let fleet = FakeFleet::single();
     let sem = job(&fleet);
     let old = acquire(&sem).unwrap();
     fleet.server().restart();
@@ -161,7 +161,7 @@ fn after_a_restart_a_stale_release_is_lock_lost_and_the_new_holder_is_untouched(
 
 #[test]
 fn after_a_restart_a_stale_refresh_is_lock_lost() {
-    let fleet = Fleet::single();
+    let fleet = FakeFleet::single();
     let sem = job(&fleet);
     let mut old = acquire(&sem).unwrap();
     fleet.server().restart();
@@ -172,7 +172,7 @@ fn after_a_restart_a_stale_refresh_is_lock_lost() {
 
 #[test]
 fn a_restarted_server_grants_no_lock_within_the_lock_delay() {
-    let fleet = Fleet::new(1, crate::Client::builder().lock_delay(secs(5)));
+    let fleet = FakeFleet::new(1, crate::Client::builder().lock_delay(secs(5)));
     let sem = job(&fleet);
     fleet.clock.advance(secs(10));
     let held = acquire(&sem).expect("up for 10 s");
@@ -188,7 +188,7 @@ fn a_restarted_server_grants_no_lock_within_the_lock_delay() {
 
 #[test]
 fn wait_acquire_waits_through_the_lock_delay() {
-    let fleet = Fleet::new(1, crate::Client::builder().lock_delay(secs(5)));
+    let fleet = FakeFleet::new(1, crate::Client::builder().lock_delay(secs(5)));
     let sem = job(&fleet).with_wait_policy(
         WaitPolicy::new()
             .max_wait(secs(60))
@@ -203,7 +203,7 @@ fn wait_acquire_waits_through_the_lock_delay() {
 
 #[test]
 fn wait_acquire_gives_up_at_max_wait_by_the_clock() {
-    let fleet = Fleet::single();
+    let fleet = FakeFleet::single();
     let sem = job(&fleet).with_wait_policy(
         WaitPolicy::new()
             .max_wait(secs(2))
@@ -224,7 +224,7 @@ fn wait_acquire_gives_up_at_max_wait_by_the_clock() {
 
 #[test]
 fn wait_acquire_retries_an_unreachable_server_until_it_answers() {
-    let fleet = Fleet::single();
+    let fleet = FakeFleet::single();
     let sem = job(&fleet).with_wait_policy(WaitPolicy::new().max_wait(secs(10)).jitter(0.0));
     for _ in 0..3 {
         fleet.server().inject(Op::Add, Fault::Unreachable);
@@ -237,7 +237,7 @@ fn wait_acquire_retries_an_unreachable_server_until_it_answers() {
 
 #[test]
 fn steal_after_wait_overwrites_and_the_old_holder_learns_it_lost() {
-    let fleet = Fleet::single();
+    let fleet = FakeFleet::single();
     let sem = job(&fleet).with_wait_policy(
         WaitPolicy::new()
             .max_wait(secs(1))
@@ -271,7 +271,7 @@ fn old_record(token: &str, age: Duration) -> Vec<u8> {
 
 #[test]
 fn reap_stale_removes_old_holders_only() {
-    let fleet = Fleet::single();
+    let fleet = FakeFleet::single();
     let sem = job(&fleet).with_permits(3).unwrap();
     let server = fleet.server();
     server.put(KEY, &old_record(&"a".repeat(32), secs(7200)), 0);
@@ -286,7 +286,7 @@ fn reap_stale_removes_old_holders_only() {
 
 #[test]
 fn reap_stale_spares_a_holder_that_refreshed_after_the_read() {
-    let fleet = Fleet::single();
+    let fleet = FakeFleet::single();
     let sem = job(&fleet);
     let server = Arc::clone(&fleet.servers[0]);
     server.put(KEY, &old_record(&"a".repeat(32), secs(7200)), 0);
@@ -302,7 +302,7 @@ fn reap_stale_spares_a_holder_that_refreshed_after_the_read() {
 
 #[test]
 fn n_permits_admit_exactly_n_holders() {
-    let fleet = Fleet::single();
+    let fleet = FakeFleet::single();
     let sem = job(&fleet).with_permits(3).unwrap();
     let permits: Vec<_> = (0..5).filter_map(|_| acquire(&sem)).collect();
     assert_eq!(permits.len(), 3);
@@ -315,7 +315,7 @@ fn n_permits_admit_exactly_n_holders() {
 
 #[test]
 fn a_slot_taken_between_the_read_and_the_add_sends_the_add_elsewhere_or_nowhere() {
-    let fleet = Fleet::single();
+    let fleet = FakeFleet::single();
     let sem = job(&fleet).with_permits(2).unwrap();
     let rivals: Arc<Mutex<Vec<Permit<Simulated>>>> = Arc::default();
     let (rival_sem, won) = (sem.clone(), Arc::clone(&rivals));
@@ -340,7 +340,7 @@ fn a_slot_taken_between_the_read_and_the_add_sends_the_add_elsewhere_or_nowhere(
 
 #[test]
 fn a_lost_add_on_a_multi_permit_semaphore_is_found_by_the_next_read() {
-    let fleet = Fleet::single();
+    let fleet = FakeFleet::single();
     let sem = job(&fleet)
         .with_permits(4)
         .unwrap()
@@ -355,7 +355,7 @@ fn a_lost_add_on_a_multi_permit_semaphore_is_found_by_the_next_read() {
 
 #[test]
 fn a_cooldown_keeps_the_lock_closed_until_it_ends() {
-    let fleet = Fleet::single();
+    let fleet = FakeFleet::single();
     let sem = job(&fleet).with_cooldown(secs(10)).unwrap();
     let permit = acquire(&sem).unwrap();
     block_on(permit.release_core()).unwrap();
@@ -367,7 +367,7 @@ fn a_cooldown_keeps_the_lock_closed_until_it_ends() {
 
 #[test]
 fn fencing_numbers_keep_growing_across_a_restart() {
-    let fleet = Fleet::single();
+    let fleet = FakeFleet::single();
     let sem = job(&fleet).with_fencing().unwrap();
     let first = acquire(&sem).unwrap();
     let a = first.fence().unwrap();
@@ -382,7 +382,7 @@ fn fencing_numbers_keep_growing_across_a_restart() {
 
 #[test]
 fn a_resumed_permit_releases_what_the_token_holds() {
-    let fleet = Fleet::single();
+    let fleet = FakeFleet::single();
     let sem = job(&fleet);
     let token = acquire(&sem).unwrap().forget();
     assert!(block_on(sem.verify_core(&token)).unwrap());
@@ -395,7 +395,7 @@ fn a_resumed_permit_releases_what_the_token_holds() {
 
 #[test]
 fn a_release_the_server_missed_is_finished_in_the_background_once_it_answers() {
-    let fleet = Fleet::single();
+    let fleet = FakeFleet::single();
     let permit = acquire(&job(&fleet)).unwrap();
     fleet.server().down();
     let error = block_on(permit.release_core()).unwrap_err();
@@ -414,13 +414,13 @@ fn a_release_the_server_missed_is_finished_in_the_background_once_it_answers() {
 
 #[test]
 fn a_dropped_permit_is_released() {
-    let fleet = Fleet::single();
+    let fleet = FakeFleet::single();
     drop(acquire(&job(&fleet)).unwrap());
     assert_eq!(fleet.server().value(KEY), None);
 }
 
-fn quorum_fleet() -> Fleet {
-    Fleet::new(3, crate::Client::builder().lock_delay(Duration::ZERO))
+fn quorum_fleet() -> FakeFleet {
+    FakeFleet::new(3, crate::Client::builder().lock_delay(Duration::ZERO))
 }
 
 #[test]

@@ -687,6 +687,43 @@ mod tests {
         assert_eq!(slept, [ms(10), ms(10)]);
     }
 
+    /// The one loop with a caller's pause: it sees the progress, and can end the wait.
+    #[test]
+    fn a_pause_hook_sees_the_progress_and_can_end_the_wait() {
+        let policy = WaitPolicy::new().poll_time(ms(10)).jitter(0.0);
+        let mut calls = 0;
+        let mut attempt = Repeat(|| {
+            calls += 1;
+            std::future::ready(match calls {
+                1 => Err(unavailable()),
+                _ => Ok(None::<()>),
+            })
+        });
+        let mut seen = Vec::new();
+        let mut pause = Hook(|waiting: &Waiting<'_>| {
+            seen.push((
+                waiting.attempts(),
+                waiting.delay(),
+                waiting.last_error().is_some(),
+            ));
+            match waiting.attempts() {
+                3 => ControlFlow::Break(()),
+                _ => ControlFlow::Continue(()),
+            }
+        });
+        let waited = crate::flavor::block_on(run::<crate::Blocking, _, _>(
+            "job",
+            &policy,
+            &mut attempt,
+            &mut pause,
+        ));
+        assert!(matches!(waited, Ok(Err(()))), "ended by the hook");
+        assert_eq!(
+            seen,
+            [(1, ms(10), true), (2, ms(10), true), (3, ms(10), true)]
+        );
+    }
+
     #[test]
     fn backoff_grows_to_the_cap() {
         let policy = WaitPolicy::new()

@@ -569,16 +569,16 @@ impl crate::janitor::Sweep for FakeServer {
 }
 
 /// A fleet of fake servers on one clock, and a client over them.
-pub(crate) struct Fleet {
+pub(crate) struct FakeFleet {
     pub(crate) clock: Clock,
     pub(crate) servers: Vec<Arc<FakeServer>>,
     pub(crate) client: crate::Client<Simulated>,
 }
 
-impl Fleet {
+impl FakeFleet {
     /// `count` fake servers and a client configured by `builder` (its servers are set
     /// here); the clock is installed on the calling thread.
-    pub(crate) fn new(count: usize, builder: crate::ClientBuilder) -> Fleet {
+    pub(crate) fn new(count: usize, builder: crate::ClientBuilder) -> FakeFleet {
         let clock = Clock::new();
         clock.install();
         let list: Vec<String> = (0..count)
@@ -600,7 +600,7 @@ impl Fleet {
                 Arc::clone(server)
             })
             .expect("a valid fake fleet");
-        Fleet {
+        FakeFleet {
             clock,
             servers,
             client,
@@ -608,8 +608,8 @@ impl Fleet {
     }
 
     /// One server and a client with the lock-delay off.
-    pub(crate) fn single() -> Fleet {
-        Fleet::new(1, crate::Client::builder().lock_delay(Duration::ZERO))
+    pub(crate) fn single() -> FakeFleet {
+        FakeFleet::new(1, crate::Client::builder().lock_delay(Duration::ZERO))
     }
 
     pub(crate) fn server(&self) -> &FakeServer {
