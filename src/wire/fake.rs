@@ -17,88 +17,18 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::memcached::{Added, Checked, Epoch, Failure, Item, Outcome, Pong, Transport};
 
-/// A clock that moves only when told to (shared by clones).
-#[derive(Clone)]
-pub(crate) struct Clock(Arc<ClockState>);
+mod clock;
 
-struct ClockState {
-    base: Instant,
-    offset: Mutex<Duration>,
-}
-
-impl fmt::Debug for Clock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Clock").field(&self.elapsed()).finish()
-    }
-}
-
-impl Clock {
-    pub(crate) fn new() -> Clock {
-        Clock(Arc::new(ClockState {
-            base: Instant::now(),
-            offset: Mutex::new(Duration::ZERO),
-        }))
-    }
-
-    /// How far the clock has been moved.
-    pub(crate) fn elapsed(&self) -> Duration {
-        *lock(&self.0.offset)
-    }
-
-    /// The current instant: the start plus [`elapsed`](Self::elapsed).
-    pub(crate) fn now(&self) -> Instant {
-        self.0.base + self.elapsed()
-    }
-
-    pub(crate) fn advance(&self, by: Duration) {
-        *lock(&self.0.offset) += by;
-    }
-
-    /// Makes this the clock [`Simulated`] reads and advances on the calling thread.
-    pub(crate) fn install(&self) {
-        CURRENT.with(|current| *current.borrow_mut() = Some(self.clone()));
-    }
-}
-
-thread_local! {
-    static CURRENT: std::cell::RefCell<Option<Clock>> = const { std::cell::RefCell::new(None) };
-}
-
-fn current() -> Option<Clock> {
-    CURRENT.with(|current| current.borrow().clone())
-}
+pub(crate) use clock::{Clock, Simulated};
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The flavour of a client over [`FakeServer`]s: blocking, with time from the [`Clock`]
-/// installed on the calling thread (real time when none is).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Simulated {}
-
-impl crate::flavor::sealed::Sealed for Simulated {}
-
-impl crate::flavor::Flavor for Simulated {
-    type Wire = FakeServer;
-    const BLOCKING: bool = true;
-
-    async fn sleep(duration: Duration) {
-        match current() {
-            Some(clock) => clock.advance(duration),
-            None => std::thread::sleep(duration),
-        }
-    }
-
-    fn now() -> Instant {
-        current().map_or_else(Instant::now, |clock| clock.now())
-    }
 }
 
 /// Which request a fault applies to.
