@@ -66,7 +66,7 @@ fn speaks_tls(address: &Address, settings: &Settings) -> bool {
 /// A plain server that closed the connection at our text probe without a byte: SASL-only,
 /// TLS-only, or a server going away (shutting down, restarting), which is only unavailable.
 pub(crate) fn closed_at_hello(address: &Address, settings: &Settings) -> Failure {
-    if speaks_binary(address, settings) {
+    if sasl_only(address, settings) {
         Failure::Refused(Refusal::SaslOnly)
     } else if speaks_tls(address, settings) {
         Failure::Refused(Refusal::TlsMismatch)
@@ -86,11 +86,29 @@ pub(crate) fn silent_at_hello(
     settings: &Settings,
     timeout: io::Error,
 ) -> Failure {
-    if speaks_binary(address, settings) {
+    if sasl_only(address, settings) {
         Failure::Refused(Refusal::SaslOnly)
     } else {
         Failure::Unavailable(Box::new(timeout))
     }
+}
+
+/// Whether the server answers a plain text `version` on a fresh connection.
+fn speaks_text(address: &Address, settings: &Settings) -> bool {
+    let plain = (|| {
+        let mut stream = Stream::dial(address, settings.timeouts, None).ok()?;
+        stream.send(b"version\r\n").ok()?;
+        let mut reply = [0u8; 8];
+        Some(read_some(&mut stream, &mut reply) == reply.len() && &reply == b"VERSION ")
+    })();
+    plain == Some(true)
+}
+
+/// SASL-only: the server answers the binary protocol but not text. A plain memcached
+/// answers both (its default `-B auto`), e.g. one that was paused while the text probe
+/// waited and resumed before the binary one: that one is only slow, and stays retryable.
+fn sasl_only(address: &Address, settings: &Settings) -> bool {
+    speaks_binary(address, settings) && !speaks_text(address, settings)
 }
 
 /// A TLS handshake that got no answer in time: a plain memcached waits for the end of a
@@ -101,13 +119,7 @@ pub(crate) fn silent_at_handshake(
     settings: &Settings,
     timeout: io::Error,
 ) -> Failure {
-    let plain = (|| {
-        let mut stream = Stream::dial(address, settings.timeouts, None).ok()?;
-        stream.send(b"version\r\n").ok()?;
-        let mut reply = [0u8; 8];
-        Some(read_some(&mut stream, &mut reply) == reply.len() && &reply == b"VERSION ")
-    })();
-    if plain == Some(true) {
+    if speaks_text(address, settings) {
         Failure::Refused(Refusal::TlsMismatch)
     } else {
         Failure::Unavailable(Box::new(timeout))
