@@ -11,6 +11,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in memsem.
 ///
+/// Each error's message says what happened once; the underlying cause (an I/O error, the last
+/// server error of a wait) is not repeated in it but returned by
+/// [`source()`](std::error::Error::source), so that printing the chain (as `anyhow`'s
+/// `{:#}` or the `memsem` tool do) shows every cause once.
+///
 /// Contention is not an error: [`Semaphore::try_acquire`](crate::Semaphore::try_acquire)
 /// answers `Ok(None)` when somebody else holds the lock. The variants say what to do next:
 ///
@@ -51,7 +56,7 @@ pub enum Error {
 
     /// The server that owns the lock could not be reached or did not answer in time;
     /// nothing was changed on it.
-    #[error("memcached server {server} is unavailable: {source}")]
+    #[error("memcached server {server} is unavailable")]
     Unavailable {
         /// The server as configured (`host:port`).
         server: String,
@@ -64,7 +69,7 @@ pub enum Error {
     /// memsem cannot tell whether it was applied. memsem keeps trying to clean up in the
     /// background (a lock left with this process's token is deleted once the server
     /// answers); at worst the lock's TTL ends it.
-    #[error("outcome of {operation} on memcached server {server} is unknown: {source}")]
+    #[error("outcome of {operation} on memcached server {server} is unknown")]
     Ambiguous {
         /// The server as configured (`host:port`).
         server: String,
@@ -86,7 +91,7 @@ pub enum Error {
     },
 
     /// [`wait_acquire`](crate::Semaphore::wait_acquire) gave up after `max_wait`.
-    #[error("gave up waiting for lock {name:?} after {waited:?} ({attempts} attempts){}", last_error_suffix(.last_error))]
+    #[error("gave up waiting for lock {name:?} after {} ({attempts} attempts)", Human(*.waited))]
     Timeout {
         /// The lock name.
         name: String,
@@ -197,10 +202,35 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-fn last_error_suffix(last: &Option<Box<Error>>) -> String {
-    match last {
-        Some(error) => format!("; last error: {error}"),
-        None => String::new(),
+/// An error and its causes, each said once, joined by `: ` (for log lines, where only one
+/// field carries the error).
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+/// A duration as people write it (`1s 250ms`, `3m 20s`), to the millisecond above a
+/// millisecond and to the microsecond below.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Human(pub(crate) Duration);
+
+impl std::fmt::Display for Human {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rounded = if self.0 >= Duration::from_millis(1) {
+            Duration::from_millis(u64::try_from(self.0.as_millis()).unwrap_or(u64::MAX))
+        } else {
+            Duration::from_micros(u64::try_from(self.0.as_micros()).unwrap_or(u64::MAX))
+        };
+        write!(f, "{}", humantime::format_duration(rounded))
     }
 }
 
@@ -300,5 +330,65 @@ impl Error {
             } => last.is_unavailable(),
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(error: &Error) -> String {
+        Chain(error).to_string()
+    }
+
+    fn refused() -> Error {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        Error::Unavailable {
+            server: "127.0.0.1:1".into(),
+            source: Box::new(io),
+        }
+    }
+
+    #[test]
+    fn each_cause_is_said_once_in_the_chain() {
+        let timeout = Error::Timeout {
+            name: "report".into(),
+            waited: Duration::from_millis(2_345),
+            attempts: 7,
+            last_error: Some(Box::new(refused())),
+        };
+        let text = chain(&timeout);
+        assert_eq!(
+            text,
+            "gave up waiting for lock \"report\" after 2s 345ms (7 attempts): \
+             memcached server 127.0.0.1:1 is unavailable: connection refused"
+        );
+        assert_eq!(text.matches("connection refused").count(), 1);
+        assert_eq!(text.matches("unavailable").count(), 1);
+    }
+
+    #[test]
+    fn ambiguous_names_the_operation_and_leaves_the_cause_to_source() {
+        let error = Error::Ambiguous {
+            server: "10.0.0.1:11211".into(),
+            operation: "acquire",
+            source: "timed out".into(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "outcome of acquire on memcached server 10.0.0.1:11211 is unknown"
+        );
+        assert_eq!(chain(&error).matches("timed out").count(), 1);
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(
+            Human(Duration::from_nanos(300_543_708)).to_string(),
+            "300ms"
+        );
+        assert_eq!(Human(Duration::from_secs(3600)).to_string(), "1h");
+        assert_eq!(Human(Duration::from_nanos(12_345)).to_string(), "12us");
+        assert_eq!(Human(Duration::ZERO).to_string(), "0s");
     }
 }

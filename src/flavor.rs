@@ -82,6 +82,7 @@ impl Flavor for Blocking {
 /// # }
 /// ```
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 #[derive(Debug, Clone, Copy)]
 pub enum Tokio {}
 

@@ -298,7 +298,7 @@ pub(crate) fn judge<F: Flavor>(
             interval,
         ),
         Err(error) => {
-            tracing::warn!(lock = permit.name(), %error, "refreshing the lease failed; retrying");
+            tracing::warn!(lock = permit.name(), error = %crate::error::Chain(&error), "refreshing the lease failed; retrying");
             let retry = (interval / 4).max(Duration::from_millis(100));
             let next = match permit.expires_at() {
                 Some(at) => retry.min(at.saturating_duration_since(Instant::now())),

@@ -109,11 +109,12 @@ impl<F: Flavor> Permit<F> {
         self.fence
     }
 
-    /// Sets the expiry from the seconds the server says are left (`None`: never).
+    /// Sets the expiry from the seconds the server says are left (`None`: never), counted
+    /// from just before the read was sent, so that it never overstates the lease.
     pub(crate) fn set_remaining(&mut self, ttl: Option<u64>) {
         // The server's figure is network data: an absurd one must not overflow the clock.
         self.expires_at =
-            ttl.and_then(|secs| Instant::now().checked_add(Duration::from_secs(secs)));
+            ttl.and_then(|secs| self.acquired_at.checked_add(Duration::from_secs(secs)));
     }
 
     /// The lock's name.
@@ -571,6 +572,7 @@ impl Permit<Blocking> {
 /// cooldown or refresh future mid-flight leaves the lock to its TTL (or to the clean-up, for
 /// a release whose reply was lost).
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 impl Permit<crate::Tokio> {
     /// Gives the lock back. As [`Permit::release`].
     ///
@@ -683,7 +685,7 @@ impl<F: Flavor> Drop for Permit<F> {
         self.armed = false;
         if F::BLOCKING {
             if let Err(error) = block_on(self.give_back()) {
-                tracing::warn!(lock = self.name(), %error, "releasing a dropped permit failed");
+                tracing::warn!(lock = self.name(), error = %crate::error::Chain(&error), "releasing a dropped permit failed");
             }
         } else {
             // Never block an async runtime in drop: the client's clean-up thread releases

@@ -417,7 +417,7 @@ impl Drop for QuorumPermit {
         if self.armed {
             self.armed = false;
             if let Err(error) = self.undo() {
-                tracing::warn!(lock = self.lock.name, %error, "releasing a dropped quorum permit failed");
+                tracing::warn!(lock = self.lock.name, error = %crate::error::Chain(&error), "releasing a dropped quorum permit failed");
             }
         }
     }

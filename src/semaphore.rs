@@ -1159,6 +1159,7 @@ impl Semaphore<Blocking> {
 /// clean-up, which deletes it if the add landed (at worst the TTL ends it). Dropping the
 /// others changes nothing on the server (they only read).
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 impl Semaphore<crate::Tokio> {
     /// Takes the lock if it is free: one round trip, never sleeps. As
     /// [`Semaphore::try_acquire`]; cancel safe.

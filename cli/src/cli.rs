@@ -6,21 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-const EXIT_STATUSES: &str = "\
-Exit statuses:
-  0        success (run: the command's own status)
-  1        status: the lock is held; verify/release/refresh: the token does not hold it
-  64       bad arguments or configuration
-  69       a memcached server is unreachable (named on stderr)
-  75       the lock was not acquired (held, or the server is in its lock-delay), or was
-           lost while the command ran (the command is stopped before the lease can end)
-  76       the server is not a usable memcached (no meta protocol, wants auth or TLS)
-  126/127  the command could not be executed / was not found
-  128+N    the command (or memsem while waiting) was killed by signal N";
-
 /// Distributed locks on memcached: flock(1) for a whole fleet.
 #[derive(Debug, Parser)]
-#[command(name = "memsem", version, about, after_help = EXIT_STATUSES)]
+#[command(name = "memsem", version, about, after_help = crate::exit::HELP)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -150,6 +138,9 @@ pub enum Command {
     /// Check every server: reachable or not, and the round-trip time (exit 69 if any is down)
     #[command(after_help = PING_HELP)]
     Ping,
+    /// Serve an old lock server's wire protocol (keyedmutexd, Lock::Server), locks on the fleet
+    #[command(subcommand)]
+    Serve(crate::serve::Protocol),
 }
 
 const RUN_HELP: &str = "\
@@ -168,9 +159,11 @@ The lease (--ttl) is refreshed every TTL/3 while the command runs, so the comman
 far longer than the TTL. If the lease is lost (the key expired, was evicted or deleted, the
 server restarted) — or no refresh was confirmed by the lease's end minus --kill-after and a
 margin (memcached unreachable) — memsem says so and by default stops the command (SIGTERM,
-SIGKILL after --kill-after) before the lease can end, and exits 75. SIGINT, SIGTERM and SIGHUP are passed
-on to the command; the lock is given back when it ends. Signals go to the command's own
-process only: in `sh -c '...'`, `exec` the last command so that it receives them.";
+SIGKILL after --kill-after) before the lease can end, and exits 75. SIGINT, SIGTERM and
+SIGHUP are passed on to the command's process group; the lock is given back when it ends.
+On Linux the command is killed if memsem dies. The command gets MEMSEM_TOKEN (and with
+--fencing MEMSEM_FENCE, a number larger than every earlier holder's, for a resource to
+reject stale holders).";
 
 const ACQUIRE_HELP: &str = "\
 Examples:
@@ -263,6 +256,11 @@ pub struct RunArgs {
     /// Holder information shown to others [default: "host=HOST pid=PID cmd=CMD"]
     #[arg(long, value_name = "TEXT")]
     pub info: Option<String>,
+
+    /// Draw a fencing number (larger than every earlier holder's) and pass it to the command
+    /// in MEMSEM_FENCE, beside its token in MEMSEM_TOKEN
+    #[arg(long)]
+    pub fencing: bool,
 
     /// Exit status when the lock is not acquired
     #[arg(long, value_name = "N", default_value_t = crate::exit::TEMPFAIL)]

@@ -176,7 +176,7 @@ fn unreachable_server_is_unavailable_and_names_the_server() {
 }
 
 /// A fake server that answers every request with `reply`.
-fn fake_server(reply: &'static [u8]) -> String {
+pub(crate) fn fake_server(reply: &'static [u8]) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap().to_string();
     thread::spawn(move || {
