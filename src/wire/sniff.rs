@@ -63,11 +63,47 @@ fn speaks_tls(address: &Address, settings: &Settings) -> bool {
     tls == Some(true)
 }
 
+/// Reads one reply line (without its CRLF); `None` when the peer closed first.
+fn reply_line(stream: &mut Stream) -> Option<Vec<u8>> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") && line.len() < 1024 {
+        if read_some(stream, &mut byte) == 0 {
+            return None;
+        }
+        line.push(byte[0]);
+    }
+    line.truncate(line.len().saturating_sub(2));
+    Some(line)
+}
+
+/// Whether the server answers `version` but closes the connection at `mn` (twemproxy drops
+/// a whole pipelined probe that holds a meta command). A server that answers both is fine
+/// now (it was going away when probed): not a refusal.
+fn drops_meta(address: &Address, settings: &Settings) -> bool {
+    let dropped = (|| {
+        let mut stream = Stream::dial(address, settings.timeouts, None).ok()?;
+        stream.send(b"version\r\n").ok()?;
+        if !reply_line(&mut stream)?.starts_with(b"VERSION ") {
+            return Some(false);
+        }
+        stream.send(b"mn\r\n").ok()?;
+        Some(match reply_line(&mut stream) {
+            None => true,
+            Some(line) => line == b"ERROR",
+        })
+    })();
+    dropped == Some(true)
+}
+
 /// A plain server that closed the connection at our text probe without a byte: SASL-only,
-/// TLS-only, or a server going away (shutting down, restarting), which is only unavailable.
+/// a proxy that drops meta commands, TLS-only, or a server going away (shutting down,
+/// restarting), which is only unavailable.
 pub(crate) fn closed_at_hello(address: &Address, settings: &Settings) -> Failure {
     if sasl_only(address, settings) {
         Failure::Refused(Refusal::SaslOnly)
+    } else if drops_meta(address, settings) {
+        Failure::Refused(Refusal::NoMetaProtocol)
     } else if speaks_tls(address, settings) {
         Failure::Refused(Refusal::TlsMismatch)
     } else {

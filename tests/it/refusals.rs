@@ -101,6 +101,7 @@ fn wait_acquire_error(address: &str) -> Error {
     wait_acquire_error_speaking(address, Protocol::Auto)
 }
 
+/// As [`wait_acquire_error`], with the dialect forced.
 fn wait_acquire_error_speaking(address: &str, protocol: Protocol) -> Error {
     let client = builder()
         .servers(address)
@@ -158,6 +159,7 @@ fn a_proxy_is_refused_when_meta_commands_are_required_and_nothing_is_written() {
     );
     Raw::connect(&backend.address()).set(b"victim", b"still here", 0);
 
+    // With the meta dialect required (the default, auto, would speak classic to it).
     let error = wait_acquire_error_speaking(&proxy.address(), Protocol::Meta);
     assert_eq!(refused(&error), Refusal::NoMetaProtocol);
     assert!(!error.is_retryable());
