@@ -175,6 +175,9 @@ pub enum Refusal {
     AuthRequired,
     /// The server rejected the credentials given.
     AuthFailed,
+    /// The server only authenticates with SASL over the binary protocol (`memcached -S`),
+    /// which memsem does not speak: use ASCII auth (`-Y`) or TLS client certificates.
+    SaslOnly,
     /// The connection closed or was reset right after connect: probably a TLS-only server
     /// (or TLS configured against a plain server).
     TlsMismatch,
@@ -190,6 +193,9 @@ impl std::fmt::Display for Refusal {
             }
             Refusal::AuthRequired => "server requires authentication",
             Refusal::AuthFailed => "server rejected the credentials",
+            Refusal::SaslOnly => {
+                "server requires SASL (memcached -S, binary protocol only), which memsem does not support: use ASCII auth (-Y) or TLS client certificates"
+            }
             Refusal::TlsMismatch => "connection closed right after connect: TLS?",
             Refusal::NotMemcached => "this is not a memcached server",
         })

@@ -5,8 +5,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::memcached::{Backend, Checked, Transport};
+use crate::memcached::{Checked, Transport};
 use crate::token::Token;
+use crate::wire::Backend;
 
 /// How often pending chores are retried.
 const ROUND: Duration = Duration::from_millis(250);

@@ -110,7 +110,6 @@ mod client;
 mod error;
 mod flavor;
 mod holder;
-mod incarnation;
 mod janitor;
 mod keepalive;
 mod key;
@@ -123,6 +122,7 @@ pub mod routing;
 mod semaphore;
 mod token;
 mod wait;
+mod wire;
 
 pub use client::{Client, ClientBuilder, ServerStatus};
 pub use error::{Cause, Error, LostReason, Refusal, Result};
@@ -141,6 +141,7 @@ pub use quorum::{QuorumLock, QuorumPermit};
 pub use routing::{Endpoint, Routing, ServerSpec};
 pub use semaphore::{DEFAULT_TTL, Holder, MAX_INFO_BYTES, MAX_PERMITS, Semaphore};
 pub use wait::{Delays, WaitPolicy};
+pub use wire::TlsConfig;
 
 /// The README's code blocks, compiled as doctests.
 #[cfg(all(doctest, feature = "tokio"))]

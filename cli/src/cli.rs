@@ -1,6 +1,7 @@
 //! The command line: global options, subcommands and their help.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -47,6 +48,58 @@ pub struct Global {
     /// --max-lease]; 0 turns it off (a holder from before the restart may then overlap)
     #[arg(long, env = "MEMSEM_LOCK_DELAY", global = true, value_name = "DURATION", value_parser = duration)]
     pub lock_delay: Option<Duration>,
+
+    /// Speak TLS to every server (memcached -Z), trusting the system's roots or --tls-ca
+    #[arg(long, env = "MEMSEM_TLS", global = true)]
+    pub tls: bool,
+
+    /// Trust the CA certificates of this PEM file (turns TLS on)
+    #[arg(long, env = "MEMSEM_TLS_CA", global = true, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Client certificate chain (PEM) for mutual TLS, with --tls-key (turns TLS on)
+    #[arg(
+        long,
+        env = "MEMSEM_TLS_CERT",
+        global = true,
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-cert (turns TLS on)
+    #[arg(
+        long,
+        env = "MEMSEM_TLS_KEY",
+        global = true,
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// The name the servers' certificates must carry, instead of each server's host
+    #[arg(long, global = true, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+
+    /// User for ASCII auth (memcached -Y), with --password-file
+    #[arg(
+        long,
+        env = "MEMSEM_USERNAME",
+        global = true,
+        value_name = "USER",
+        requires = "password_file"
+    )]
+    pub username: Option<String>,
+
+    /// File holding the ASCII auth password (its first line)
+    #[arg(
+        long,
+        env = "MEMSEM_PASSWORD_FILE",
+        global = true,
+        value_name = "FILE",
+        requires = "username"
+    )]
+    pub password_file: Option<PathBuf>,
 
     /// Say nothing on stderr but errors
     #[arg(long, short, global = true)]

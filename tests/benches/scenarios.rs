@@ -20,7 +20,11 @@
 //! 5. the CLI: `memsem run NAME -- true` vs `true` vs `flock LOCKFILE true`;
 //! 6. contention with separate processes (this executable again, `--worker`) vs threads;
 //! 7. 1,000 waiters as tokio tasks vs as threads (feature `tokio`), measured in child
-//!    processes (`--crowd`) so that their memory figures are their own.
+//!    processes (`--crowd`) so that their memory figures are their own;
+//! 8. uncontended acquire+release over TCP, a unix socket and TLS, each against a raw
+//!    socket (or rustls stream) sending the same two meta commands;
+//! 9. lock+unlock through `memsem serve keyedmutexd` and `memsem serve lock-server` vs the
+//!    library call (needs the `memsem` binary built).
 
 #[allow(dead_code)]
 #[path = "../it/procs.rs"]
@@ -42,10 +46,14 @@ use procs::Memcached;
 mod cli;
 #[path = "scenarios/crowd.rs"]
 mod crowd;
+#[path = "scenarios/gateways.rs"]
+mod gateways;
 #[path = "scenarios/permits.rs"]
 mod permits;
 #[path = "scenarios/processes.rs"]
 mod processes;
+#[path = "scenarios/transports.rs"]
+mod transports;
 
 const SEMAPHORE_PL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/perl/semaphore.pl");
 
@@ -132,7 +140,7 @@ fn main() {
         memcached_version(&address),
     );
 
-    // `-- --only N[,N...]` runs only those tables (1-7).
+    // `-- --only N[,N...]` runs only those tables (1-8).
     let only: Option<Vec<u32>> = args
         .iter()
         .position(|a| a == "--only")
@@ -167,6 +175,12 @@ fn main() {
     }
     if run(7) {
         crowd::tasks_vs_threads(&address, sizes);
+    }
+    if run(8) {
+        transports::over_transports(sizes);
+    }
+    if run(9) {
+        gateways::lock_unlock(&address, sizes);
     }
 }
 

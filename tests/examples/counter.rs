@@ -12,7 +12,8 @@
 //!
 //! Two optional environment variables make it contend with Perl's
 //! Cache::Memcached::Semaphore (tests/perl/semaphore.pl): `MEMSEM_ROUTING`
-//! (`ketama`, the default, or `cache-memcached`) and `MEMSEM_NAMESPACE`.
+//! (`ketama`, the default, `cache-memcached` or `twemproxy:HASH:DISTRIBUTION`) and
+//! `MEMSEM_NAMESPACE`.
 
 use std::fs::{self, OpenOptions};
 use std::process::ExitCode;

@@ -6,6 +6,7 @@ mod cli;
 mod faults;
 mod fencing;
 mod fleet;
+mod fleet_kinds;
 mod gateways;
 mod guard;
 mod harness;
