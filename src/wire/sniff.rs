@@ -25,6 +25,28 @@ fn read_some(stream: &mut Stream, buf: &mut [u8]) -> usize {
     got
 }
 
+/// Whether the server answers a plain text `version`, sent alone on a fresh connection.
+fn answers_version(address: &Address, settings: &Settings) -> bool {
+    let plain = (|| {
+        let mut stream = Stream::dial(address, settings.timeouts, None).ok()?;
+        stream.send(b"version\r\n").ok()?;
+        let mut reply = [0u8; 8];
+        Some(read_some(&mut stream, &mut reply) == reply.len() && &reply == b"VERSION ")
+    })();
+    plain == Some(true)
+}
+
+/// Whether the server closes a fresh connection on `version` + `mn` without a byte.
+fn drops_meta(address: &Address, settings: &Settings) -> bool {
+    let dropped = (|| {
+        let mut stream = Stream::dial(address, settings.timeouts, None).ok()?;
+        stream.send(b"version\r\nmn\r\n").ok()?;
+        let mut reply = [0u8; 1];
+        Some(read_some(&mut stream, &mut reply) == 0)
+    })();
+    dropped == Some(true)
+}
+
 /// Whether the server answers a binary `version` request (magic 0x80, opcode 0x0b) with a
 /// binary response (magic 0x81): a SASL-only memcached (`-S`) does, and ignores text
 /// commands. A TLS-only server answers neither.
@@ -66,7 +88,11 @@ fn speaks_tls(address: &Address, settings: &Settings) -> bool {
 /// A plain server that closed the connection at our text probe without a byte: SASL-only,
 /// TLS-only, or a server going away (shutting down, restarting), which is only unavailable.
 pub(crate) fn closed_at_hello(address: &Address, settings: &Settings) -> Failure {
-    if speaks_binary(address, settings) {
+    if answers_version(address, settings) && drops_meta(address, settings) {
+        // A text server that answers `version` alone but drops `version` + `mn` without a
+        // byte, twice: a proxy without meta commands (twemproxy), not a restarting server.
+        Failure::Refused(Refusal::NoMetaProtocol)
+    } else if speaks_binary(address, settings) {
         Failure::Refused(Refusal::SaslOnly)
     } else if speaks_tls(address, settings) {
         Failure::Refused(Refusal::TlsMismatch)

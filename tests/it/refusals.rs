@@ -98,8 +98,14 @@ fn strings(args: &[&str]) -> Vec<String> {
 /// `wait_acquire` with the default policy (wait forever) on `address`: its error, which must
 /// come at once (the 30 s limit is a hang guard).
 fn wait_acquire_error(address: &str) -> Error {
+    wait_acquire_error_in(address, memsem::Protocol::default())
+}
+
+/// As [`wait_acquire_error`], speaking `protocol`.
+fn wait_acquire_error_in(address: &str, protocol: memsem::Protocol) -> Error {
     let client = builder()
         .servers(address)
+        .protocol(protocol)
         .io_timeout(Duration::from_millis(500))
         .connect_timeout(Duration::from_millis(500))
         .build()
@@ -128,7 +134,7 @@ fn refused(error: &Error) -> Refusal {
 }
 
 #[test]
-fn a_proxy_without_meta_commands_is_refused_and_nothing_is_written() {
+fn a_proxy_without_meta_commands_is_refused_in_meta_mode_and_nothing_is_written() {
     let backend = Memcached::start("127.0.0.1", None);
     let dir = Scratch::new();
     let config = format!(
@@ -151,7 +157,9 @@ fn a_proxy_without_meta_commands_is_refused_and_nothing_is_written() {
     );
     Raw::connect(&backend.address()).set(b"victim", b"still here", 0);
 
-    let error = wait_acquire_error(&proxy.address());
+    // Meta only (`--protocol meta`): refused. The default, `auto`, speaks classic to it
+    // (tests/it/proxies.rs).
+    let error = wait_acquire_error_in(&proxy.address(), memsem::Protocol::Meta);
     assert_eq!(refused(&error), Refusal::NoMetaProtocol);
     assert!(!error.is_retryable());
     assert!(
@@ -167,6 +175,7 @@ fn a_proxy_without_meta_commands_is_refused_and_nothing_is_written() {
 
     let out = Command::new(workspace_binary("memsem"))
         .args(["--servers", &proxy.address(), "--lock-delay", "0"])
+        .args(["--protocol", "meta"])
         .args(["run", "--wait", "1h", &unique("cli-refused"), "--", "true"])
         .output()
         .unwrap();
