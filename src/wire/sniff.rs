@@ -25,6 +25,17 @@ fn read_some(stream: &mut Stream, buf: &mut [u8]) -> usize {
     got
 }
 
+/// Whether the server answers a plain text `version`, sent alone on a fresh connection.
+fn answers_version(address: &Address, settings: &Settings) -> bool {
+    let plain = (|| {
+        let mut stream = Stream::dial(address, settings.timeouts, None).ok()?;
+        stream.send(b"version\r\n").ok()?;
+        let mut reply = [0u8; 8];
+        Some(read_some(&mut stream, &mut reply) == reply.len() && &reply == b"VERSION ")
+    })();
+    plain == Some(true)
+}
+
 /// Whether the server answers a binary `version` request (magic 0x80, opcode 0x0b) with a
 /// binary response (magic 0x81): a SASL-only memcached (`-S`) does, and ignores text
 /// commands. A TLS-only server answers neither.
@@ -100,7 +111,11 @@ fn drops_meta(address: &Address, settings: &Settings) -> bool {
 /// a proxy that drops meta commands, TLS-only, or a server going away (shutting down,
 /// restarting), which is only unavailable.
 pub(crate) fn closed_at_hello(address: &Address, settings: &Settings) -> Failure {
-    if sasl_only(address, settings) {
+    if answers_version(address, settings) && drops_meta(address, settings) {
+        // A text server that answers `version` alone but drops `version` + `mn` without a
+        // byte, twice: a proxy without meta commands (twemproxy), not a restarting server.
+        Failure::Refused(Refusal::NoMetaProtocol)
+    } else if sasl_only(address, settings) {
         Failure::Refused(Refusal::SaslOnly)
     } else if drops_meta(address, settings) {
         Failure::Refused(Refusal::NoMetaProtocol)
@@ -129,22 +144,11 @@ pub(crate) fn silent_at_hello(
     }
 }
 
-/// Whether the server answers a plain text `version` on a fresh connection.
-fn speaks_text(address: &Address, settings: &Settings) -> bool {
-    let plain = (|| {
-        let mut stream = Stream::dial(address, settings.timeouts, None).ok()?;
-        stream.send(b"version\r\n").ok()?;
-        let mut reply = [0u8; 8];
-        Some(read_some(&mut stream, &mut reply) == reply.len() && &reply == b"VERSION ")
-    })();
-    plain == Some(true)
-}
-
 /// SASL-only: the server answers the binary protocol but not text. A plain memcached
 /// answers both (its default `-B auto`), e.g. one that was paused while the text probe
 /// waited and resumed before the binary one: that one is only slow, and stays retryable.
 fn sasl_only(address: &Address, settings: &Settings) -> bool {
-    speaks_binary(address, settings) && !speaks_text(address, settings)
+    speaks_binary(address, settings) && !answers_version(address, settings)
 }
 
 /// A TLS handshake that got no answer in time: a plain memcached waits for the end of a
@@ -155,7 +159,7 @@ pub(crate) fn silent_at_handshake(
     settings: &Settings,
     timeout: io::Error,
 ) -> Failure {
-    if speaks_text(address, settings) {
+    if answers_version(address, settings) {
         Failure::Refused(Refusal::TlsMismatch)
     } else {
         Failure::Unavailable(Box::new(timeout))
