@@ -9,8 +9,6 @@ use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use memsem::Client;
-
 use crate::{Sizes, median_us};
 
 const KEYEDMUTEX_PL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/perl/keyedmutex.pl");
@@ -108,7 +106,7 @@ fn perl_bench(script: &str, args: &[&str]) -> Result<f64, String> {
 pub fn lock_unlock(address: &str, sizes: &Sizes) {
     let n = sizes.acquires;
     println!("## 9. Lock+unlock through the gateways vs the library (median of {n}, µs)\n");
-    let client = Client::connect(address).expect("memsem client");
+    let client = crate::client(address).expect("memsem client");
     let sem = client.semaphore("bench-gateway-lib").expect("a valid name");
     let library = time_pairs(n, || {
         let permit = sem.try_acquire().expect("memcached answers").expect("free");
