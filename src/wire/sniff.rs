@@ -36,6 +36,12 @@ fn answers_version(address: &Address, settings: &Settings) -> bool {
     plain == Some(true)
 }
 
+/// A SASL-only memcached: it answers the binary protocol and ignores text commands. A plain
+/// memcached answers both (a paused one answers late, and must not be taken for it).
+fn wants_sasl(address: &Address, settings: &Settings) -> bool {
+    speaks_binary(address, settings) && !answers_version(address, settings)
+}
+
 /// Whether the server closes a fresh connection on `version` + `mn` without a byte.
 fn drops_meta(address: &Address, settings: &Settings) -> bool {
     let dropped = (|| {
@@ -92,7 +98,7 @@ pub(crate) fn closed_at_hello(address: &Address, settings: &Settings) -> Failure
         // A text server that answers `version` alone but drops `version` + `mn` without a
         // byte, twice: a proxy without meta commands (twemproxy), not a restarting server.
         Failure::Refused(Refusal::NoMetaProtocol)
-    } else if speaks_binary(address, settings) {
+    } else if wants_sasl(address, settings) {
         Failure::Refused(Refusal::SaslOnly)
     } else if speaks_tls(address, settings) {
         Failure::Refused(Refusal::TlsMismatch)
@@ -112,7 +118,7 @@ pub(crate) fn silent_at_hello(
     settings: &Settings,
     timeout: io::Error,
 ) -> Failure {
-    if speaks_binary(address, settings) {
+    if wants_sasl(address, settings) {
         Failure::Refused(Refusal::SaslOnly)
     } else {
         Failure::Unavailable(Box::new(timeout))
