@@ -36,23 +36,6 @@ fn answers_version(address: &Address, settings: &Settings) -> bool {
     plain == Some(true)
 }
 
-/// A SASL-only memcached: it answers the binary protocol and ignores text commands. A plain
-/// memcached answers both (a paused one answers late, and must not be taken for it).
-fn wants_sasl(address: &Address, settings: &Settings) -> bool {
-    speaks_binary(address, settings) && !answers_version(address, settings)
-}
-
-/// Whether the server closes a fresh connection on `version` + `mn` without a byte.
-fn drops_meta(address: &Address, settings: &Settings) -> bool {
-    let dropped = (|| {
-        let mut stream = Stream::dial(address, settings.timeouts, None).ok()?;
-        stream.send(b"version\r\nmn\r\n").ok()?;
-        let mut reply = [0u8; 1];
-        Some(read_some(&mut stream, &mut reply) == 0)
-    })();
-    dropped == Some(true)
-}
-
 /// Whether the server answers a binary `version` request (magic 0x80, opcode 0x0b) with a
 /// binary response (magic 0x81): a SASL-only memcached (`-S`) does, and ignores text
 /// commands. A TLS-only server answers neither.
@@ -91,15 +74,51 @@ fn speaks_tls(address: &Address, settings: &Settings) -> bool {
     tls == Some(true)
 }
 
+/// Reads one reply line (without its CRLF); `None` when the peer closed first.
+fn reply_line(stream: &mut Stream) -> Option<Vec<u8>> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") && line.len() < 1024 {
+        if read_some(stream, &mut byte) == 0 {
+            return None;
+        }
+        line.push(byte[0]);
+    }
+    line.truncate(line.len().saturating_sub(2));
+    Some(line)
+}
+
+/// Whether the server answers `version` but closes the connection at `mn` (twemproxy drops
+/// a whole pipelined probe that holds a meta command). A server that answers both is fine
+/// now (it was going away when probed): not a refusal.
+fn drops_meta(address: &Address, settings: &Settings) -> bool {
+    let dropped = (|| {
+        let mut stream = Stream::dial(address, settings.timeouts, None).ok()?;
+        stream.send(b"version\r\n").ok()?;
+        if !reply_line(&mut stream)?.starts_with(b"VERSION ") {
+            return Some(false);
+        }
+        stream.send(b"mn\r\n").ok()?;
+        Some(match reply_line(&mut stream) {
+            None => true,
+            Some(line) => line == b"ERROR",
+        })
+    })();
+    dropped == Some(true)
+}
+
 /// A plain server that closed the connection at our text probe without a byte: SASL-only,
-/// TLS-only, or a server going away (shutting down, restarting), which is only unavailable.
+/// a proxy that drops meta commands, TLS-only, or a server going away (shutting down,
+/// restarting), which is only unavailable.
 pub(crate) fn closed_at_hello(address: &Address, settings: &Settings) -> Failure {
     if answers_version(address, settings) && drops_meta(address, settings) {
         // A text server that answers `version` alone but drops `version` + `mn` without a
         // byte, twice: a proxy without meta commands (twemproxy), not a restarting server.
         Failure::Refused(Refusal::NoMetaProtocol)
-    } else if wants_sasl(address, settings) {
+    } else if sasl_only(address, settings) {
         Failure::Refused(Refusal::SaslOnly)
+    } else if drops_meta(address, settings) {
+        Failure::Refused(Refusal::NoMetaProtocol)
     } else if speaks_tls(address, settings) {
         Failure::Refused(Refusal::TlsMismatch)
     } else {
@@ -118,11 +137,18 @@ pub(crate) fn silent_at_hello(
     settings: &Settings,
     timeout: io::Error,
 ) -> Failure {
-    if wants_sasl(address, settings) {
+    if sasl_only(address, settings) {
         Failure::Refused(Refusal::SaslOnly)
     } else {
         Failure::Unavailable(Box::new(timeout))
     }
+}
+
+/// SASL-only: the server answers the binary protocol but not text. A plain memcached
+/// answers both (its default `-B auto`), e.g. one that was paused while the text probe
+/// waited and resumed before the binary one: that one is only slow, and stays retryable.
+fn sasl_only(address: &Address, settings: &Settings) -> bool {
+    speaks_binary(address, settings) && !answers_version(address, settings)
 }
 
 /// A TLS handshake that got no answer in time: a plain memcached waits for the end of a
@@ -133,13 +159,7 @@ pub(crate) fn silent_at_handshake(
     settings: &Settings,
     timeout: io::Error,
 ) -> Failure {
-    let plain = (|| {
-        let mut stream = Stream::dial(address, settings.timeouts, None).ok()?;
-        stream.send(b"version\r\n").ok()?;
-        let mut reply = [0u8; 8];
-        Some(read_some(&mut stream, &mut reply) == reply.len() && &reply == b"VERSION ")
-    })();
-    if plain == Some(true) {
+    if answers_version(address, settings) {
         Failure::Refused(Refusal::TlsMismatch)
     } else {
         Failure::Unavailable(Box::new(timeout))

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use memsem::{Error, Refusal};
+use memsem::{Error, Protocol, Refusal};
 
 use crate::harness::{Raw, builder, unique, workspace_binary};
 use crate::procs::{self, Memcached};
@@ -98,11 +98,11 @@ fn strings(args: &[&str]) -> Vec<String> {
 /// `wait_acquire` with the default policy (wait forever) on `address`: its error, which must
 /// come at once (the 30 s limit is a hang guard).
 fn wait_acquire_error(address: &str) -> Error {
-    wait_acquire_error_in(address, memsem::Protocol::default())
+    wait_acquire_error_speaking(address, Protocol::Auto)
 }
 
-/// As [`wait_acquire_error`], speaking `protocol`.
-fn wait_acquire_error_in(address: &str, protocol: memsem::Protocol) -> Error {
+/// As [`wait_acquire_error`], with the dialect forced.
+fn wait_acquire_error_speaking(address: &str, protocol: Protocol) -> Error {
     let client = builder()
         .servers(address)
         .protocol(protocol)
@@ -134,7 +134,9 @@ fn refused(error: &Error) -> Refusal {
 }
 
 #[test]
-fn a_proxy_without_meta_commands_is_refused_in_meta_mode_and_nothing_is_written() {
+fn a_proxy_is_refused_when_meta_commands_are_required_and_nothing_is_written() {
+    // With the default `auto`, memsem speaks classic through the proxy (tests/it/proxies.rs);
+    // asked for meta, it must refuse at once rather than retry or write.
     let backend = Memcached::start("127.0.0.1", None);
     let dir = Scratch::new();
     let config = format!(
@@ -157,9 +159,8 @@ fn a_proxy_without_meta_commands_is_refused_in_meta_mode_and_nothing_is_written(
     );
     Raw::connect(&backend.address()).set(b"victim", b"still here", 0);
 
-    // Meta only (`--protocol meta`): refused. The default, `auto`, speaks classic to it
-    // (tests/it/proxies.rs).
-    let error = wait_acquire_error_in(&proxy.address(), memsem::Protocol::Meta);
+    // With the meta dialect required (the default, auto, would speak classic to it).
+    let error = wait_acquire_error_speaking(&proxy.address(), Protocol::Meta);
     assert_eq!(refused(&error), Refusal::NoMetaProtocol);
     assert!(!error.is_retryable());
     assert!(
