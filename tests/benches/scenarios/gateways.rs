@@ -1,4 +1,4 @@
-//! Scenario 9: a lock+unlock through each `memsem serve` gateway vs the library call, same
+//! Scenario 10: a lock+unlock through each `memsem serve` gateway vs the library call, same
 //! run, same server. The gateways are timed twice: from a minimal Rust client of the wire
 //! protocol (the gateway's own cost) and from the Perl clients users run
 //! (tests/perl/keyedmutex.pl, tests/perl/lock_server.pl: the cost they will see).
@@ -105,7 +105,7 @@ fn perl_bench(script: &str, args: &[&str]) -> Result<f64, String> {
 
 pub fn lock_unlock(address: &str, sizes: &Sizes) {
     let n = sizes.acquires;
-    println!("## 9. Lock+unlock through the gateways vs the library (median of {n}, µs)\n");
+    println!("## 10. Lock+unlock through the gateways vs the library (median of {n}, µs)\n");
     let client = crate::client(address).expect("memsem client");
     let sem = client.semaphore("bench-gateway-lib").expect("a valid name");
     let library = time_pairs(n, || {
