@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use memsem::{Error, Refusal};
+use memsem::{Error, Protocol, Refusal};
 
 use crate::harness::{Raw, builder, unique, workspace_binary};
 use crate::procs::{self, Memcached};
@@ -98,8 +98,14 @@ fn strings(args: &[&str]) -> Vec<String> {
 /// `wait_acquire` with the default policy (wait forever) on `address`: its error, which must
 /// come at once (the 30 s limit is a hang guard).
 fn wait_acquire_error(address: &str) -> Error {
+    wait_acquire_error_speaking(address, Protocol::Auto)
+}
+
+/// As [`wait_acquire_error`], with the dialect forced.
+fn wait_acquire_error_speaking(address: &str, protocol: Protocol) -> Error {
     let client = builder()
         .servers(address)
+        .protocol(protocol)
         .io_timeout(Duration::from_millis(500))
         .connect_timeout(Duration::from_millis(500))
         .build()
@@ -128,7 +134,9 @@ fn refused(error: &Error) -> Refusal {
 }
 
 #[test]
-fn a_proxy_without_meta_commands_is_refused_and_nothing_is_written() {
+fn a_proxy_is_refused_when_meta_commands_are_required_and_nothing_is_written() {
+    // With the default `auto`, memsem speaks classic through the proxy (tests/it/proxies.rs);
+    // asked for meta, it must refuse at once rather than retry or write.
     let backend = Memcached::start("127.0.0.1", None);
     let dir = Scratch::new();
     let config = format!(
@@ -151,7 +159,8 @@ fn a_proxy_without_meta_commands_is_refused_and_nothing_is_written() {
     );
     Raw::connect(&backend.address()).set(b"victim", b"still here", 0);
 
-    let error = wait_acquire_error(&proxy.address());
+    // With the meta dialect required (the default, auto, would speak classic to it).
+    let error = wait_acquire_error_speaking(&proxy.address(), Protocol::Meta);
     assert_eq!(refused(&error), Refusal::NoMetaProtocol);
     assert!(!error.is_retryable());
     assert!(
@@ -167,6 +176,7 @@ fn a_proxy_without_meta_commands_is_refused_and_nothing_is_written() {
 
     let out = Command::new(workspace_binary("memsem"))
         .args(["--servers", &proxy.address(), "--lock-delay", "0"])
+        .args(["--protocol", "meta"])
         .args(["run", "--wait", "1h", &unique("cli-refused"), "--", "true"])
         .output()
         .unwrap();
