@@ -5,13 +5,14 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::flavor::{Blocking, Flavor, block_on};
-use crate::janitor::{Janitor, Sweep};
+use crate::janitor::Janitor;
 use crate::key::{self, LockKey};
 use crate::lease::{DEFAULT_MAX_LEASE, Leases, env_duration};
+use crate::memcached::Sweep;
 use crate::memcached::{Failure, Pong, Timeouts, Transport};
 use crate::routing::{Ring, Routing, ServerSpec};
 use crate::semaphore::Semaphore;
-use crate::wire::{Backend, Credentials, Settings, TlsConfig};
+use crate::wire::{Address, Backend, Credentials, Settings, TlsConfig};
 
 /// Configures a [`Client`].
 ///
@@ -367,7 +368,14 @@ impl ClientBuilder {
         let cleanup = cleanup.into_iter().map(|b| b as Arc<dyn Sweep>).collect();
         let backends = specs
             .iter()
-            .map(|spec| Arc::new(crate::wire::AsyncBackend::new(spec, settings.clone())))
+            .map(|spec| {
+                let (address, target) = (spec.address(), wire_address(spec));
+                Arc::new(crate::wire::AsyncBackend::new(
+                    address,
+                    target,
+                    settings.clone(),
+                ))
+            })
             .collect();
         Ok(self.assemble(ring, backends, cleanup))
     }
@@ -432,7 +440,13 @@ impl ClientBuilder {
     fn blocking_backends(&self, specs: &[ServerSpec], settings: &Settings) -> Vec<Arc<Backend>> {
         specs
             .iter()
-            .map(|spec| Arc::new(Backend::new(spec, settings.clone())))
+            .map(|spec| {
+                Arc::new(Backend::new(
+                    spec.address(),
+                    wire_address(spec),
+                    settings.clone(),
+                ))
+            })
             .collect()
     }
 
@@ -472,6 +486,17 @@ impl ClientBuilder {
                 },
             }),
         }
+    }
+}
+
+/// Where the transport dials a configured server.
+fn wire_address(spec: &ServerSpec) -> Address {
+    match spec.endpoint() {
+        crate::routing::Endpoint::Tcp { host, port } => Address::Tcp {
+            host: host.to_string(),
+            port,
+        },
+        crate::routing::Endpoint::Unix(path) => Address::Unix(path.to_path_buf()),
     }
 }
 

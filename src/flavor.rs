@@ -173,6 +173,35 @@ impl Flavor for Tokio {
     }
 }
 
+/// The flavour of a client over in-memory fake servers (the lock logic's unit tests):
+/// blocking, with time from the fake clock installed on the calling thread (real time when
+/// none is).
+#[cfg(any(test, feature = "test-util"))]
+#[cfg_attr(not(test), allow(dead_code))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Simulated {}
+
+#[cfg(any(test, feature = "test-util"))]
+impl sealed::Sealed for Simulated {}
+
+#[cfg(any(test, feature = "test-util"))]
+impl Flavor for Simulated {
+    type Wire = crate::wire::fake::FakeServer;
+    const BLOCKING: bool = true;
+
+    async fn sleep(duration: Duration) {
+        match crate::wire::fake::clock::current() {
+            Some(clock) => clock.advance(duration),
+            None => std::thread::sleep(duration),
+        }
+    }
+
+    fn now() -> std::time::Instant {
+        crate::wire::fake::clock::current()
+            .map_or_else(std::time::Instant::now, |clock| clock.now())
+    }
+}
+
 /// Wakes a parked thread.
 struct Unpark(std::thread::Thread);
 

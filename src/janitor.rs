@@ -5,25 +5,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::memcached::{Checked, Epoch, Item, Outcome, Transport};
+use crate::memcached::{Checked, Epoch, Item, Outcome, Sweep, Transport};
 use crate::token::Token;
 use crate::wire::Backend;
-
-/// The blocking reads and writes the clean-up thread makes on one server: memsem's pooled
-/// transport, or the in-memory fake in unit tests.
-pub(crate) trait Sweep: Send + Sync + std::fmt::Debug {
-    fn address(&self) -> &str;
-    fn read_now(&self, key: &[u8]) -> Outcome<Option<Item>>;
-    fn delete_if_now(&self, key: &[u8], cas: u64, epoch: Option<Epoch>) -> Outcome<Checked>;
-    fn replace_if_now(
-        &self,
-        key: &[u8],
-        value: &[u8],
-        cas: u64,
-        ttl: u32,
-        epoch: Option<Epoch>,
-    ) -> Outcome<Checked>;
-}
 
 impl Sweep for Backend {
     fn address(&self) -> &str {

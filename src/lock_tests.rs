@@ -7,12 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, LostReason};
+use crate::flavor::Simulated;
 use crate::flavor::block_on;
 use crate::holder::{Meta, Record};
+use crate::memcached::Transport;
 use crate::permit::Permit;
 use crate::semaphore::Semaphore;
 use crate::wait::WaitPolicy;
-use crate::wire::fake::{FakeFleet, Fault, Op, Simulated};
+use crate::wire::fake::{Clock, FakeServer, Fault, Op};
 
 type Sem = Semaphore<Simulated>;
 
@@ -498,4 +500,56 @@ fn a_quorum_wait_sleeps_on_the_clock_until_a_majority_is_free() {
 /// Leaves a quorum permit's votes to expire (a holder that crashed).
 fn held_forgotten(permit: crate::quorum::QuorumPermit<Simulated>) {
     std::mem::forget(permit);
+}
+
+/// A fleet of fake servers on one clock, and a client over them.
+pub(crate) struct FakeFleet {
+    pub(crate) clock: Clock,
+    pub(crate) servers: Vec<Arc<FakeServer>>,
+    pub(crate) client: crate::client::Client<Simulated>,
+}
+
+impl FakeFleet {
+    /// `count` fake servers and a client configured by `builder` (its servers are set
+    /// here); the clock is installed on the calling thread.
+    pub(crate) fn new(count: usize, builder: crate::client::ClientBuilder) -> FakeFleet {
+        let clock = Clock::new();
+        clock.install();
+        let list: Vec<String> = (0..count)
+            .map(|n| format!("127.0.0.1:{}", 21_000 + n))
+            .collect();
+        let servers: Vec<Arc<FakeServer>> = list
+            .iter()
+            .map(|address| Arc::new(FakeServer::new(address, &clock)))
+            .collect();
+        let by_address = servers.clone();
+        let client = builder
+            .servers(&list.join(","))
+            .build_over::<Simulated>(|spec| {
+                let address = spec.address();
+                let server = by_address
+                    .iter()
+                    .find(|server| server.address() == address)
+                    .expect("every spec is one of the fakes");
+                Arc::clone(server)
+            })
+            .expect("a valid fake fleet");
+        FakeFleet {
+            clock,
+            servers,
+            client,
+        }
+    }
+
+    /// One server and a client with the lock-delay off.
+    pub(crate) fn single() -> FakeFleet {
+        FakeFleet::new(
+            1,
+            crate::client::Client::builder().lock_delay(Duration::ZERO),
+        )
+    }
+
+    pub(crate) fn server(&self) -> &FakeServer {
+        &self.servers[0]
+    }
 }

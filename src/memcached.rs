@@ -186,6 +186,22 @@ pub trait Transport: Send + Sync + std::fmt::Debug + 'static {
     fn ping(&self) -> impl Future<Output = Outcome<Pong>> + Send;
 }
 
+/// The blocking reads and writes the clean-up thread makes on one server: memsem's pooled
+/// transport, or the in-memory fake in unit tests.
+pub(crate) trait Sweep: Send + Sync + std::fmt::Debug {
+    fn address(&self) -> &str;
+    fn read_now(&self, key: &[u8]) -> Outcome<Option<Item>>;
+    fn delete_if_now(&self, key: &[u8], cas: u64, epoch: Option<Epoch>) -> Outcome<Checked>;
+    fn replace_if_now(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        cas: u64,
+        ttl: u32,
+        epoch: Option<Epoch>,
+    ) -> Outcome<Checked>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@
 //! reap algorithm runs in milliseconds, without Docker (the model: governor's fake clock
 //! and in-memory state, r2d2's fake managers).
 //!
-//! [`Simulated`] is the flavour whose transport is the fake: `Client<Simulated>` runs the
+//! `flavor::Simulated` is the flavour whose transport is the fake: `Client<Simulated>` runs the
 //! same lock code as `Client<Blocking>` (its futures complete on their first poll) and
 //! sleeps by advancing the clock installed on the calling thread.
 //!
@@ -16,14 +16,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::memcached::{Added, Checked, Epoch, Failure, Item, Outcome, Pong, Transport};
 
-mod clock;
+pub(crate) mod clock;
 
-pub(crate) use clock::{Clock, Simulated};
+pub(crate) use clock::Clock;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
@@ -473,7 +473,7 @@ impl Transport for FakeServer {
     }
 }
 
-impl crate::janitor::Sweep for FakeServer {
+impl crate::memcached::Sweep for FakeServer {
     fn address(&self) -> &str {
         &self.address
     }
@@ -495,55 +495,6 @@ impl crate::janitor::Sweep for FakeServer {
         epoch: Option<Epoch>,
     ) -> Outcome<Checked> {
         self.quietly(|fake, state| fake.checked_replace(state, key, value, cas, ttl, epoch))
-    }
-}
-
-/// A fleet of fake servers on one clock, and a client over them.
-pub(crate) struct FakeFleet {
-    pub(crate) clock: Clock,
-    pub(crate) servers: Vec<Arc<FakeServer>>,
-    pub(crate) client: crate::Client<Simulated>,
-}
-
-impl FakeFleet {
-    /// `count` fake servers and a client configured by `builder` (its servers are set
-    /// here); the clock is installed on the calling thread.
-    pub(crate) fn new(count: usize, builder: crate::ClientBuilder) -> FakeFleet {
-        let clock = Clock::new();
-        clock.install();
-        let list: Vec<String> = (0..count)
-            .map(|n| format!("127.0.0.1:{}", 21_000 + n))
-            .collect();
-        let servers: Vec<Arc<FakeServer>> = list
-            .iter()
-            .map(|address| Arc::new(FakeServer::new(address, &clock)))
-            .collect();
-        let by_address = servers.clone();
-        let client = builder
-            .servers(&list.join(","))
-            .build_over::<Simulated>(|spec| {
-                let address = spec.address();
-                let server = by_address
-                    .iter()
-                    .find(|server| server.address == address)
-                    .expect("every spec is one of the fakes");
-                Arc::clone(server)
-            })
-            .expect("a valid fake fleet");
-        FakeFleet {
-            clock,
-            servers,
-            client,
-        }
-    }
-
-    /// One server and a client with the lock-delay off.
-    pub(crate) fn single() -> FakeFleet {
-        FakeFleet::new(1, crate::Client::builder().lock_delay(Duration::ZERO))
-    }
-
-    pub(crate) fn server(&self) -> &FakeServer {
-        &self.servers[0]
     }
 }
 

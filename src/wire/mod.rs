@@ -15,7 +15,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::memcached::Timeouts;
-use crate::routing::{Endpoint, ServerSpec};
 
 pub(crate) mod classic;
 mod conn;
@@ -170,16 +169,6 @@ pub(crate) enum Address {
 }
 
 impl Address {
-    pub(crate) fn of(spec: &ServerSpec) -> Address {
-        match spec.endpoint() {
-            Endpoint::Tcp { host, port } => Address::Tcp {
-                host: host.to_string(),
-                port,
-            },
-            Endpoint::Unix(path) => Address::Unix(path.to_path_buf()),
-        }
-    }
-
     /// The host name TLS verifies, unless overridden.
     pub(crate) fn host(&self) -> &str {
         match self {

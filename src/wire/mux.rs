@@ -24,7 +24,6 @@ use super::probe;
 use super::{Address, Dialect, Protocol, Settings, classic, sniff};
 use crate::error::Refusal;
 use crate::memcached::{Added, Checked, Epoch, Failure, Item, Outcome, Pong, Transport};
-use crate::routing::ServerSpec;
 
 /// Connections per server.
 const LANES: usize = 2;
@@ -211,10 +210,11 @@ async fn blocking(check: impl FnOnce() -> Failure + Send + 'static) -> Failure {
 
 impl AsyncBackend {
     /// A transport to `spec`; connections are dialed on first use.
-    pub(crate) fn new(spec: &ServerSpec, settings: Settings) -> AsyncBackend {
+    /// Connections to the server `address` (as configured) at `target`.
+    pub(crate) fn new(address: String, target: Address, settings: Settings) -> AsyncBackend {
         AsyncBackend {
-            address: spec.address(),
-            target: Address::of(spec),
+            address,
+            target,
             settings,
             lanes: std::sync::Mutex::new(vec![None; LANES]),
             dialing: (0..LANES).map(|_| Mutex::new(())).collect(),

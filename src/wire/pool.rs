@@ -12,7 +12,6 @@ use super::ops::{self, Op};
 use super::{Address, Settings};
 use crate::error::Refusal;
 use crate::memcached::{Added, Checked, Epoch, Failure, Item, Outcome, Pong, Transport};
-use crate::routing::ServerSpec;
 
 /// How many times a request is moved to another connection when the one taken from the pool
 /// turns out closed before anything was sent on it.
@@ -38,10 +37,11 @@ impl std::fmt::Debug for Backend {
 
 impl Backend {
     /// A transport to `spec`; connections are dialed on first use.
-    pub(crate) fn new(spec: &ServerSpec, settings: Settings) -> Backend {
+    /// A pool for the server `address` (as configured: `host:port` or a path) at `target`.
+    pub(crate) fn new(address: String, target: Address, settings: Settings) -> Backend {
         Backend {
-            address: spec.address(),
-            target: Address::of(spec),
+            address,
+            target,
             settings,
             idle: Mutex::new(Vec::new()),
             wants_auth: AtomicBool::new(false),

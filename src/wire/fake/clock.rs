@@ -1,11 +1,11 @@
-//! The fake's time: a [`Clock`] moved by hand, and the [`Simulated`] flavour that reads and
-//! advances the clock installed on the calling thread.
+//! The fake's time: a [`Clock`] moved by hand, installed on a thread for the `Simulated`
+//! flavour to read and advance.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{FakeServer, lock};
+use super::lock;
 
 /// A clock that moves only when told to (shared by clones).
 #[derive(Clone)]
@@ -54,29 +54,7 @@ thread_local! {
     static CURRENT: std::cell::RefCell<Option<Clock>> = const { std::cell::RefCell::new(None) };
 }
 
-fn current() -> Option<Clock> {
+/// The clock installed on the calling thread, if any.
+pub(crate) fn current() -> Option<Clock> {
     CURRENT.with(|current| current.borrow().clone())
-}
-
-/// The flavour of a client over [`FakeServer`]s: blocking, with time from the [`Clock`]
-/// installed on the calling thread (real time when none is).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Simulated {}
-
-impl crate::flavor::sealed::Sealed for Simulated {}
-
-impl crate::flavor::Flavor for Simulated {
-    type Wire = FakeServer;
-    const BLOCKING: bool = true;
-
-    async fn sleep(duration: Duration) {
-        match current() {
-            Some(clock) => clock.advance(duration),
-            None => std::thread::sleep(duration),
-        }
-    }
-
-    fn now() -> Instant {
-        current().map_or_else(Instant::now, |clock| clock.now())
-    }
 }
