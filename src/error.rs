@@ -160,7 +160,8 @@ impl std::fmt::Display for Human {
     }
 }
 
-/// Why a permit was found lost.
+/// Why a permit was found lost (in [`Error::LockLost`], and from a keep-alive:
+/// [`KeepAlive::lost_reason`](crate::KeepAlive::lost_reason)).
 ///
 /// # Examples
 ///
@@ -177,6 +178,9 @@ pub enum LostReason {
     Missing,
     /// The key exists but holds another holder's token.
     HeldByOther,
+    /// A keep-alive could not refresh the lease before it ran out (the server did not
+    /// answer in time): the lock may be free or taken by now.
+    Expired,
 }
 
 impl std::fmt::Display for LostReason {
@@ -184,6 +188,7 @@ impl std::fmt::Display for LostReason {
         f.write_str(match self {
             LostReason::Missing => "the key is gone (expired, evicted or deleted)",
             LostReason::HeldByOther => "the key now belongs to another holder",
+            LostReason::Expired => "the lease ran out before a refresh got through",
         })
     }
 }

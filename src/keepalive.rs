@@ -4,7 +4,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, LostReason, Result};
 use crate::flavor::Flavor;
 use crate::permit::Permit;
 
@@ -55,7 +55,7 @@ struct Shared {
 struct State {
     permit: Option<Permit>,
     stopping: bool,
-    lost: Option<String>,
+    lost: Option<LostReason>,
 }
 
 fn lock(shared: &Shared) -> MutexGuard<'_, State> {
@@ -113,8 +113,8 @@ impl KeepAlive {
     /// assert_eq!(held.lost_reason(), None);
     /// # Ok::<(), memsem::Error>(())
     /// ```
-    pub fn lost_reason(&self) -> Option<String> {
-        lock(&self.shared).lost.clone()
+    pub fn lost_reason(&self) -> Option<LostReason> {
+        lock(&self.shared).lost
     }
 
     /// Blocks until the lock is lost (`true`) or `timeout` passes (`false`): the
@@ -242,17 +242,15 @@ fn judge<F: Flavor>(
     permit: &Permit<F>,
     outcome: Result<()>,
     interval: Duration,
-) -> (Option<String>, Duration) {
+) -> (Option<LostReason>, Duration) {
     let expired = permit.expires_at().is_some_and(|at| Instant::now() >= at);
     match outcome {
         Ok(()) => (None, interval),
-        Err(error @ Error::LockLost { .. }) => (Some(error.to_string()), interval),
-        Err(error) if expired => (
-            Some(format!(
-                "the lease ran out while refreshing failed: {error}"
-            )),
-            interval,
-        ),
+        Err(Error::LockLost { reason, .. }) => (Some(reason), interval),
+        Err(error) if expired => {
+            tracing::warn!(lock = permit.name(), error = %crate::error::Chain(&error), "refreshing the lease failed until it ran out");
+            (Some(LostReason::Expired), interval)
+        }
         Err(error) => {
             tracing::warn!(lock = permit.name(), error = %crate::error::Chain(&error), "refreshing the lease failed; retrying");
             let retry = (interval / 4).max(Duration::from_millis(100));
@@ -266,7 +264,7 @@ fn judge<F: Flavor>(
 }
 
 /// Called once, from the keep-alive thread, with the reason, when the lock is lost.
-pub(crate) type OnLost = Box<dyn FnOnce(&str) + Send + 'static>;
+pub(crate) type OnLost = Box<dyn FnOnce(LostReason) + Send + 'static>;
 
 fn refresh_loop(shared: &Shared, ttl: Duration, on_lost: Option<OnLost>) {
     let interval = refresh_interval(ttl);
@@ -295,14 +293,14 @@ fn refresh_loop(shared: &Shared, ttl: Duration, on_lost: Option<OnLost>) {
         next = after;
         state = lock(shared);
         if let Some(reason) = lost {
-            tracing::warn!(lock = permit.name(), reason, "lock lost");
-            state.lost = Some(reason.clone());
+            tracing::warn!(lock = permit.name(), %reason, "lock lost");
+            state.lost = Some(reason);
             // The lock is not ours any more: nothing to release.
             permit.forget();
             shared.changed.notify_all();
             drop(state);
             if let Some(on_lost) = on_lost {
-                on_lost(&reason);
+                on_lost(reason);
             }
             return;
         }
@@ -352,7 +350,7 @@ struct AsyncShared {
 struct AsyncState {
     permit: Option<Permit<crate::Tokio>>,
     stopping: bool,
-    lost: Option<String>,
+    lost: Option<LostReason>,
 }
 
 #[cfg(feature = "tokio")]
@@ -417,8 +415,8 @@ impl AsyncKeepAlive {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn lost_reason(&self) -> Option<String> {
-        lock_async(&self.shared).lost.clone()
+    pub fn lost_reason(&self) -> Option<LostReason> {
+        lock_async(&self.shared).lost
     }
 
     /// Completes when the lock is lost (never, while it is held): the notification to
@@ -470,10 +468,10 @@ impl AsyncKeepAlive {
             Some(permit) => permit.release().await,
             None => Err(Error::Protocol {
                 server: String::new(),
-                detail: format!(
-                    "the keep-alive holds no permit: {}",
-                    reason.unwrap_or_default()
-                ),
+                detail: match reason {
+                    Some(reason) => format!("the keep-alive holds no permit: {reason}"),
+                    None => "the keep-alive holds no permit".into(),
+                },
             }),
         }
     }
@@ -536,7 +534,7 @@ async fn refresh_task(shared: Arc<AsyncShared>, ttl: Duration) {
         next = after;
         let mut state = lock_async(&shared);
         if let Some(reason) = lost {
-            tracing::warn!(lock = permit.name(), reason, "lock lost");
+            tracing::warn!(lock = permit.name(), %reason, "lock lost");
             state.lost = Some(reason);
             permit.forget();
             drop(state);

@@ -3,6 +3,7 @@
 mod ambiguous;
 mod chaos;
 mod cli;
+mod cli_ops;
 mod faults;
 mod fencing;
 mod fleet;
