@@ -249,6 +249,7 @@ fn judge<F: Flavor>(
         Err(Error::LockLost { reason, .. }) => (Some(reason), interval),
         Err(error) if expired => {
             tracing::warn!(lock = permit.name(), error = %crate::error::Chain(&error), "refreshing the lease failed until it ran out");
+            crate::metrics::lost(permit.name(), LostReason::Expired);
             (Some(LostReason::Expired), interval)
         }
         Err(error) => {

@@ -106,6 +106,11 @@ mod keepalive;
 mod key;
 mod keyed;
 mod memcached;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
+#[cfg(not(feature = "metrics"))]
+mod metrics;
 mod permit;
 mod quorum;
 pub mod routing;

@@ -326,6 +326,7 @@ impl<F: Flavor> Permit<F> {
     }
 
     fn lost(&self, reason: LostReason) -> Error {
+        crate::metrics::lost(self.name(), reason);
         Error::LockLost {
             name: self.name().to_string(),
             reason,

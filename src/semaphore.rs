@@ -8,6 +8,7 @@ use crate::error::{Error, LostReason, Result};
 use crate::flavor::{Blocking, Flavor, block_on};
 use crate::holder::{Meta, Record};
 use crate::memcached::{Added, Checked, Failure, Item, Outcome, Transport};
+use crate::metrics;
 use crate::permit::Permit;
 use crate::token::Token;
 use crate::wait::{Next, WaitPolicy, Waiter};
@@ -588,20 +589,28 @@ impl<F: Flavor> Drop for Unsure<'_, F> {
 impl<F: Flavor> Semaphore<F> {
     pub(crate) async fn try_acquire_core(&self) -> Result<Option<Permit<F>>> {
         let mut unsure = Unsure::new(self);
-        self.attempt(&mut unsure).await
+        let outcome = self.attempt(&mut unsure).await;
+        self.counted(outcome)
     }
 
     pub(crate) async fn wait_acquire_core(&self) -> Result<Permit<F>> {
         let mut unsure = Unsure::new(self);
-        let mut waiter = Waiter::new(self.name(), &self.policy, Instant::now());
+        let waiting = Instant::now();
+        let mut waiter = Waiter::new(self.name(), &self.policy, waiting);
         let error = loop {
             let outcome = self.attempt(&mut unsure).await;
-            match waiter.after(outcome, Instant::now()) {
-                Ok(Next::Done(permit)) => return Ok(permit),
+            match waiter.after(self.counted(outcome), Instant::now()) {
+                Ok(Next::Done(permit)) => {
+                    metrics::waited(self.name(), waiting.elapsed(), true);
+                    return Ok(permit);
+                }
                 Ok(Next::Sleep(delay)) => F::sleep(delay).await,
                 Err(error) => break error,
             }
         };
+        if matches!(error, Error::Timeout { .. }) {
+            metrics::waited(self.name(), waiting.elapsed(), false);
+        }
         if !(matches!(error, Error::Timeout { .. }) && self.policy.steals_after_wait()) {
             return Err(error);
         }
@@ -619,6 +628,7 @@ impl<F: Flavor> Semaphore<F> {
         unsure.settle(&key);
         let mut permit = self.permit((key, slot), token, value, cas, started);
         permit.set_fence(self.fence_now().await?);
+        metrics::acquired(self.name());
         tracing::warn!(
             lock = self.name(),
             "took the lock by force after max_wait (steal_after_wait)"
@@ -788,6 +798,16 @@ impl<F: Flavor> Semaphore<F> {
             }
         };
         outcome.map_err(|failure| self.target.error("read", failure))
+    }
+
+    /// Counts an attempt's outcome in the metrics.
+    fn counted(&self, outcome: Result<Option<Permit<F>>>) -> Result<Option<Permit<F>>> {
+        match &outcome {
+            Ok(Some(_)) => metrics::acquired(self.name()),
+            Ok(None) => metrics::contended(self.name()),
+            Err(_) => {}
+        }
+        outcome
     }
 
     /// One acquire attempt with `unsure`'s token.

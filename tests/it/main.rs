@@ -14,6 +14,7 @@ mod interop;
 mod keepalive;
 mod keyed;
 mod lease_loss;
+mod metrics;
 mod permits;
 mod processes;
 mod procs;
