@@ -85,6 +85,22 @@ pub enum Command {
     Man,
 }
 
+impl Command {
+    /// The lock the command is about, if any.
+    pub fn lock_name(&self) -> Option<&str> {
+        Some(match self {
+            Command::Run(args) => &args.name,
+            Command::Acquire(args) => &args.name,
+            Command::Release(args) => &args.name,
+            Command::Refresh(args) => &args.name,
+            Command::Status(args) => &args.name,
+            Command::Verify(args) => &args.name,
+            Command::Break(args) => &args.name,
+            Command::Ping | Command::Completions { .. } | Command::Man => return None,
+        })
+    }
+}
+
 const RUN_HELP: &str = "\
 Examples:
   # At most one nightly report in the fleet; skip this run if another host has it

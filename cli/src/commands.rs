@@ -25,6 +25,9 @@ pub fn dispatch(cli: Cli) -> u8 {
         Command::Man => return man(),
         _ => {}
     }
+    if let Some(name) = command.lock_name() {
+        exit::set_lock(name);
+    }
     let client = match client(&global) {
         Ok(client) => client,
         Err(error) => return exit::report(&error),
