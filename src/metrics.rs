@@ -18,6 +18,7 @@
 //! ```
 //! // With a recorder installed (e.g. metrics-exporter-prometheus), and a few fixed lock
 //! // names worth a series each:
+//! # #[cfg(feature = "metrics")]
 //! memsem::metrics::label_lock_names(true);
 //! ```
 
