@@ -13,6 +13,7 @@ command -v perl >/dev/null 2>&1 || need_apt+=(perl)
 perl -MCache::Memcached -e1 2>/dev/null || need_apt+=(libcache-memcached-perl)
 perl -MCache::Memcached::Fast -e1 2>/dev/null || need_apt+=(libcache-memcached-fast-perl)
 perl -MMemcached::libmemcached -e1 2>/dev/null || need_apt+=(libmemcached-libmemcached-perl)
+command -v nutcracker >/dev/null 2>&1 || need_apt+=(nutcracker)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing: ${need_apt[*]} — install them with apt-get (as root) and run again" >&2
@@ -39,8 +40,8 @@ cargo clippy -p memsem --all-targets -- -D warnings
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc -p memsem --no-deps --quiet
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet --all-features
-# The library's unit tests and doctests need no server.
-cargo test -p memsem --all-features
+# The unit tests and doctests of the library and the CLI need no server.
+cargo test -p memsem -p memsem-cli --all-features
 # The integration suite runs the `memsem` binary and the helper examples: build them first.
 cargo build --workspace --all-features --bins --examples
 cargo test -p memsem-tests --all-features --test it

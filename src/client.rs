@@ -389,7 +389,12 @@ impl<F: Flavor> Client<F> {
     /// ```
     pub fn semaphore(&self, name: &str) -> Result<Semaphore<F>> {
         let key = key::lock_key(&self.inner.namespace, name)?;
-        let index = self.inner.ring.server_for(&key.routed);
+        let hashed = if self.inner.routing.hashes_namespace() {
+            &key.wire
+        } else {
+            &key.routed
+        };
+        let index = self.inner.ring.server_for(hashed);
         let backend = Arc::clone(&self.inner.backends[index]);
         let cleanup = Arc::clone(&self.inner.cleanup[index]);
         Ok(Semaphore::new(Target {

@@ -109,7 +109,7 @@ pub use keepalive::KeepAlive;
 pub use keyed::LockOrWait;
 pub use permit::Permit;
 pub use quorum::{QuorumLock, QuorumPermit};
-pub use routing::{Routing, ServerSpec};
+pub use routing::{Endpoint, Routing, ServerSpec};
 pub use semaphore::{DEFAULT_TTL, Holder, MAX_INFO_BYTES, MAX_PERMITS, Semaphore};
 pub use wait::{Delays, WaitPolicy};
 

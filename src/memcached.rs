@@ -391,6 +391,19 @@ impl std::fmt::Debug for Backend {
     }
 }
 
+/// The `memcache` crate's meta client dials TCP only: a unix-socket entry is refused
+/// clearly until memsem's own transport carries it.
+fn unix_not_yet(spec: &ServerSpec) -> Result<(), String> {
+    match spec.endpoint() {
+        crate::routing::Endpoint::Tcp { .. } => Ok(()),
+        crate::routing::Endpoint::Unix(_) => Err(format!(
+            "memcached server {}: unix-socket servers are not supported by this build's \
+             transport yet; use a TCP address",
+            spec.address()
+        )),
+    }
+}
+
 impl Backend {
     /// Resolves the server's address; connections are dialed on first use.
     pub(crate) fn new(
@@ -399,6 +412,7 @@ impl Backend {
         max_idle: usize,
     ) -> Result<Backend, String> {
         let address = spec.address();
+        unix_not_yet(spec)?;
         let client = builder(timeouts, max_idle)
             .connect((spec.host().to_string(), spec.port()))
             .map_err(|error| format!("cannot use memcached server {address}: {error}"))?;
@@ -553,6 +567,7 @@ impl AsyncBackend {
         max_idle: usize,
     ) -> Result<AsyncBackend, String> {
         let address = spec.address();
+        unix_not_yet(spec)?;
         let client = builder(timeouts, max_idle)
             .connect_async((spec.host().to_string(), spec.port()))
             .await

@@ -19,11 +19,12 @@ pub struct Cli {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Global options")]
 pub struct Global {
-    /// memcached servers, `host:port[:weight],...`
+    /// memcached servers, `host:port[:weight],...` (`[v6]:port`, `/path/to.sock[:weight]` too)
     #[arg(long, env = "MEMSEM_SERVERS", global = true, value_name = "LIST")]
     pub servers: Option<String>,
 
-    /// How a lock name picks its server: `ketama` (libmemcached) or `cache-memcached` (Perl)
+    /// How a lock name picks its server: `ketama` (libmemcached), `cache-memcached` (Perl) or
+    /// `twemproxy:HASH:DIST` (like a twemproxy pool, e.g. `twemproxy:fnv1a_64:ketama`)
     #[arg(long, env = "MEMSEM_ROUTING", global = true, value_name = "ROUTING")]
     pub routing: Option<String>,
 
@@ -83,6 +84,9 @@ pub enum Command {
     /// Print the man page (roff) on stdout
     #[command(after_help = MAN_HELP)]
     Man,
+    /// Serve an old lock server's wire protocol (keyedmutexd, Lock::Server), locks on the fleet
+    #[command(subcommand)]
+    Serve(crate::serve::Protocol),
 }
 
 impl Command {
@@ -96,7 +100,9 @@ impl Command {
             Command::Status(args) => &args.name,
             Command::Verify(args) => &args.name,
             Command::Break(args) => &args.name,
-            Command::Ping | Command::Completions { .. } | Command::Man => return None,
+            Command::Ping | Command::Completions { .. } | Command::Man | Command::Serve(_) => {
+                return None;
+            }
         })
     }
 }

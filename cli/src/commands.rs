@@ -63,15 +63,21 @@ pub fn dispatch(cli: Cli) -> u8 {
         }
         Command::Ping => Ok(ping(&client, &global)),
         Command::Completions { .. } | Command::Man => Ok(0),
+        Command::Serve(protocol) => Ok(crate::serve::run(builder(&global), protocol)),
     };
     outcome.unwrap_or_else(|error| exit::report(&error))
 }
 
 /// The client the global options (or the environment) describe.
 fn client(global: &Global) -> Result<Client, Error> {
+    builder(global)?.build()
+}
+
+/// The client builder the global options (or the environment) describe.
+fn builder(global: &Global) -> Result<memsem::ClientBuilder, Error> {
     let servers = global.servers.as_deref().ok_or_else(|| {
         Error::InvalidConfig(
-            "no servers: give --servers host:port[:weight],... or set MEMSEM_SERVERS".into(),
+            "no servers: give --servers host:port[:weight],/path/to.sock[:weight],... or set MEMSEM_SERVERS".into(),
         )
     })?;
     let mut builder = Client::builder().servers(servers);
@@ -87,7 +93,7 @@ fn client(global: &Global) -> Result<Client, Error> {
     if let Some(timeout) = global.io_timeout {
         builder = builder.io_timeout(timeout);
     }
-    builder.build()
+    Ok(builder)
 }
 
 /// A lock as the command line describes it.

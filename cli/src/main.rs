@@ -7,6 +7,7 @@ mod commands;
 mod exit;
 mod inspect;
 mod run;
+mod serve;
 mod show;
 
 use std::process::ExitCode;

@@ -1,6 +1,8 @@
 //! How memsem shows things to people: a holder in one line, the default holder information,
 //! and the live status line while waiting.
 
+use std::time::Duration;
+
 use console::{Term, style};
 use memsem::{Holder, MAX_INFO_BYTES};
 
@@ -29,6 +31,12 @@ pub fn left(holder: &Holder) -> Option<String> {
     holder
         .ttl()
         .map(|ttl| humantime::format_duration(ttl).to_string())
+}
+
+/// A duration as people write it, to the millisecond (`2s 345ms`).
+pub fn human(duration: Duration) -> humantime::FormattedDuration {
+    let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    humantime::format_duration(Duration::from_millis(millis))
 }
 
 /// `text` with control characters (newlines, escapes) shown as spaces.

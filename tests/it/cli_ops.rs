@@ -61,7 +61,10 @@ fn a_frozen_server_is_named_without_the_internal_key() {
     assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
     let said = stderr(&out);
     assert!(!said.contains("__lock__"), "no internal key: {said}");
-    assert!(said.contains("lock frozen-job"), "the lock's name instead: {said}");
+    assert!(
+        said.contains("lock frozen-job"),
+        "the lock's name instead: {said}"
+    );
     assert!(said.contains(&server.address()), "{said}");
     assert_eq!(said.lines().count(), 1, "{said}");
 }
