@@ -234,7 +234,8 @@ impl std::fmt::Display for Human {
     }
 }
 
-/// Why a permit was found lost.
+/// Why a permit was found lost (in [`Error::LockLost`], and from a keep-alive:
+/// [`KeepAlive::lost_reason`](crate::KeepAlive::lost_reason)).
 ///
 /// # Examples
 ///
@@ -254,6 +255,9 @@ pub enum LostReason {
     /// The server restarted since the lock was granted: it has forgotten the lock (and its
     /// CAS values start again), so nothing was written.
     Restarted,
+    /// A keep-alive could not refresh the lease before it ran out (the server did not
+    /// answer in time): the lock may be free or taken by now.
+    Expired,
 }
 
 impl std::fmt::Display for LostReason {
@@ -262,6 +266,7 @@ impl std::fmt::Display for LostReason {
             LostReason::Missing => "the key is gone (expired, evicted or deleted)",
             LostReason::HeldByOther => "the key now belongs to another holder",
             LostReason::Restarted => "the memcached server restarted since the lock was granted",
+            LostReason::Expired => "the lease ran out before a refresh got through",
         })
     }
 }

@@ -3,6 +3,7 @@
 mod ambiguous;
 mod chaos;
 mod cli;
+mod cli_ops;
 mod faults;
 mod fencing;
 mod fleet;
@@ -16,6 +17,7 @@ mod interop;
 mod keepalive;
 mod keyed;
 mod lease_loss;
+mod metrics;
 mod nutcracker;
 mod permits;
 mod processes;
