@@ -102,7 +102,8 @@
 //! - `cli` (default): the `memsem` command-line tool (pulls in clap, humantime,
 //!   signal-hook, libc, serde_json and tracing-subscriber). Library users can turn it off with
 //!   `default-features = false`.
-//! - `tokio`: the async flavour (pulls in tokio and the `memcache` crate's async client).
+//! - `tokio`: the async flavour (pulls in tokio and tokio-rustls): a few multiplexed
+//!   connections per server, whatever the number of tasks.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
