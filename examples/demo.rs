@@ -115,9 +115,9 @@ fn start_memcached() -> Result<(Child, String)> {
     if is_root() {
         command.args(["-u", "root"]);
     }
-    let child = command.spawn().map_err(|e| {
-        format!("cannot start memcached ({e}): install it (apt-get install memcached) or set MEMSEM_SERVERS")
-    })?;
+    let child = command
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
     // This memcached was just started here and holds no earlier locks: no lock-delay.
     let client = Client::builder()
         .servers(&address)

@@ -31,14 +31,16 @@ Exit statuses (the same for every command):
   0        success (run: the command's own status)
   1        status: the lock is held or cooling down; verify, release, refresh: the token
            does not hold the lock
-  64       bad arguments or configuration
-  69       a memcached server is unreachable or did not answer (named on stderr)
+  64       bad arguments or configuration (also holder info with a line break, a --ttl
+           above --max-lease or too short for --kill-after)
+  69       a memcached server is unreachable or did not answer (named on stderr); an
+           acquire whose reply was lost is settled before memsem exits
   70       memsem itself failed (signal handling, waiting for the command)
-  75       the lock was not acquired (held, or the server is in its lock-delay; see
-           --conflict-exit-code), or was lost while the command ran (the command is stopped
-           before the lease can end)
-  76       the server is not a usable memcached: it answered something that is not
-           memcached, has no meta protocol, or wants authentication or TLS
+  75       the lock was not acquired (held, see --conflict-exit-code, or the server is in
+           its lock-delay), or was lost while the command ran (the command is stopped
+           before the lease can end; also when found lost at the release)
+  76       a server answered with something that is not memcached, or cannot be used (no
+           meta protocol, wants authentication or TLS)
   126/127  the command could not be executed / was not found
   128+N    the command (or memsem while waiting) was killed by signal N";
 
@@ -99,6 +101,8 @@ pub fn kind(error: &Error) -> &'static str {
         Error::Timeout { .. } => "timeout",
         Error::NoQuorum { .. } => "no_quorum",
         Error::Protocol { .. } => "protocol",
+        Error::Refused { .. } => "refused",
+        Error::LockDelay { .. } => "lock_delay",
         _ => "error",
     }
 }

@@ -29,6 +29,7 @@ use super::judge;
 /// # Ok(())
 /// # }
 /// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 #[must_use = "the lock is released as soon as the keep-alive is dropped"]
 #[derive(Debug)]
 pub struct AsyncKeepAlive {

@@ -25,6 +25,17 @@ fn read_some(stream: &mut Stream, buf: &mut [u8]) -> usize {
     got
 }
 
+/// Whether the server answers a plain text `version`, sent alone on a fresh connection.
+fn answers_version(address: &Address, settings: &Settings) -> bool {
+    let plain = (|| {
+        let mut stream = Stream::dial(address, settings.timeouts, None).ok()?;
+        stream.send(b"version\r\n").ok()?;
+        let mut reply = [0u8; 8];
+        Some(read_some(&mut stream, &mut reply) == reply.len() && &reply == b"VERSION ")
+    })();
+    plain == Some(true)
+}
+
 /// Whether the server has SASL on: it answers a binary "list SASL mechanisms" request
 /// (magic 0x80, opcode 0x20) with success (magic 0x81, status 0). A memcached without SASL
 /// answers "unknown command" (status 0x81); a TLS-only server answers nothing binary. A
@@ -102,7 +113,11 @@ fn drops_meta(address: &Address, settings: &Settings) -> bool {
 /// a proxy that drops meta commands, TLS-only, or a server going away (shutting down,
 /// restarting), which is only unavailable.
 pub(crate) fn closed_at_hello(address: &Address, settings: &Settings) -> Failure {
-    if sasl_on(address, settings) {
+    if answers_version(address, settings) && drops_meta(address, settings) {
+        // A text server that answers `version` alone but drops `version` + `mn` without a
+        // byte, twice: a proxy without meta commands (twemproxy), not a restarting server.
+        Failure::Refused(Refusal::NoMetaProtocol)
+    } else if sasl_on(address, settings) {
         Failure::Refused(Refusal::SaslOnly)
     } else if drops_meta(address, settings) {
         Failure::Refused(Refusal::NoMetaProtocol)
@@ -139,13 +154,7 @@ pub(crate) fn silent_at_handshake(
     settings: &Settings,
     timeout: io::Error,
 ) -> Failure {
-    let plain = (|| {
-        let mut stream = Stream::dial(address, settings.timeouts, None).ok()?;
-        stream.send(b"version\r\n").ok()?;
-        let mut reply = [0u8; 8];
-        Some(read_some(&mut stream, &mut reply) == reply.len() && &reply == b"VERSION ")
-    })();
-    if plain == Some(true) {
+    if answers_version(address, settings) {
         Failure::Refused(Refusal::TlsMismatch)
     } else {
         Failure::Unavailable(Box::new(timeout))

@@ -581,6 +581,34 @@ fn lock_server_keeps_fifo_order_across_gateways() {
 }
 
 #[test]
+fn lock_server_queue_outlives_a_dead_gateway() {
+    let server = Memcached::start();
+    let options = ["--lock-timeout", "30", "--lock-attempt-timeout", "60"];
+    let a = Gateway::lock_server(&server, &options);
+    let mut b = Gateway::lock_server(&server, &options);
+    let key = unique("ls-dead-waiter");
+    assert_ne!(ls_call(&a, &["LOCK", &key, "holder"]), "0");
+    // w1 queues through B, then B dies: w1's place in line must not stall w2 for ever.
+    let w1 = Client::spawn(LOCK_SERVER_PL, &["call", &b.address, "LOCK", &key, "w1"]);
+    b.wait_for(&format!("{key} w1 queued"), 1);
+    let w2 = Client::spawn(LOCK_SERVER_PL, &["call", &a.address, "LOCK", &key, "w2"]);
+    a.wait_for(&format!("{key} w2 queued"), 1);
+    b.signal(libc::SIGKILL);
+    assert_eq!(b.exit_code(), None);
+    assert_eq!(
+        w1.finish().1,
+        Some(5),
+        "w1's connection died with its gateway"
+    );
+
+    assert_eq!(ls_call(&a, &["UNLOCK", &key, "holder"]), "1");
+    let (reply, code) = w2.finish();
+    assert_eq!(code, Some(0));
+    assert_ne!(reply.trim(), "0", "w2 is granted once w1's place expires");
+    assert_eq!(ls_call(&a, &["VERIFY", &key, "w2"]), "1");
+}
+
+#[test]
 fn lock_server_verbs_timeouts_and_library_users() {
     let server = Memcached::start();
     let options = ["--lock-timeout", "1", "--lock-attempt-timeout", "0.2"];

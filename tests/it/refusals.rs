@@ -134,7 +134,9 @@ fn refused(error: &Error) -> Refusal {
 }
 
 #[test]
-fn a_proxy_without_meta_commands_is_refused_and_nothing_is_written() {
+fn a_proxy_is_refused_when_meta_commands_are_required_and_nothing_is_written() {
+    // With the default `auto`, memsem speaks classic through the proxy (tests/it/proxies.rs);
+    // asked for meta, it must refuse at once rather than retry or write.
     let backend = Memcached::start("127.0.0.1", None);
     let dir = Scratch::new();
     let config = format!(

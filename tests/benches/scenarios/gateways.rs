@@ -1,4 +1,4 @@
-//! Scenario 8: a lock+unlock through each `memsem serve` gateway vs the library call, same
+//! Scenario 9: a lock+unlock through each `memsem serve` gateway vs the library call, same
 //! run, same server. The gateways are timed twice: from a minimal Rust client of the wire
 //! protocol (the gateway's own cost) and from the Perl clients users run
 //! (tests/perl/keyedmutex.pl, tests/perl/lock_server.pl: the cost they will see).
@@ -8,8 +8,6 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-use memsem::Client;
 
 use crate::{Sizes, median_us};
 
@@ -107,8 +105,8 @@ fn perl_bench(script: &str, args: &[&str]) -> Result<f64, String> {
 
 pub fn lock_unlock(address: &str, sizes: &Sizes) {
     let n = sizes.acquires;
-    println!("## 8. Lock+unlock through the gateways vs the library (median of {n}, µs)\n");
-    let client = Client::connect(address).expect("memsem client");
+    println!("## 9. Lock+unlock through the gateways vs the library (median of {n}, µs)\n");
+    let client = crate::client(address).expect("memsem client");
     let sem = client.semaphore("bench-gateway-lib").expect("a valid name");
     let library = time_pairs(n, || {
         let permit = sem.try_acquire().expect("memcached answers").expect("free");
