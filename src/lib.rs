@@ -70,7 +70,9 @@
 //! # Cargo features
 //!
 //! - `tokio`: `ClientBuilder::build_async` gives a `Client<Tokio>` whose semaphores and
-//!   permits have the same operations, `async` and cancel-safe (see [`Flavor`]).
+//!   permits have the same operations, `async` and cancel-safe (see [`Flavor`]); it pulls
+//!   in tokio and tokio-rustls, and opens a few multiplexed connections per server, whatever
+//!   the number of tasks.
 //! - `metrics`: counters and a wait-time histogram through the `metrics` facade
 //!   (`memsem::metrics`).
 //!
