@@ -1,8 +1,8 @@
 //! `memsem serve keyedmutexd` (here) and `memsem serve lock-server` (`lock_server`)
-//! against a real memcached, with Perl clients that speak exactly the old protocols (tests/perl/keyedmutex.pl,
-//! tests/perl/lock_server.pl) and raw sockets for bad input. Needs `perl` (Digest::MD5 is
-//! part of it). Every wait is on an event: a readiness or log line of the gateway, a
-//! client's output, a process exit.
+//! against a real memcached, with Perl clients that speak exactly the old protocols
+//! (tests/perl/keyedmutex.pl, tests/perl/lock_server.pl) and raw sockets for bad input.
+//! Needs `perl` (Digest::MD5 is part of it). Every wait is on an event: a readiness or log
+//! line of the gateway, a client's output, a process exit.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
