@@ -121,7 +121,7 @@ impl AsyncKeepAlive {
     /// # }
     /// ```
     pub fn lost_reason(&self) -> Option<LostReason> {
-        lock_async(&self.shared).lost.clone()
+        lock_async(&self.shared).lost
     }
 
     /// Completes when the lock is lost (never, while it is held): the notification to
