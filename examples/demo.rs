@@ -118,7 +118,11 @@ fn start_memcached() -> Result<(Child, String)> {
     let child = command
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
-    let client = Client::connect(&address)?;
+    // This memcached was just started here and holds no earlier locks: no lock-delay.
+    let client = Client::builder()
+        .servers(&address)
+        .lock_delay(Duration::ZERO)
+        .build()?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while client.ping().iter().any(|(_, answer)| answer.is_err()) {
         if Instant::now() > deadline {

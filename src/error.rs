@@ -26,6 +26,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | [`Ambiguous`](Error::Ambiguous) | a write was sent but never answered; memsem could not find out whether it landed |
 /// | [`LockLost`](Error::LockLost) | accept: the lease expired or another holder has it now; stop the protected work |
 /// | [`Protocol`](Error::Protocol) | the server sent something memsem does not understand; check what listens there |
+/// | [`Refused`](Error::Refused) | the server cannot be used this way (no meta protocol, authentication, TLS, not a memcached): fix the configuration; never retried |
+/// | [`LockDelay`](Error::LockDelay) | the server restarted recently and grants no lock yet: retry after `remaining` ([`wait_acquire`](crate::Semaphore::wait_acquire) waits through it) |
 ///
 /// # Examples
 ///
@@ -126,6 +128,78 @@ pub enum Error {
         /// What was wrong with the reply.
         detail: String,
     },
+
+    /// The server cannot be used the way memsem was configured to use it: it does not
+    /// speak the meta protocol, wants authentication, expects TLS, or is not a memcached.
+    /// Nothing was written to it. Not retryable: [`wait_acquire`](crate::Semaphore::wait_acquire)
+    /// stops at once.
+    #[error("memcached server {server} refused: {reason}")]
+    Refused {
+        /// The server as configured (`host:port`).
+        server: String,
+        /// The likely cause.
+        reason: Refusal,
+    },
+
+    /// The lock's server started (or restarted) less than the client's lock-delay ago
+    /// ([`ClientBuilder::lock_delay`](crate::ClientBuilder::lock_delay)): it has forgotten
+    /// the locks of its earlier incarnation, whose holders may still run, so it grants no
+    /// lock until the delay has passed. Nothing was sent. Retryable;
+    /// [`wait_acquire`](crate::Semaphore::wait_acquire) waits through it.
+    #[error(
+        "memcached server {server} restarted recently: no lock is granted for another {} (lock-delay)", Human(*.remaining)
+    )]
+    LockDelay {
+        /// The server as configured (`host:port`).
+        server: String,
+        /// How much longer the delay lasts.
+        remaining: Duration,
+    },
+}
+
+/// Why a server was refused ([`Error::Refused`]).
+///
+/// # Examples
+///
+/// ```
+/// use memsem::Refusal;
+///
+/// assert!(Refusal::NoMetaProtocol.to_string().contains("meta commands"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The server answered ERROR to meta commands (memcached < 1.6, or a proxy).
+    NoMetaProtocol,
+    /// The server wants authentication (ASCII auth `-Y` or SASL `-S`) and none was given.
+    AuthRequired,
+    /// The server rejected the credentials given.
+    AuthFailed,
+    /// The server only authenticates with SASL over the binary protocol (`memcached -S`),
+    /// which memsem does not speak: use ASCII auth (`-Y`) or TLS client certificates.
+    SaslOnly,
+    /// The connection closed or was reset right after connect: probably a TLS-only server
+    /// (or TLS configured against a plain server).
+    TlsMismatch,
+    /// Not a memcached at all (e.g. HTTP, SSH banner).
+    NotMemcached,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Refusal::NoMetaProtocol => {
+                "server does not understand meta commands (memcached < 1.6, or a proxy)"
+            }
+            Refusal::AuthRequired => "server requires authentication",
+            Refusal::AuthFailed => "server rejected the credentials",
+            Refusal::SaslOnly => {
+                "server requires SASL (memcached -S, binary protocol only), which memsem does not support: use ASCII auth (-Y) or TLS client certificates"
+            }
+            Refusal::TlsMismatch => "connection closed right after connect: TLS?",
+            Refusal::NotMemcached => "this is not a memcached server",
+        })
+    }
 }
 
 /// An error and its causes, each said once, joined by `: ` (for log lines, where only one
@@ -178,9 +252,12 @@ pub enum LostReason {
     Missing,
     /// The key exists but holds another holder's token.
     HeldByOther,
-    /// A keep-alive could not refresh the lease before it ran out (the server did not
-    /// answer in time): the lock may be free or taken by now.
+    /// A keep-alive got no refresh confirmed before the lease's safe end (the server did
+    /// not answer in time): the lock may be free or taken by now.
     Expired,
+    /// The server restarted since the lock was granted: it has forgotten the lock (and its
+    /// CAS values start again), so nothing was written.
+    Restarted,
 }
 
 impl std::fmt::Display for LostReason {
@@ -188,14 +265,19 @@ impl std::fmt::Display for LostReason {
         f.write_str(match self {
             LostReason::Missing => "the key is gone (expired, evicted or deleted)",
             LostReason::HeldByOther => "the key now belongs to another holder",
-            LostReason::Expired => "the lease ran out before a refresh got through",
+            LostReason::Expired => {
+                "no refresh was confirmed before the lease could end (memcached unreachable or not answering)"
+            }
+            LostReason::Restarted => "the memcached server restarted since the lock was granted",
         })
     }
 }
 
 impl Error {
     /// Whether trying the same call again later may succeed: true for
-    /// [`Unavailable`](Error::Unavailable) and [`Timeout`](Error::Timeout).
+    /// [`Unavailable`](Error::Unavailable), [`Timeout`](Error::Timeout),
+    /// [`NoQuorum`](Error::NoQuorum) and [`LockDelay`](Error::LockDelay); never for
+    /// [`Refused`](Error::Refused).
     ///
     /// # Examples
     ///
@@ -214,7 +296,10 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::Unavailable { .. } | Error::Timeout { .. } | Error::NoQuorum { .. }
+            Error::Unavailable { .. }
+                | Error::Timeout { .. }
+                | Error::NoQuorum { .. }
+                | Error::LockDelay { .. }
         )
     }
 

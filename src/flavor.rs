@@ -3,7 +3,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::memcached::{Backend, Transport};
+use crate::memcached::Transport;
+use crate::wire::Backend;
 
 mod sealed {
     pub trait Sealed {}
@@ -87,7 +88,7 @@ impl sealed::Sealed for Tokio {}
 
 #[cfg(feature = "tokio")]
 impl Flavor for Tokio {
-    type Wire = crate::memcached::AsyncBackend;
+    type Wire = crate::wire::AsyncBackend;
     const BLOCKING: bool = false;
 
     fn sleep(duration: Duration) -> impl Future<Output = ()> + Send {

@@ -5,8 +5,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::memcached::{Backend, Checked, Transport};
+use crate::memcached::{Checked, Transport};
 use crate::token::Token;
+use crate::wire::Backend;
 
 /// How often pending chores are retried.
 const ROUND: Duration = Duration::from_millis(250);
@@ -49,6 +50,7 @@ impl Chore {
                     &crate::holder::Record::cooled(&item.value),
                     item.cas,
                     self.cooldown_secs,
+                    item.epoch,
                 );
                 // Cooled down: the key stays ours until it expires; nothing more to do.
                 if matches!(cooled, Ok(Checked::Applied { .. })) {
@@ -58,7 +60,7 @@ impl Chore {
             }
             Ok(Some(item)) if self.token.owns(&item.value) => {
                 matches!(
-                    self.backend.delete_if_now(&self.key, item.cas),
+                    self.backend.delete_if_now(&self.key, item.cas, item.epoch),
                     Ok(Checked::Applied { .. })
                 )
             }

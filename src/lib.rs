@@ -83,6 +83,7 @@ mod janitor;
 mod keepalive;
 mod key;
 mod keyed;
+mod lease;
 mod memcached;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
@@ -95,9 +96,10 @@ pub mod routing;
 mod semaphore;
 mod token;
 mod wait;
+mod wire;
 
-pub use client::{Client, ClientBuilder, ServerStatus};
-pub use error::{Cause, Error, LostReason, Result};
+pub use client::{Client, ClientBuilder, DEFAULT_MAX_LEASE, ServerStatus};
+pub use error::{Cause, Error, LostReason, Refusal, Result};
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use flavor::Tokio;
@@ -107,11 +109,13 @@ pub use flavor::{Blocking, Flavor};
 pub use keepalive::AsyncKeepAlive;
 pub use keepalive::KeepAlive;
 pub use keyed::LockOrWait;
+pub use lease::lease_margin;
 pub use permit::Permit;
 pub use quorum::{QuorumLock, QuorumPermit};
 pub use routing::{Endpoint, Routing, ServerSpec};
 pub use semaphore::{DEFAULT_TTL, Holder, MAX_INFO_BYTES, MAX_PERMITS, Semaphore};
 pub use wait::{Delays, WaitPolicy};
+pub use wire::TlsConfig;
 
 /// The README's code blocks, compiled as doctests.
 #[cfg(all(doctest, feature = "tokio"))]

@@ -49,7 +49,8 @@ pub enum Acquired {
 /// Tries to take the lock until `limit` runs out (`None`: forever; zero: one try).
 ///
 /// The first attempt's server error is returned at once (the configuration is likely wrong);
-/// later ones are retried, and returned only if the wait runs out on them.
+/// later ones are retried, and returned only if the wait runs out on them. A refused server
+/// ([`Error::Refused`]) ends the wait at once; a server in its lock-delay is waited out.
 pub fn acquire(
     sem: &Semaphore,
     limit: Option<Duration>,
@@ -71,6 +72,8 @@ pub fn acquire(
                 return Ok(Acquired::Permit(permit));
             }
             Ok(None) => last_error = None,
+            // A server in its lock-delay is waited out like a held lock.
+            Err(error @ Error::LockDelay { .. }) => last_error = Some(error),
             Err(error) if attempts == 1 || !(error.is_retryable() || is_transient(&error)) => {
                 line.clear();
                 return Err(error);

@@ -1,6 +1,7 @@
 //! The command line: global options, subcommands and their help.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -39,6 +40,67 @@ pub struct Global {
     /// How long to wait for a request and its reply [default: 1s]
     #[arg(long, global = true, value_name = "DURATION", value_parser = duration)]
     pub io_timeout: Option<Duration>,
+
+    /// The longest lease (--ttl) allowed [default: 5m]; raise the lock-delay with it
+    #[arg(long, env = "MEMSEM_MAX_LEASE", global = true, value_name = "DURATION", value_parser = duration)]
+    pub max_lease: Option<Duration>,
+
+    /// After a memcached server (re)starts, grant no lock on it for this long [default:
+    /// --max-lease]; 0 turns it off (a holder from before the restart may then overlap)
+    #[arg(long, env = "MEMSEM_LOCK_DELAY", global = true, value_name = "DURATION", value_parser = duration)]
+    pub lock_delay: Option<Duration>,
+
+    /// Speak TLS to every server (memcached -Z), trusting the system's roots or --tls-ca
+    #[arg(long, env = "MEMSEM_TLS", global = true)]
+    pub tls: bool,
+
+    /// Trust the CA certificates of this PEM file (turns TLS on)
+    #[arg(long, env = "MEMSEM_TLS_CA", global = true, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Client certificate chain (PEM) for mutual TLS, with --tls-key (turns TLS on)
+    #[arg(
+        long,
+        env = "MEMSEM_TLS_CERT",
+        global = true,
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-cert (turns TLS on)
+    #[arg(
+        long,
+        env = "MEMSEM_TLS_KEY",
+        global = true,
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// The name the servers' certificates must carry, instead of each server's host
+    #[arg(long, global = true, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+
+    /// User for ASCII auth (memcached -Y), with --password-file
+    #[arg(
+        long,
+        env = "MEMSEM_USERNAME",
+        global = true,
+        value_name = "USER",
+        requires = "password_file"
+    )]
+    pub username: Option<String>,
+
+    /// File holding the ASCII auth password (its first line)
+    #[arg(
+        long,
+        env = "MEMSEM_PASSWORD_FILE",
+        global = true,
+        value_name = "FILE",
+        requires = "username"
+    )]
+    pub password_file: Option<PathBuf>,
 
     /// Say nothing on stderr but errors
     #[arg(long, short, global = true)]
@@ -123,9 +185,10 @@ Examples:
   */5 * * * * memsem run -q --no-wait -E 0 sync -- /opt/sync.sh
 
 The lease (--ttl) is refreshed every TTL/3 while the command runs, so the command may run
-far longer than the TTL; if memsem dies, the lock ends with its TTL. If the lease is lost
-(the key expired, was evicted or deleted), memsem says so and by default stops the command
-(SIGTERM, SIGKILL after --kill-after) and exits 75. SIGINT, SIGTERM and SIGHUP are passed
+far longer than the TTL. If the lease is lost (the key expired, was evicted or deleted, the
+server restarted) — or no refresh was confirmed by the lease's end minus --kill-after and a
+margin (memcached unreachable) — memsem says so and by default stops the command (SIGTERM,
+SIGKILL after --kill-after) before the lease can end, and exits 75. SIGINT, SIGTERM and SIGHUP are passed
 on to the command; the lock is given back when it ends. Signals go to the command's own
 process only: in `sh -c '...'`, `exec` the last command so that it receives them.";
 
@@ -253,8 +316,9 @@ pub struct RunArgs {
     #[arg(long, value_enum, value_name = "ACTION", default_value = "kill")]
     pub on_lost: OnLost,
 
-    /// After SIGTERM, how long to wait before SIGKILL when the lease was lost
-    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "10s")]
+    /// After SIGTERM, how long to wait before SIGKILL when the lease was lost; the loss is
+    /// acted on this long (plus a margin) before the lease can end, so --ttl must exceed it
+    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "3s")]
     pub kill_after: Duration,
 
     #[command(flatten)]

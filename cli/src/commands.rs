@@ -4,7 +4,7 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use memsem::{Client, Error, Semaphore};
+use memsem::{Client, Error, Semaphore, TlsConfig};
 use serde_json::json;
 
 use clap::CommandFactory;
@@ -92,6 +92,32 @@ fn builder(global: &Global) -> Result<memsem::ClientBuilder, Error> {
     }
     if let Some(timeout) = global.io_timeout {
         builder = builder.io_timeout(timeout);
+    }
+    if let Some(max_lease) = global.max_lease {
+        builder = builder.max_lease(max_lease);
+    }
+    if let Some(delay) = global.lock_delay {
+        builder = builder.lock_delay(delay);
+    }
+    let files = [&global.tls_ca, &global.tls_cert, &global.tls_key];
+    if global.tls || files.iter().any(|file| file.is_some()) {
+        let mut tls = TlsConfig::new();
+        if let Some(ca) = &global.tls_ca {
+            tls = tls.ca_file(ca);
+        }
+        if let (Some(cert), Some(key)) = (&global.tls_cert, &global.tls_key) {
+            tls = tls.client_cert(cert, key);
+        }
+        if let Some(name) = &global.tls_server_name {
+            tls = tls.server_name(name);
+        }
+        builder = builder.tls(tls);
+    }
+    if let (Some(user), Some(file)) = (&global.username, &global.password_file) {
+        let text = std::fs::read_to_string(file).map_err(|error| {
+            Error::InvalidConfig(format!("password file {}: {error}", file.display()))
+        })?;
+        builder = builder.auth(user, text.lines().next().unwrap_or(""));
     }
     Ok(builder)
 }
@@ -285,6 +311,9 @@ fn ping(client: &Client, global: &Global) -> u8 {
                     "up": true,
                     "rtt_ms": status.round_trip().as_secs_f64() * 1000.0,
                     "version": status.version(),
+                    "dialect": status.dialect(),
+                    "tls": status.tls(),
+                    "auth": status.auth(),
                 }),
                 Err(error) => json!({ "server": server, "up": false, "error": exit::chain(error) }),
             })
@@ -296,7 +325,14 @@ fn ping(client: &Client, global: &Global) -> u8 {
                 Ok(status) => {
                     if !global.quiet {
                         let ms = status.round_trip().as_secs_f64() * 1000.0;
-                        println!("{server}: up, {ms:.3} ms, memcached {}", status.version());
+                        let on = |on: bool| if on { "on" } else { "off" };
+                        println!(
+                            "{server}: up, {ms:.3} ms, memcached {}, {}, TLS {}, auth {}",
+                            status.version(),
+                            status.dialect(),
+                            on(status.tls()),
+                            on(status.auth())
+                        );
                     }
                 }
                 Err(error) => println!("{server}: DOWN: {}", exit::chain(error)),

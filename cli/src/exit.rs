@@ -18,7 +18,8 @@ pub const UNAVAILABLE: u8 = 69;
 pub const SOFTWARE: u8 = 70;
 /// EX_TEMPFAIL: the lock was not acquired, or was lost while the command ran.
 pub const TEMPFAIL: u8 = 75;
-/// EX_PROTOCOL: the server answered with something that is not memcached.
+/// EX_PROTOCOL: the server answered with something that is not memcached, or cannot be used
+/// (no meta protocol, wants authentication or TLS).
 pub const PROTOCOL: u8 = 76;
 /// The command was found but could not be executed (as in the shell).
 pub const CANNOT_EXECUTE: u8 = 126;
@@ -34,9 +35,11 @@ Exit statuses (the same for every command):
   64       bad arguments or configuration
   69       a memcached server is unreachable or did not answer (named on stderr)
   70       memsem itself failed (signal handling, waiting for the command)
-  75       the lock was not acquired (see --conflict-exit-code), or was lost while the
-           command ran
-  76       a server answered with something that is not memcached
+  75       the lock was not acquired (held, or the server is in its lock-delay; see
+           --conflict-exit-code), or was lost while the command ran (the command is
+           stopped before the lease can end)
+  76       the server is not a usable memcached (no meta protocol, wants auth or TLS,
+           or answers something else)
   126/127  the command could not be executed / was not found
   128+N    the command (or memsem while waiting) was killed by signal N";
 
@@ -88,7 +91,7 @@ pub fn tell(kind: &str, message: &str, code: u8) {
 pub fn code(error: &Error) -> u8 {
     match error {
         Error::InvalidName { .. } | Error::InvalidConfig(_) => USAGE,
-        Error::Protocol { .. } => PROTOCOL,
+        Error::Protocol { .. } | Error::Refused { .. } => PROTOCOL,
         Error::LockLost { .. } => NO,
         Error::Timeout {
             last_error: Some(last),
@@ -109,6 +112,8 @@ pub fn kind(error: &Error) -> &'static str {
         Error::Timeout { .. } => "timeout",
         Error::NoQuorum { .. } => "no_quorum",
         Error::Protocol { .. } => "protocol",
+        Error::Refused { .. } => "refused",
+        Error::LockDelay { .. } => "lock_delay",
         _ => "error",
     }
 }

@@ -6,16 +6,48 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use memsem::{Permit, Semaphore};
+use memsem::{Error, Permit, Semaphore, lease_margin};
 
 use crate::acquire::{self, Acquired, Event};
 use crate::cli::{OnLost, RunArgs};
 use crate::exit;
 
+/// How long after SIGKILL the command is taken to be gone (the kernel ends it at once; this
+/// covers the time for memsem to see it).
+const KILL_SLACK: Duration = Duration::from_millis(250);
+
+/// How long before the lease's end (by this process's count) the command must be told to
+/// stop: the lease margin (memcached's whole seconds, clock drift), the `--kill-after`
+/// grace, and the kill itself. `Duration::ZERO` with `--on-lost warn`.
+fn stop_time(args: &RunArgs) -> Duration {
+    match args.on_lost {
+        OnLost::Kill => args.kill_after + KILL_SLACK,
+        OnLost::Warn => Duration::ZERO,
+    }
+}
+
+/// Refuses a lease too short to stop the command before it can end.
+fn check_lease(args: &RunArgs) -> Result<(), Error> {
+    let needed = lease_margin(args.ttl) + stop_time(args) + Duration::from_secs(1);
+    if args.on_lost == OnLost::Kill && args.ttl < needed {
+        return Err(Error::InvalidConfig(format!(
+            "--ttl {} is too short for --kill-after {}: the command could outlive its lease; \
+             use a --ttl of at least {} s or a shorter --kill-after",
+            humantime::format_duration(args.ttl),
+            humantime::format_duration(args.kill_after),
+            needed.as_secs() + 1
+        )));
+    }
+    Ok(())
+}
+
 /// Runs `args.command` under the lock; the exit status to return.
 pub fn run(sem: Semaphore, args: &RunArgs, quiet: bool) -> u8 {
+    if let Err(error) = check_lease(args) {
+        return exit::report(&error);
+    }
     let (events_tx, events) = mpsc::channel();
     if let Err(error) = acquire::catch_signals(events_tx.clone()) {
         eprintln!("memsem: cannot handle signals: {error}");
@@ -53,8 +85,10 @@ pub fn run(sem: Semaphore, args: &RunArgs, quiet: bool) -> u8 {
         let _ = waiter_events.send(Event::Exited(wait_without_reaping(pid)));
     });
 
-    // The library's keep-alive refreshes the lease every TTL/3 and reports a loss as an event.
-    let held = permit.keep_alive_with(move |why| {
+    // The library's keep-alive refreshes the lease every TTL/3 and reports a loss as an
+    // event: also when no refresh was confirmed by the lease's end minus the margin and the
+    // time the command needs to stop, so that it is gone before the lease can end.
+    let held = permit.keep_alive_stopping_within(stop_time(args), move |why| {
         let _ = events_tx.send(Event::Lost(why.to_string()));
     });
 

@@ -11,7 +11,7 @@
 //! a server that rejects a storage command line does not always swallow the value that
 //! follows, so a bad key must never reach it.
 
-use super::meta::{BadKey, Garbage, check_key, shown};
+use super::meta::{self, BadKey, Garbage, Status, Store, check_key, shown};
 
 /// The longest value accepted in a reply (memcached's default item size limit is 1 MiB).
 const MAX_VALUE: usize = 16 << 20;
@@ -312,6 +312,228 @@ fn values(buf: &[u8]) -> Result<Option<(Reply<'_>, usize)>, Garbage> {
     }
 }
 
+/// One lock operation in the classic dialect: the commands it sends (pipelined, one round
+/// trip) and how their replies fold into one meta-shaped [`meta::Reply`], so the operation
+/// layer reads both dialects alike.
+///
+/// | operation | commands | answer |
+/// |---|---|---|
+/// | store (add, set, cas) | `add`/`set`/`cas`, then `gets` | `HD` with the CAS read back, when the value read back is ours; `EX` when it is not (the item changed in between) |
+/// | read | `gets` | `VA` (value, CAS, no TTL) or `EN` |
+/// | owner-checked delete | `cas` with [`EXPIRED`] and an empty value | `HD`, `EX`, `NF` |
+/// | counter | `add` of `initial - 1`, then `incr 1` | `VA` with the number |
+/// | no-op | `version` | `MN` |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exchange<'a> {
+    Store {
+        mode: Store,
+        key: &'a [u8],
+        value: &'a [u8],
+        ttl: u32,
+    },
+    Read {
+        key: &'a [u8],
+    },
+    DeleteIf {
+        key: &'a [u8],
+        cas: u64,
+    },
+    Increment {
+        key: &'a [u8],
+        initial: u64,
+        ttl: u32,
+    },
+    Noop,
+}
+
+/// A meta-shaped reply without flags.
+fn status(status: Status) -> meta::Reply<'static> {
+    meta::Reply::Meta {
+        status,
+        cas: None,
+        ttl: None,
+        opaque: None,
+        data: b"",
+    }
+}
+
+/// A classic error reply as the same meta error.
+fn as_meta_error(reply: Reply<'_>) -> Option<meta::Reply<'_>> {
+    match reply {
+        Reply::Unknown => Some(meta::Reply::Unknown),
+        Reply::ClientError(message) => Some(meta::Reply::ClientError(message)),
+        Reply::ServerError(message) => Some(meta::Reply::ServerError(message)),
+        _ => None,
+    }
+}
+
+impl Exchange<'_> {
+    /// Appends the commands of this operation to `out`; nothing when a key is refused.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) -> Result<(), BadKey> {
+        let start = out.len();
+        let written = match *self {
+            Exchange::Store {
+                mode,
+                key,
+                value,
+                ttl,
+            } => match mode {
+                Store::Add => add(out, key, value, ttl),
+                Store::Set => set(out, key, value, ttl),
+                Store::IfCas(old) => cas(out, key, value, ttl, old),
+            }
+            .and_then(|()| gets(out, &[key])),
+            Exchange::Read { key } => gets(out, &[key]),
+            Exchange::DeleteIf { key, cas: old } => cas(out, key, b"", EXPIRED, old),
+            Exchange::Increment { key, initial, ttl } => {
+                let below = initial.saturating_sub(1).to_string();
+                add(out, key, below.as_bytes(), ttl).and_then(|()| incr(out, key, 1))
+            }
+            Exchange::Noop => {
+                version(out);
+                Ok(())
+            }
+        };
+        if written.is_err() {
+            out.truncate(start);
+        }
+        written
+    }
+
+    /// Parses the replies of this operation at the start of `buf`: `Ok(None)` while more
+    /// bytes are needed, else one meta-shaped reply and the bytes used. An error reply
+    /// (`ERROR`, `CLIENT_ERROR`, `SERVER_ERROR`) is returned as soon as it is read, with the
+    /// rest of the exchange left unread: the connection is out of step and must be dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Garbage`] for replies of the wrong shape, or a `gets` answering another key.
+    pub(crate) fn parse<'b>(
+        &self,
+        buf: &'b [u8],
+    ) -> Result<Option<(meta::Reply<'b>, usize)>, Garbage> {
+        match *self {
+            Exchange::Store { key, value, .. } => {
+                let Some((first, used)) = parse(Expect::Store, buf)? else {
+                    return Ok(None);
+                };
+                if let Some(error) = as_meta_error(first.clone()) {
+                    return Ok(Some((error, used)));
+                }
+                let Some((read, more)) = parse(Expect::Values, &buf[used..])? else {
+                    return Ok(None);
+                };
+                let total = used + more;
+                if let Some(error) = as_meta_error(read.clone()) {
+                    return Ok(Some((error, total)));
+                }
+                let item = single(key, &read)?;
+                let reply = match first {
+                    Reply::Stored => match item {
+                        Some(item) if item.data == value => meta::Reply::Meta {
+                            status: Status::Done,
+                            cas: Some(item.cas),
+                            ttl: None,
+                            opaque: None,
+                            data: b"",
+                        },
+                        // Stored, then changed or removed before the read: not ours now.
+                        _ => status(Status::Exists),
+                    },
+                    Reply::NotStored => status(Status::NotStored),
+                    Reply::Exists => status(Status::Exists),
+                    Reply::NotFound => status(Status::NotFound),
+                    other => return Err(Garbage(format!("store answered {other:?}"))),
+                };
+                Ok(Some((reply, total)))
+            }
+            Exchange::Read { key } => {
+                let Some((read, used)) = parse(Expect::Values, buf)? else {
+                    return Ok(None);
+                };
+                if let Some(error) = as_meta_error(read.clone()) {
+                    return Ok(Some((error, used)));
+                }
+                let reply = match single(key, &read)? {
+                    None => status(Status::Miss),
+                    Some(item) => meta::Reply::Meta {
+                        status: Status::Value,
+                        cas: Some(item.cas),
+                        ttl: None,
+                        opaque: None,
+                        data: item.data,
+                    },
+                };
+                Ok(Some((reply, used)))
+            }
+            Exchange::DeleteIf { .. } => {
+                let Some((reply, used)) = parse(Expect::Store, buf)? else {
+                    return Ok(None);
+                };
+                let reply = match reply {
+                    Reply::Stored => status(Status::Done),
+                    Reply::NotStored => status(Status::NotStored),
+                    Reply::Exists => status(Status::Exists),
+                    Reply::NotFound => status(Status::NotFound),
+                    other => as_meta_error(other)
+                        .ok_or_else(|| Garbage("cas answered a value".into()))?,
+                };
+                Ok(Some((reply, used)))
+            }
+            Exchange::Increment { .. } => {
+                let Some((first, used)) = parse(Expect::Store, buf)? else {
+                    return Ok(None);
+                };
+                if let Some(error) = as_meta_error(first) {
+                    return Ok(Some((error, used)));
+                }
+                let rest = &buf[used..];
+                let Some((counted, more)) = parse(Expect::Counter, rest)? else {
+                    return Ok(None);
+                };
+                let reply = match counted {
+                    // The digits, as the meta `VA` data (the line without its CRLF).
+                    Reply::Counter(_) => meta::Reply::Meta {
+                        status: Status::Value,
+                        cas: None,
+                        ttl: None,
+                        opaque: None,
+                        data: &rest[..more - 2],
+                    },
+                    // Removed between the add and the increment.
+                    Reply::NotFound => status(Status::NotFound),
+                    other => as_meta_error(other)
+                        .ok_or_else(|| Garbage("incr answered a value".into()))?,
+                };
+                Ok(Some((reply, used + more)))
+            }
+            Exchange::Noop => {
+                let Some((reply, used)) = parse(Expect::Version, buf)? else {
+                    return Ok(None);
+                };
+                let reply = match reply {
+                    Reply::Version(_) => status(Status::Noop),
+                    other => as_meta_error(other)
+                        .ok_or_else(|| Garbage("version answered a value".into()))?,
+                };
+                Ok(Some((reply, used)))
+            }
+        }
+    }
+}
+
+/// The one item a single-key `gets` may answer, checked to be for `key`.
+fn single<'b>(key: &[u8], read: &Reply<'b>) -> Result<Option<Value<'b>>, Garbage> {
+    match read {
+        Reply::Values(items) => match items.as_slice() {
+            [] => Ok(None),
+            [item] if item.key == key => Ok(Some(*item)),
+            _ => Err(Garbage(format!("gets {} answered other keys", shown(key)))),
+        },
+        other => Err(Garbage(format!("gets answered {other:?}"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,5 +749,155 @@ mod tests {
         for (expect, bad) in cases {
             assert!(parse(expect, bad).is_err(), "{expect:?} {bad:?}");
         }
+    }
+
+    fn exchange_bytes(exchange: Exchange<'_>) -> String {
+        let mut out = Vec::new();
+        exchange.encode(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn folded<'b>(exchange: Exchange<'_>, reply: &'b [u8]) -> meta::Reply<'b> {
+        let (folded, used) = exchange.parse(reply).unwrap().unwrap();
+        assert_eq!(used, reply.len(), "{exchange:?} left bytes unread");
+        folded
+    }
+
+    fn meta_status(reply: meta::Reply<'_>) -> (Status, Option<u64>) {
+        match reply {
+            meta::Reply::Meta { status, cas, .. } => (status, cas),
+            other => panic!("not a meta reply: {other:?}"),
+        }
+    }
+
+    const ADD: Exchange<'static> = Exchange::Store {
+        mode: Store::Add,
+        key: b"__lock__a",
+        value: b"tok",
+        ttl: 60,
+    };
+
+    #[test]
+    fn an_acquire_is_an_add_and_a_gets_in_one_write() {
+        assert_eq!(
+            exchange_bytes(ADD),
+            "add __lock__a 0 60 3\r\ntok\r\ngets __lock__a\r\n"
+        );
+        let ours = b"STORED\r\nVALUE __lock__a 0 3 77\r\ntok\r\nEND\r\n";
+        assert_eq!(meta_status(folded(ADD, ours)), (Status::Done, Some(77)));
+        let taken = b"NOT_STORED\r\nVALUE __lock__a 0 5 76\r\nother\r\nEND\r\n";
+        assert_eq!(meta_status(folded(ADD, taken)), (Status::NotStored, None));
+        // Stored, then replaced or removed before the read: reported as not ours.
+        let changed = b"STORED\r\nVALUE __lock__a 0 5 78\r\nother\r\nEND\r\n";
+        assert_eq!(meta_status(folded(ADD, changed)), (Status::Exists, None));
+        let gone = b"STORED\r\nEND\r\n";
+        assert_eq!(meta_status(folded(ADD, gone)), (Status::Exists, None));
+        // Every cut of the reply asks for more bytes.
+        for cut in 0..ours.len() {
+            assert_eq!(ADD.parse(&ours[..cut]), Ok(None), "cut at {cut}");
+        }
+        // A gets answering another key is out of step.
+        let wrong = b"STORED\r\nVALUE __lock__b 0 3 77\r\ntok\r\nEND\r\n";
+        assert!(ADD.parse(wrong).is_err());
+        // An error stops the exchange at once.
+        let (reply, used) = ADD
+            .parse(b"SERVER_ERROR out of memory\r\nEND\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply, meta::Reply::ServerError("out of memory"));
+        assert_eq!(used, 28);
+    }
+
+    #[test]
+    fn refresh_release_read_counter_and_ping_map_to_meta_answers() {
+        let refresh = Exchange::Store {
+            mode: Store::IfCas(77),
+            key: b"k",
+            value: b"tok",
+            ttl: 30,
+        };
+        assert_eq!(
+            exchange_bytes(refresh),
+            "cas k 0 30 3 77\r\ntok\r\ngets k\r\n"
+        );
+        assert_eq!(
+            meta_status(folded(
+                refresh,
+                b"STORED\r\nVALUE k 0 3 80\r\ntok\r\nEND\r\n"
+            )),
+            (Status::Done, Some(80))
+        );
+        assert_eq!(
+            meta_status(folded(refresh, b"EXISTS\r\nVALUE k 0 1 79\r\nx\r\nEND\r\n")),
+            (Status::Exists, None)
+        );
+        assert_eq!(
+            meta_status(folded(refresh, b"NOT_FOUND\r\nEND\r\n")),
+            (Status::NotFound, None)
+        );
+
+        let release = Exchange::DeleteIf { key: b"k", cas: 80 };
+        assert_eq!(exchange_bytes(release), "cas k 0 2592001 0 80\r\n\r\n");
+        for (text, status) in [
+            ("STORED", Status::Done),
+            ("EXISTS", Status::Exists),
+            ("NOT_FOUND", Status::NotFound),
+        ] {
+            let reply = format!("{text}\r\n");
+            assert_eq!(
+                meta_status(folded(release, reply.as_bytes())),
+                (status, None)
+            );
+        }
+
+        let read = Exchange::Read { key: b"k" };
+        assert_eq!(exchange_bytes(read), "gets k\r\n");
+        assert_eq!(
+            folded(read, b"VALUE k 0 4 9\r\na\r\nb\r\nEND\r\n"),
+            meta::Reply::Meta {
+                status: Status::Value,
+                cas: Some(9),
+                ttl: None,
+                opaque: None,
+                data: b"a\r\nb"
+            }
+        );
+        assert_eq!(meta_status(folded(read, b"END\r\n")), (Status::Miss, None));
+
+        let fence = Exchange::Increment {
+            key: b"f",
+            initial: 1000,
+            ttl: 2_592_000,
+        };
+        assert_eq!(
+            exchange_bytes(fence),
+            "add f 0 2592000 3\r\n999\r\nincr f 1\r\n"
+        );
+        for first in ["STORED", "NOT_STORED"] {
+            let reply = format!("{first}\r\n1000\r\n");
+            let meta::Reply::Meta { status, data, .. } = folded(fence, reply.as_bytes()) else {
+                panic!("not a meta reply")
+            };
+            assert_eq!((status, data), (Status::Value, &b"1000"[..]));
+        }
+
+        assert_eq!(exchange_bytes(Exchange::Noop), "version\r\n");
+        assert_eq!(
+            meta_status(folded(Exchange::Noop, b"VERSION 0.5.0\r\n")),
+            (Status::Noop, None)
+        );
+    }
+
+    #[test]
+    fn an_exchange_with_a_bad_key_writes_nothing() {
+        let mut out = b"earlier".to_vec();
+        let bad = Exchange::Store {
+            mode: Store::Add,
+            key: b"a b",
+            value: b"v",
+            ttl: 1,
+        };
+        assert!(bad.encode(&mut out).is_err());
+        assert_eq!(out, b"earlier");
     }
 }

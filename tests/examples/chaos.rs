@@ -45,9 +45,16 @@ fn main() -> ExitCode {
 
 type Failure = Box<dyn std::error::Error>;
 
+/// The client of a worker. The lock-delay comes from `MEMSEM_LOCK_DELAY_MS` (the driver sets
+/// it; default 0: the servers were just started by the test).
 fn client(servers: &str) -> Result<Client, Error> {
+    let delay_ms = std::env::var("MEMSEM_LOCK_DELAY_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(0);
     Client::builder()
         .servers(servers)
+        .lock_delay(Duration::from_millis(delay_ms))
         .io_timeout(Duration::from_millis(300))
         .connect_timeout(Duration::from_millis(300))
         .build()
@@ -66,6 +73,7 @@ fn kind(error: &Error) -> &'static str {
         Error::Ambiguous { .. } => "ambiguous",
         Error::Timeout { .. } => "timeout",
         Error::Protocol { .. } => "protocol",
+        Error::LockDelay { .. } => "lock-delay",
         _ => "other",
     }
 }

@@ -16,6 +16,9 @@ pub(crate) fn memsem(server: &Memcached) -> Command {
     let mut command = Command::new(&*MEMSEM);
     command
         .env("MEMSEM_SERVERS", server.address())
+        // Every test starts a fresh memcached: no lock-delay (tests/it/safety.rs covers it).
+        .env("MEMSEM_LOCK_DELAY", "0")
+        .env_remove("MEMSEM_MAX_LEASE")
         .env_remove("MEMSEM_NAMESPACE")
         .env_remove("MEMSEM_ROUTING")
         .env_remove("MEMSEM_TOKEN")
@@ -210,11 +213,16 @@ fn command_longer_than_the_ttl_keeps_its_lease() {
     let server = Memcached::start();
     let name = unique("cli-long");
     let dir = scratch();
-    // Three times the TTL. (memcached counts whole seconds, so a lease of a few seconds has
-    // little slack on a loaded machine: 3 s, not 2.)
+    // More than twice the TTL. (The lease must cover memcached's whole seconds, a margin
+    // and the --kill-after grace: 4 s with 500 ms.)
     let script = format!("touch {d}/started; sleep 9", d = dir.display());
     let started = Instant::now();
-    let mut long = spawn_run(&server, &["--ttl", "3s"], &name, &script);
+    let mut long = spawn_run(
+        &server,
+        &["--ttl", "4s", "--kill-after", "500ms"],
+        &name,
+        &script,
+    );
     wait_for_file(&dir.join("started"));
     let mut checks = 0;
     while long.try_wait().unwrap().is_none() {
@@ -248,7 +256,12 @@ fn deleting_the_key_during_a_run_stops_the_command_and_exits_75() {
          while :; do sleep 0.05; done",
         d = dir.display()
     );
-    let run = spawn_run(&server, &["--ttl", "2s"], &name, &script);
+    let run = spawn_run(
+        &server,
+        &["--ttl", "4s", "--kill-after", "500ms"],
+        &name,
+        &script,
+    );
     wait_for_file(&dir.join("started"));
     assert!(server.raw().delete(&lock_key(&name)));
     let run = wait_with_deadline(run);
@@ -268,7 +281,7 @@ fn command_that_ignores_sigterm_after_a_lost_lease_is_killed() {
     );
     let run = spawn_run(
         &server,
-        &["--ttl", "2s", "--kill-after", "300ms"],
+        &["--ttl", "4s", "--kill-after", "300ms"],
         &name,
         &script,
     );
@@ -411,11 +424,11 @@ fn json_output_parses() {
     };
     let free = json(&["status", &name]);
     assert_eq!(free["held"], false);
-    let acquired = json(&["acquire", "--info", "say \"hi\"\n", &name]);
+    let acquired = json(&["acquire", "--info", "say \"hi\"\t", &name]);
     let token = acquired["token"].as_str().unwrap().to_string();
     let held = json(&["status", &name]);
     assert_eq!(held["held"], true);
-    assert_eq!(held["info"], "say \"hi\"\n");
+    assert_eq!(held["info"], "say \"hi\"\t");
     assert!(held["ttl_secs"].as_u64().unwrap() <= 60);
     assert_eq!(json(&["verify", &name, "--token", &token])["held"], true);
     let ping = json(&["ping"]);

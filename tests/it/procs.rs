@@ -71,6 +71,11 @@ impl Memcached {
     /// Starts `memcached -s PATH -U 0 -m 64` on a fresh socket path in the temporary
     /// directory and waits until this very process answers.
     pub fn start_unix() -> Memcached {
+        Memcached::start_unix_with(&[])
+    }
+
+    /// Starts memcached on a fresh unix socket with extra command-line arguments.
+    pub fn start_unix_with(extra: &[&str]) -> Memcached {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let path = std::env::temp_dir().join(format!(
             "memsem-mc-{}-{}.sock",
@@ -82,6 +87,7 @@ impl Memcached {
             .arg("-s")
             .arg(&path)
             .args(["-U", "0", "-m", "64", "-u", "root"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

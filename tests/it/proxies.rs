@@ -1,12 +1,20 @@
 //! memsem and twemproxy (nutcracker 0.5.0): routing like the proxy when going around it
 //! (`Routing::Twemproxy`), checked key by key against the real nutcracker in front of real
-//! memcached processes.
+//! memcached processes, and real Perl Cache::Memcached::Semaphore clients going through the
+//! proxy while memsem goes around it.
 //!
-//! Needs `memcached` and the Debian package `nutcracker`; a missing one fails the test with
-//! the package to install.
+//! Needs `memcached`, `perl`, and the Debian packages `nutcracker` and
+//! `libcache-memcached-perl`; a missing one fails the test with the package to install.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
 use memsem::routing::{Ring, Routing, ServerSpec, TwemproxyDistribution, TwemproxyHash};
 
+use crate::interop::{
+    Scratch, counter_example, perl_succeeded, read_count, spawn_perl, worker_figures,
+};
 use crate::nutcracker::{self, Nutcracker, Pool};
 use crate::procs::Memcached;
 use crate::routing::{PORT_11211, hex, test_keys};
@@ -193,4 +201,273 @@ fn twemproxy_routing_agrees_with_nutcracker_on_unix_sockets() {
         TwemproxyHash::OneAtATime,
     ];
     check_agreement("unix-2-1-1", &servers, &specs, &twemproxy(&hashes, &BOTH));
+}
+
+/// The namespace every side puts before its keys: twemproxy hashes it with the rest.
+const NAMESPACE: &str = "app:";
+
+/// The pool's settings, for nutcracker and for memsem going around it.
+const POOL_HASH: TwemproxyHash = TwemproxyHash::Fnv1a64;
+
+fn pool_routing() -> Routing {
+    Routing::Twemproxy {
+        hash: POOL_HASH,
+        distribution: TwemproxyDistribution::Ketama,
+    }
+}
+
+/// Two memcached backends behind one nutcracker pool (`fnv1a_64`, `ketama`, no ejection).
+struct ProxiedFleet {
+    backends: Vec<Memcached>,
+    proxy: Nutcracker,
+    /// The backends as memsem and twemproxy list them, `host:port:weight`.
+    list: String,
+}
+
+impl ProxiedFleet {
+    fn start() -> ProxiedFleet {
+        let backends: Vec<Memcached> = (0..2)
+            .map(|_| Memcached::start("127.0.0.1", None))
+            .collect();
+        let entries: Vec<String> = backends
+            .iter()
+            .map(|server| format!("{}:1", server.address()))
+            .collect();
+        let proxy = Nutcracker::start(&[Pool {
+            hash: POOL_HASH.to_string(),
+            distribution: "ketama".into(),
+            servers: entries.clone(),
+        }]);
+        ProxiedFleet {
+            backends,
+            proxy,
+            list: entries.join(","),
+        }
+    }
+
+    /// The proxy as a one-server list for semaphore.pl.
+    fn proxy_list(&self) -> String {
+        format!("{}:1", self.proxy.listen[0])
+    }
+
+    /// memsem going straight to the backends, routing like the pool.
+    fn direct_client(&self, routing: Routing) -> memsem::Client {
+        memsem::Client::builder()
+            .servers(&self.list)
+            .routing(routing)
+            .namespace(NAMESPACE)
+            // Fresh backends: the default lock-delay would keep them from granting locks.
+            .lock_delay(std::time::Duration::ZERO)
+            .build()
+            .expect("a valid fleet")
+    }
+
+    /// Lock names: two on each backend by the pool's routing, one of which memsem's
+    /// default ketama would send to the other backend, and a UTF-8 one.
+    fn names(&self) -> Vec<String> {
+        let specs = ServerSpec::parse_list(&self.list).expect("a valid fleet");
+        let pool = Ring::new(pool_routing(), &specs).expect("a valid fleet");
+        let ketama = Ring::new(Routing::Ketama, &specs).expect("a valid fleet");
+        let mut names = Vec::new();
+        // (backend, whether ketama disagrees) pairs still wanted.
+        let mut wanted = vec![(0, false), (0, true), (1, false), (1, true)];
+        for i in 0.. {
+            let name = format!("proxied-{i}");
+            let wire = format!("{NAMESPACE}__lock__{name}");
+            let server = pool.server_for(wire.as_bytes());
+            let differs = ketama.server_for(format!("__lock__{name}").as_bytes()) != server;
+            if let Some(at) = wanted.iter().position(|&w| w == (server, differs)) {
+                wanted.remove(at);
+                names.push(name);
+            }
+            if wanted.is_empty() {
+                break;
+            }
+        }
+        names.push("proxied-ключ-🔒".to_string());
+        names
+    }
+
+    /// Which backends hold the wire key of lock `name` (asked directly with `mg`).
+    fn holders_of(&self, name: &str) -> Vec<String> {
+        let key = format!("{NAMESPACE}__lock__{name}").into_bytes();
+        self.backends
+            .iter()
+            .filter(|server| server.holds(std::slice::from_ref(&key))[0])
+            .map(Memcached::address)
+            .collect()
+    }
+}
+
+/// A Perl holder going through nutcracker blocks memsem going around it with the pool's
+/// routing, on the backend the proxy chose; with memsem's default ketama routing the
+/// same lock is taken a second time on the other backend for some names (the double
+/// holder this routing exists to prevent).
+#[test]
+fn perl_holder_through_nutcracker_blocks_memsem_direct_with_twemproxy_routing() {
+    let fleet = ProxiedFleet::start();
+    let routed = fleet.direct_client(pool_routing());
+    let naive = fleet.direct_client(Routing::Ketama);
+    let scratch = Scratch::new("memsem-proxied-hold");
+    let mut double_holders = 0;
+    for (index, name) in fleet.names().into_iter().enumerate() {
+        let release = scratch.path(&format!("release-{index}"));
+        let mut holder = spawn_perl(
+            &[
+                "hold",
+                &fleet.proxy_list(),
+                NAMESPACE,
+                &name,
+                release.to_str().expect("a UTF-8 temp path"),
+            ],
+            Stdio::piped(),
+        );
+        let mut stdout = BufReader::new(holder.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read from perl");
+        if !line.starts_with("held ") {
+            let output = holder.wait_with_output().expect("wait for perl");
+            perl_succeeded(output, "hold");
+            panic!("perl hold printed {line:?}");
+        }
+
+        let sem = routed.semaphore(&name).expect("a valid name");
+        assert_eq!(
+            fleet.holders_of(&name),
+            vec![sem.server().to_string()],
+            "nutcracker put Perl's lock {name} elsewhere than memsem's twemproxy routing"
+        );
+        assert!(
+            sem.try_acquire().expect("memcached answers").is_none(),
+            "memsem (twemproxy routing) took {name} while Perl held it through the proxy"
+        );
+        let naive_sem = naive.semaphore(&name).expect("a valid name");
+        if naive_sem.server() != sem.server() {
+            let permit = naive_sem
+                .try_acquire()
+                .expect("memcached answers")
+                .expect("the other backend has no such key");
+            double_holders += 1;
+            permit.release().expect("release");
+        }
+
+        std::fs::write(&release, b"").expect("create the release file");
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read from perl");
+        perl_succeeded(holder.wait_with_output().expect("wait for perl"), "hold");
+        assert_eq!(rest.trim(), "released");
+        let permit = sem
+            .try_acquire()
+            .expect("memcached answers")
+            .unwrap_or_else(|| panic!("memsem could not take {name} after Perl released it"));
+        permit.release().expect("release");
+    }
+    println!(
+        "through nutcracker vs around it: twemproxy routing blocked on every name; \
+         ketama routing would have made {double_holders} double holders"
+    );
+    assert!(
+        double_holders >= 2,
+        "the names were chosen so that ketama disagrees on two"
+    );
+}
+
+/// Perl Cache::Memcached::Semaphore workers through nutcracker and memsem workers going
+/// straight to the backends (twemproxy routing, same namespace) increment shared counters
+/// under the same locks: exact counts, no overlap.
+#[test]
+fn perl_through_nutcracker_and_memsem_direct_never_overlap() {
+    let fleet = ProxiedFleet::start();
+    let names = fleet.names();
+    let scratch = Scratch::new("memsem-proxied");
+    let (perl_workers, rust_workers, iterations) = (2, 2, 100);
+    let proxy_list = fleet.proxy_list();
+    let routing = pool_routing().to_string();
+
+    let mut children = Vec::new();
+    for (index, name) in names.iter().enumerate() {
+        let counter = scratch.path(&format!("{index}.count"));
+        let counter_text = counter.to_str().expect("a UTF-8 temp path").to_string();
+        for _ in 0..perl_workers {
+            let child = spawn_perl(
+                &[
+                    "worker",
+                    &proxy_list,
+                    NAMESPACE,
+                    name,
+                    &iterations.to_string(),
+                    &counter_text,
+                    "2000",
+                ],
+                Stdio::piped(),
+            );
+            children.push((
+                "perl through nutcracker",
+                name.clone(),
+                counter.clone(),
+                child,
+            ));
+        }
+        for _ in 0..rust_workers {
+            let child = Command::new(counter_example())
+                .args([
+                    &fleet.list,
+                    name,
+                    &counter_text,
+                    &iterations.to_string(),
+                    "2",
+                ])
+                .env("MEMSEM_ROUTING", &routing)
+                .env("MEMSEM_NAMESPACE", NAMESPACE)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn the counter example");
+            children.push(("memsem direct", name.clone(), counter.clone(), child));
+        }
+    }
+
+    let processes = children.len();
+    let (mut acquisitions, mut overlaps) = (0, 0);
+    let mut counters: Vec<(String, PathBuf)> = Vec::new();
+    for (side, name, counter, child) in children {
+        let output = child.wait_with_output().expect("wait for a worker");
+        let stdout = if side.starts_with("perl") {
+            perl_succeeded(output, &format!("worker {name}"))
+        } else {
+            assert!(
+                output.status.success(),
+                "{side} worker on {name} failed or overlapped ({}): {}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout).trim(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        };
+        let (acquired, overlapped) = worker_figures(&stdout);
+        acquisitions += acquired;
+        overlaps += overlapped;
+        if !counters.iter().any(|(n, _)| *n == name) {
+            counters.push((name, counter));
+        }
+    }
+    let expected = (perl_workers + rust_workers) as u64 * iterations;
+    for (name, counter) in &counters {
+        assert_eq!(
+            read_count(counter),
+            expected,
+            "lock {name}: an increment was lost, so two holders overlapped"
+        );
+        assert!(
+            fleet.holders_of(name).is_empty(),
+            "lock {name} is still held after every worker released it"
+        );
+    }
+    println!(
+        "perl through nutcracker / memsem direct ({routing}): {} names, {processes} processes, \
+         {acquisitions} acquisitions, {overlaps} overlaps",
+        names.len()
+    );
+    assert_eq!(acquisitions, expected * names.len() as u64);
+    assert_eq!(overlaps, 0, "two holders were inside at the same time");
 }

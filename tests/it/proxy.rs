@@ -27,6 +27,9 @@ pub enum Mode {
     Truncate,
     /// Each reply is forwarded, then the connection is closed.
     ReplyThenClose,
+    /// A blackhole: requests are dropped and nothing is answered (new connections are
+    /// accepted all the same), until the mode changes.
+    Blackhole,
 }
 
 impl Mode {
@@ -39,6 +42,7 @@ impl Mode {
             Mode::Drip,
             Mode::Truncate,
             Mode::ReplyThenClose,
+            Mode::Blackhole,
         ][usize::from(value)]
     }
 }
@@ -66,7 +70,8 @@ impl Proxy {
                 };
                 let (to_server, from_client) =
                     (server.try_clone().unwrap(), client.try_clone().unwrap());
-                thread::spawn(move || pipe(from_client, to_server));
+                let requests_mode = Arc::clone(&shared);
+                thread::spawn(move || pipe(from_client, to_server, &requests_mode));
                 let mode = Arc::clone(&shared);
                 thread::spawn(move || replies(server, client, &mode));
             }
@@ -87,11 +92,17 @@ impl Proxy {
     }
 }
 
-/// Requests: always forwarded.
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
+/// Requests: forwarded, except into a blackhole.
+fn pipe(mut from: TcpStream, mut to: TcpStream, mode: &AtomicU8) {
     let mut buf = [0u8; 16 * 1024];
     while let Ok(n) = from.read(&mut buf) {
-        if n == 0 || to.write_all(&buf[..n]).is_err() {
+        if n == 0 {
+            break;
+        }
+        if Proxy::mode(mode) == Mode::Blackhole {
+            continue;
+        }
+        if to.write_all(&buf[..n]).is_err() {
             break;
         }
     }
@@ -144,6 +155,7 @@ fn replies(mut server: TcpStream, mut client: TcpStream, mode: &AtomicU8) {
                 let _ = client.write_all(reply);
                 false
             }
+            Mode::Blackhole => true,
         };
         if !ok {
             break;

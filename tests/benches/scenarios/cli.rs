@@ -70,7 +70,17 @@ pub fn wall_time(address: &str, sizes: &Sizes) {
         (
             "memsem run NAME -- true".to_string(),
             memsem.clone(),
-            vec!["--servers", address, "run", "bench-cli", "--", true_arg],
+            // A memcached started by the benchmark: no lock-delay.
+            vec![
+                "--servers",
+                address,
+                "--lock-delay",
+                "0",
+                "run",
+                "bench-cli",
+                "--",
+                true_arg,
+            ],
         ),
         ("true".to_string(), true_bin.clone(), vec![]),
     ];

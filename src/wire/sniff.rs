@@ -1,0 +1,82 @@
+//! Second opinions, on a fresh plain connection, for a probe that got nothing useful: is the
+//! server a SASL-only memcached (binary protocol), or a plain one behind a TLS client?
+
+use std::io;
+
+use super::stream::Stream;
+use super::{Address, Settings};
+use crate::error::Refusal;
+use crate::memcached::Failure;
+
+/// Reads up to `buf.len()` bytes, stopping at end of file or an error.
+fn read_some(stream: &mut Stream, buf: &mut [u8]) -> usize {
+    let mut got = 0;
+    while got < buf.len() {
+        match stream.receive(&mut buf[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    got
+}
+
+/// Whether the server answers a binary `version` request (magic 0x80, opcode 0x0b) with a
+/// binary response (magic 0x81): a SASL-only memcached (`-S`) does, and ignores text
+/// commands. A TLS-only server answers neither.
+fn speaks_binary(address: &Address, settings: &Settings) -> bool {
+    let binary = (|| {
+        let mut stream = Stream::dial(address, settings.timeouts, None).ok()?;
+        let mut request = [0u8; 24];
+        request[0] = 0x80;
+        request[1] = 0x0b;
+        stream.send(&request).ok()?;
+        let mut reply = [0u8; 1];
+        Some(read_some(&mut stream, &mut reply) == 1 && reply[0] == 0x81)
+    })();
+    binary == Some(true)
+}
+
+/// A plain server that closed the connection at our text probe without a byte: SASL-only,
+/// or (most likely) TLS-only.
+pub(crate) fn closed_at_hello(address: &Address, settings: &Settings) -> Failure {
+    if speaks_binary(address, settings) {
+        Failure::Refused(Refusal::SaslOnly)
+    } else {
+        Failure::Refused(Refusal::TlsMismatch)
+    }
+}
+
+/// A plain server that let our text probe time out without a byte: SASL-only servers stay
+/// silent; otherwise the server is just not answering.
+pub(crate) fn silent_at_hello(
+    address: &Address,
+    settings: &Settings,
+    timeout: io::Error,
+) -> Failure {
+    if speaks_binary(address, settings) {
+        Failure::Refused(Refusal::SaslOnly)
+    } else {
+        Failure::Unavailable(Box::new(timeout))
+    }
+}
+
+/// A TLS handshake that got no answer in time: a plain memcached waits for the end of a
+/// line that a ClientHello may never contain. When the server answers a plain `version`,
+/// TLS is configured against a plain server; otherwise the time-out stands.
+pub(crate) fn silent_at_handshake(
+    address: &Address,
+    settings: &Settings,
+    timeout: io::Error,
+) -> Failure {
+    let plain = (|| {
+        let mut stream = Stream::dial(address, settings.timeouts, None).ok()?;
+        stream.send(b"version\r\n").ok()?;
+        let mut reply = [0u8; 8];
+        Some(read_some(&mut stream, &mut reply) == reply.len() && &reply == b"VERSION ")
+    })();
+    if plain == Some(true) {
+        Failure::Refused(Refusal::TlsMismatch)
+    } else {
+        Failure::Unavailable(Box::new(timeout))
+    }
+}
