@@ -26,6 +26,7 @@ use crate::wire::{Backend, Credentials, Settings, TlsConfig};
 /// | idle connections kept per server | 8 |
 /// | TLS | off ([`tls`](ClientBuilder::tls)) |
 /// | authentication | none ([`auth`](ClientBuilder::auth)) |
+/// | protocol dialect | [`Protocol::Auto`](crate::Protocol::Auto) ([`protocol`](ClientBuilder::protocol)) |
 /// | longest lease (`max_lease`) | 5 min ([`DEFAULT_MAX_LEASE`]) |
 /// | lock-delay after a server restart | `max_lease` |
 ///
@@ -53,6 +54,7 @@ pub struct ClientBuilder {
     max_idle: usize,
     tls: Option<TlsConfig>,
     auth: Option<Credentials>,
+    protocol: crate::Protocol,
     max_lease: Duration,
     lock_delay: Option<Duration>,
 }
@@ -82,6 +84,7 @@ impl Default for ClientBuilder {
             max_idle: 8,
             tls: None,
             auth: None,
+            protocol: crate::Protocol::default(),
             max_lease: DEFAULT_MAX_LEASE,
             lock_delay: None,
         }
@@ -306,6 +309,25 @@ impl ClientBuilder {
         Ok(self)
     }
 
+    /// Which dialect to speak: [`Protocol::Auto`](crate::Protocol::Auto) (the default: meta
+    /// where the server has it, classic otherwise), `Meta` or `Classic` (for twemproxy,
+    /// mcrouter and memcached before 1.6.13; see [`Protocol`](crate::Protocol) for what it
+    /// costs).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use memsem::{Client, Protocol};
+    ///
+    /// // Through twemproxy: the proxy is the only server, it routes.
+    /// let builder = Client::builder().servers("127.0.0.1:22121").protocol(Protocol::Classic);
+    /// # let _ = builder;
+    /// ```
+    pub fn protocol(mut self, protocol: crate::Protocol) -> ClientBuilder {
+        self.protocol = protocol;
+        self
+    }
+
     /// Builds the client. Host names are resolved here; connections are made on first use.
     ///
     /// # Errors
@@ -412,7 +434,7 @@ impl ClientBuilder {
             max_idle: self.max_idle,
             tls,
             auth: self.auth.clone().map(Arc::new),
-            protocol: Default::default(),
+            protocol: self.protocol,
         })
     }
 
@@ -761,11 +783,11 @@ impl Client {
 
     /// A client configured from the environment: `MEMSEM_SERVERS` (required),
     /// `MEMSEM_NAMESPACE`, `MEMSEM_ROUTING` (`ketama`, `cache-memcached` or
-    /// `twemproxy:HASH:DISTRIBUTION`), `MEMSEM_MAX_LEASE` and `MEMSEM_LOCK_DELAY` (durations
-    /// such as `5m`, `30s`; `0` turns the lock-delay off); TLS with `MEMSEM_TLS=1`,
-    /// `MEMSEM_TLS_CA`, `MEMSEM_TLS_CERT` and `MEMSEM_TLS_KEY` (PEM files; any of them turns
-    /// TLS on); ASCII auth with `MEMSEM_USERNAME` and `MEMSEM_PASSWORD_FILE` (the password is
-    /// the file's first line).
+    /// `twemproxy:HASH:DISTRIBUTION`), `MEMSEM_PROTOCOL` (`auto`, `meta` or `classic`),
+    /// `MEMSEM_MAX_LEASE` and `MEMSEM_LOCK_DELAY` (durations such as `5m`, `30s`; `0` turns
+    /// the lock-delay off); TLS with `MEMSEM_TLS=1`, `MEMSEM_TLS_CA`, `MEMSEM_TLS_CERT` and
+    /// `MEMSEM_TLS_KEY` (PEM files; any of them turns TLS on); ASCII auth with
+    /// `MEMSEM_USERNAME` and `MEMSEM_PASSWORD_FILE` (the password is the file's first line).
     ///
     /// # Errors
     ///
@@ -791,6 +813,9 @@ impl Client {
         }
         if let Ok(routing) = std::env::var("MEMSEM_ROUTING") {
             builder = builder.routing(routing.parse()?);
+        }
+        if let Ok(protocol) = std::env::var("MEMSEM_PROTOCOL") {
+            builder = builder.protocol(protocol.parse()?);
         }
         if let Ok(max_lease) = std::env::var("MEMSEM_MAX_LEASE") {
             builder = builder.max_lease(env_duration("MEMSEM_MAX_LEASE", &max_lease)?);

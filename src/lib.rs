@@ -115,7 +115,7 @@ pub use quorum::{QuorumLock, QuorumPermit};
 pub use routing::{Endpoint, Routing, ServerSpec};
 pub use semaphore::{DEFAULT_TTL, Holder, MAX_INFO_BYTES, MAX_PERMITS, Semaphore};
 pub use wait::{Delays, WaitPolicy};
-pub use wire::TlsConfig;
+pub use wire::{Protocol, TlsConfig};
 
 /// The README's code blocks, compiled as doctests.
 #[cfg(all(doctest, feature = "tokio"))]

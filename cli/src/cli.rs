@@ -29,6 +29,11 @@ pub struct Global {
     #[arg(long, env = "MEMSEM_ROUTING", global = true, value_name = "ROUTING")]
     pub routing: Option<String>,
 
+    /// Protocol dialect: `auto` (meta where the server has it, else classic), `meta`, or
+    /// `classic` (twemproxy, mcrouter, memcached < 1.6.13) [default: auto]
+    #[arg(long, env = "MEMSEM_PROTOCOL", global = true, value_name = "PROTOCOL")]
+    pub protocol: Option<String>,
+
     /// Prefix of every key, as in the Perl client's `namespace`
     #[arg(long, env = "MEMSEM_NAMESPACE", global = true, value_name = "NS")]
     pub namespace: Option<String>,

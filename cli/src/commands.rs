@@ -84,6 +84,9 @@ fn builder(global: &Global) -> Result<memsem::ClientBuilder, Error> {
     if let Some(routing) = &global.routing {
         builder = builder.routing(routing.parse()?);
     }
+    if let Some(protocol) = &global.protocol {
+        builder = builder.protocol(protocol.parse()?);
+    }
     if let Some(namespace) = &global.namespace {
         builder = builder.namespace(namespace);
     }
@@ -325,13 +328,17 @@ fn ping(client: &Client, global: &Global) -> u8 {
                 Ok(status) => {
                     if !global.quiet {
                         let ms = status.round_trip().as_secs_f64() * 1000.0;
-                        let on = |on: bool| if on { "on" } else { "off" };
+                        let mut extras = String::new();
+                        if status.tls() {
+                            extras.push_str(", TLS");
+                        }
+                        if status.auth() {
+                            extras.push_str(", authenticated");
+                        }
                         println!(
-                            "{server}: up, {ms:.3} ms, memcached {}, {}, TLS {}, auth {}",
+                            "{server}: up, {ms:.3} ms, memcached {}, {} protocol{extras}",
                             status.version(),
-                            status.dialect(),
-                            on(status.tls()),
-                            on(status.auth())
+                            status.dialect()
                         );
                     }
                 }

@@ -522,6 +522,72 @@ impl Exchange<'_> {
     }
 }
 
+/// An [`Exchange`] owning its key and value, for a reader that outlives the request (the
+/// tokio transport's reader task).
+#[cfg(feature = "tokio")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OwnedExchange {
+    kind: Kind,
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+#[cfg(feature = "tokio")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Store { mode: Store, ttl: u32 },
+    Read,
+    DeleteIf { cas: u64 },
+    Increment { initial: u64, ttl: u32 },
+    Noop,
+}
+
+#[cfg(feature = "tokio")]
+impl Exchange<'_> {
+    /// The same exchange, owning its bytes.
+    pub(crate) fn to_owned(self) -> OwnedExchange {
+        let (kind, key, value): (Kind, &[u8], &[u8]) = match self {
+            Exchange::Store {
+                mode,
+                key,
+                value,
+                ttl,
+            } => (Kind::Store { mode, ttl }, key, value),
+            Exchange::Read { key } => (Kind::Read, key, b""),
+            Exchange::DeleteIf { key, cas } => (Kind::DeleteIf { cas }, key, b""),
+            Exchange::Increment { key, initial, ttl } => {
+                (Kind::Increment { initial, ttl }, key, b"")
+            }
+            Exchange::Noop => (Kind::Noop, b"", b""),
+        };
+        OwnedExchange {
+            kind,
+            key: key.to_vec(),
+            value: value.to_vec(),
+        }
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl OwnedExchange {
+    /// The exchange, borrowing from this one.
+    pub(crate) fn exchange(&self) -> Exchange<'_> {
+        let (key, value) = (&self.key[..], &self.value[..]);
+        match self.kind {
+            Kind::Store { mode, ttl } => Exchange::Store {
+                mode,
+                key,
+                value,
+                ttl,
+            },
+            Kind::Read => Exchange::Read { key },
+            Kind::DeleteIf { cas } => Exchange::DeleteIf { key, cas },
+            Kind::Increment { initial, ttl } => Exchange::Increment { key, initial, ttl },
+            Kind::Noop => Exchange::Noop,
+        }
+    }
+}
+
 /// The one item a single-key `gets` may answer, checked to be for `key`.
 fn single<'b>(key: &[u8], read: &Reply<'b>) -> Result<Option<Value<'b>>, Garbage> {
     match read {
@@ -886,6 +952,24 @@ mod tests {
             meta_status(folded(Exchange::Noop, b"VERSION 0.5.0\r\n")),
             (Status::Noop, None)
         );
+    }
+
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn owned_exchanges_round_trip() {
+        for exchange in [
+            ADD,
+            Exchange::Read { key: b"k" },
+            Exchange::DeleteIf { key: b"k", cas: 3 },
+            Exchange::Increment {
+                key: b"f",
+                initial: 9,
+                ttl: 5,
+            },
+            Exchange::Noop,
+        ] {
+            assert_eq!(exchange.to_owned().exchange(), exchange);
+        }
     }
 
     #[test]

@@ -4,11 +4,11 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use super::meta::{self, Reply};
+use super::meta::Reply;
 use super::ops::{Op, Session};
 use super::probe::{self, Unusable};
 use super::stream::{DialError, Stream};
-use super::{Address, Settings, sniff};
+use super::{Address, Dialect, Protocol, Settings, sniff};
 use crate::error::Refusal;
 use crate::memcached::{Failure, Outcome};
 
@@ -135,9 +135,19 @@ impl Conn {
             match probe::greeting(input, auth.is_some(), settings.protocol, closed) {
                 Ok(Some(found)) => break found,
                 Ok(None) => {}
+                Err(unusable) if probe::retry_classic(settings.protocol, &unusable, tls) => {
+                    return Conn::open(address, &classic(settings), send_auth);
+                }
                 Err(unusable) => return Err(probe_failure(unusable, tls, address, settings)),
             }
         };
+        if probe::redial_classic(settings.protocol, &found) {
+            return Conn::open(address, &classic(settings), send_auth);
+        }
+        // The uptime is counted from when its reply arrived (not from when the probe was
+        // sent), so that the server's age is never overestimated and a lock-delay never cut
+        // short.
+        let heard = Instant::now();
         let dialect = probe::dialect(settings.protocol, &found).map_err(Failure::Refused)?;
         if found.closed {
             return Err(unavailable(io::ErrorKind::UnexpectedEof.into()));
@@ -148,7 +158,7 @@ impl Conn {
             output,
             opaque: 0,
             broke_on_send: false,
-            session: Session::new(dialect, found, at, tls),
+            session: Session::new(dialect, found, heard, tls),
         })
     }
 
@@ -178,12 +188,16 @@ impl Conn {
             return Err(lost(writes, error));
         }
         let io = &mut self.io;
+        let dialect = self.session.dialect;
         let mut parsed = 0;
         for (index, op) in ops.iter().enumerate() {
             let used = loop {
-                match meta::parse(&io.input[parsed..io.filled]) {
+                match op.parse(dialect, &io.input[parsed..io.filled]) {
                     Ok(Some((reply, used))) => {
-                        check_opaque(op, reply, first.wrapping_add(index as u32))?;
+                        // Classic replies carry no token: they are matched by order alone.
+                        if dialect == Dialect::Meta {
+                            check_opaque(op, reply, first.wrapping_add(index as u32))?;
+                        }
                         each(index, reply)?;
                         break used;
                     }
@@ -202,6 +216,14 @@ impl Conn {
         io.input.copy_within(parsed..io.filled, 0);
         io.filled -= parsed;
         Ok(())
+    }
+}
+
+/// The same settings with the classic probe (for a second dial in `auto`).
+fn classic(settings: &Settings) -> Settings {
+    Settings {
+        protocol: Protocol::Classic,
+        ..settings.clone()
     }
 }
 

@@ -2,6 +2,8 @@
 //! on every new connection, and the dialects spoken on it, as pure codecs.
 //!
 //! - [`meta`]: the meta dialect, sans I/O (encode requests, parse replies incrementally).
+//! - [`classic`]: the classic dialect (`add`/`gets`/`cas`/`incr`/`version`), sans I/O, for
+//!   proxies and servers without meta commands.
 //! - [`probe`]: the per-connection handshake (ASCII auth, `version`, `mn`, `stats`), sans I/O:
 //!   the dialect, the version, the server's [`Epoch`](crate::memcached::Epoch), refusals.
 //! - [`ops`]: the lock operations as requests and their answers, for every transport.
@@ -15,6 +17,7 @@ use std::sync::Arc;
 use crate::memcached::Timeouts;
 use crate::routing::{Endpoint, ServerSpec};
 
+pub(crate) mod classic;
 mod conn;
 pub(crate) mod meta;
 #[cfg(feature = "tokio")]
@@ -37,7 +40,6 @@ pub(crate) enum Dialect {
     /// Meta commands (`ms`, `mg`, `md`, `ma`, `mn`): memcached ≥ 1.6.13.
     Meta,
     /// Classic commands (`add`, `gets`, `cas`, `incr`, `version`): older servers and proxies.
-    #[allow(dead_code)] // chosen once the classic codec (src/wire/classic.rs) is plugged in
     Classic,
 }
 
@@ -50,12 +52,83 @@ impl Dialect {
     }
 }
 
-/// Which dialects a client may speak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) enum Protocol {
-    /// Meta only: a server without it is refused.
-    #[default]
+/// Which dialect of memcached's text protocol memsem speaks with a server (`--protocol`,
+/// `MEMSEM_PROTOCOL`, [`ClientBuilder::protocol`](crate::ClientBuilder::protocol)).
+///
+/// | | acquire, release, refresh | lost |
+/// |---|---|---|
+/// | meta | `ms … ME`, `md … C`, `ms … C`: 1 round trip each | — |
+/// | classic | `add`+`gets`, `cas` (expired), `cas`+`gets`: 1 round trip each | the remaining-TTL readout; the restart epoch |
+///
+/// # Examples
+///
+/// ```
+/// use memsem::Protocol;
+///
+/// let protocol: Protocol = "classic".parse()?;
+/// assert_eq!(protocol, Protocol::Classic);
+/// assert_eq!(Protocol::default(), Protocol::Auto);
+/// assert_eq!(Protocol::Auto.to_string(), "auto");
+/// assert!("binary".parse::<Protocol>().is_err());
+/// # Ok::<(), memsem::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// Meta commands only: a server without them (memcached < 1.6.13, a proxy) is refused
+    /// with [`Error::Refused`](crate::Error::Refused).
     Meta,
+    /// Classic commands only (`add`, `gets`, `cas`, `incr`, `version`): what twemproxy and
+    /// mcrouter pass. The probe sends nothing else (twemproxy closes the connection on
+    /// meta commands and on `stats`), so no restart epoch is known.
+    Classic,
+    /// Meta when the server answers it and is memcached ≥ 1.6.13, classic otherwise
+    /// (including a proxy that closes the connection on the meta probe).
+    #[default]
+    Auto,
+}
+
+impl Protocol {
+    /// `meta`, `classic` or `auto`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(memsem::Protocol::Meta.as_str(), "meta");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Meta => "meta",
+            Protocol::Classic => "classic",
+            Protocol::Auto => "auto",
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = crate::Error;
+
+    /// Parses `meta`, `classic` or `auto`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) for any other text.
+    fn from_str(s: &str) -> Result<Protocol, crate::Error> {
+        match s {
+            "meta" => Ok(Protocol::Meta),
+            "classic" => Ok(Protocol::Classic),
+            "auto" => Ok(Protocol::Auto),
+            other => Err(crate::Error::InvalidConfig(format!(
+                "unknown protocol {other:?}: use meta, classic or auto"
+            ))),
+        }
+    }
 }
 
 /// A user name and password for ASCII auth (`memcached -Y`).

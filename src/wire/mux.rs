@@ -21,7 +21,7 @@ use super::conn::{is_timeout, probe_failure, probe_read_failure, tls_failure};
 use super::meta::{self, Reply, Status, Store};
 use super::ops::{self, Op, Session};
 use super::probe;
-use super::{Address, Settings, sniff};
+use super::{Address, Dialect, Protocol, Settings, classic, sniff};
 use crate::error::Refusal;
 use crate::memcached::{Added, Checked, Epoch, Failure, Item, Outcome, Pong, Transport};
 use crate::routing::ServerSpec;
@@ -103,6 +103,9 @@ struct Job {
 struct Expect {
     /// Each reply's opaque token (`None` for `mn`).
     opaques: Vec<Option<u32>>,
+    /// On a classic connection, each request's exchange (its replies carry no token and
+    /// their shape depends on the request); empty on a meta connection.
+    classic: Vec<classic::OwnedExchange>,
     writes: bool,
     answer: oneshot::Sender<Answer>,
 }
@@ -219,16 +222,26 @@ impl AsyncBackend {
         }
     }
 
-    /// Dials, probes and starts a connection's tasks.
+    /// Dials, probes and starts a connection's tasks; in `auto`, dials again with the
+    /// classic probe when the peer closed on the meta one (twemproxy).
     async fn open(&self, send_auth: bool) -> Outcome<Link> {
+        match self.open_as(send_auth, self.settings.protocol).await? {
+            Some(link) => Ok(link),
+            None => self
+                .open_as(send_auth, Protocol::Classic)
+                .await?
+                .ok_or_else(|| unavailable(io::ErrorKind::UnexpectedEof.into())),
+        }
+    }
+
+    /// Dials and probes with `protocol`; `None` when the classic probe must be tried.
+    async fn open_as(&self, send_auth: bool, protocol: Protocol) -> Outcome<Option<Link>> {
         let mut stream = dial_stream(&self.target, &self.settings).await?;
         let tls = self.settings.tls.is_some();
         let auth = self.settings.auth.as_deref().filter(|_| send_auth);
         let mut hello = Vec::new();
-        probe::hello(&mut hello, auth, self.settings.protocol);
-        let at = Instant::now();
+        probe::hello(&mut hello, auth, protocol);
         let mut input = Vec::with_capacity(READ_CHUNK);
-        let protocol = self.settings.protocol;
         let exchange = async {
             stream.write_all(&hello).await.map_err(unavailable)?;
             loop {
@@ -260,6 +273,7 @@ impl AsyncBackend {
         };
         let found = match heard {
             Ok(found) => found,
+            Err(unusable) if probe::retry_classic(protocol, &unusable, tls) => return Ok(None),
             Err(unusable) => {
                 let (target, settings) = (self.target.clone(), self.settings.clone());
                 return Err(
@@ -267,24 +281,29 @@ impl AsyncBackend {
                 );
             }
         };
+        if probe::redial_classic(protocol, &found) {
+            return Ok(None);
+        }
+        // The uptime counts from when its reply arrived: the lock-delay is never cut short.
+        let heard = Instant::now();
         let dialect = probe::dialect(protocol, &found).map_err(Failure::Refused)?;
         if found.closed {
             return Err(unavailable(io::ErrorKind::UnexpectedEof.into()));
         }
-        let session = Session::new(dialect, found, at, tls);
+        let session = Session::new(dialect, found, heard, tls);
         let (reader, writer) = tokio::io::split(stream);
         let (jobs, queued) = mpsc::unbounded_channel();
         let (expects, expected) = mpsc::unbounded_channel();
         let writing = tokio::spawn(write_loop(writer, queued, expects));
         let reading = tokio::spawn(read_loop(reader, expected));
-        Ok(Link {
+        Ok(Some(Link {
             jobs,
             session,
             opaque: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
             tasks: [writing.abort_handle(), reading.abort_handle()],
-        })
+        }))
     }
 
     async fn dial(&self) -> Outcome<Link> {
@@ -340,10 +359,14 @@ impl AsyncBackend {
         let mut bytes = Vec::with_capacity(64);
         let first = link.opaque.fetch_add(ops.len(), Ordering::Relaxed) as u32;
         let mut opaques = Vec::with_capacity(ops.len());
+        let mut classic = Vec::new();
         for (index, op) in ops.iter().enumerate() {
             let opaque = first.wrapping_add(index as u32);
             op.encode(link.session.dialect, &mut bytes, opaque)?;
             opaques.push(op.echoes().then_some(opaque));
+            if link.session.dialect == Dialect::Classic {
+                classic.push(op.classic().to_owned());
+            }
         }
         let writes = ops.iter().any(Op::writes);
         let (answer, answered) = oneshot::channel();
@@ -351,6 +374,7 @@ impl AsyncBackend {
             bytes,
             expect: Expect {
                 opaques,
+                classic,
                 writes,
                 answer,
             },
@@ -526,9 +550,18 @@ async fn read_replies(
     expect: &Expect,
 ) -> Answer {
     let mut replies = Vec::with_capacity(expect.opaques.len());
-    for &opaque in &expect.opaques {
+    for (index, &opaque) in expect.opaques.iter().enumerate() {
+        let exchange = expect
+            .classic
+            .get(index)
+            .map(classic::OwnedExchange::exchange);
+        let opaque = if exchange.is_some() { None } else { opaque };
         loop {
-            match meta::parse(input) {
+            let parsed = match exchange {
+                Some(exchange) => exchange.parse(input),
+                None => meta::parse(input),
+            };
+            match parsed {
                 Ok(Some((reply, used))) => {
                     if let (Reply::Meta { opaque: got, .. }, Some(want)) = (reply, opaque)
                         && got != Some(want)

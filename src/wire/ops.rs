@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::Dialect;
 use super::meta::{self, Reply, Status, Store};
 use super::probe::Greeting;
+use super::{Dialect, classic};
 use crate::error::Refusal;
 use crate::memcached::{Added, Checked, Epoch, FENCE_TTL, Failure, Item, Outcome};
 
@@ -43,10 +43,51 @@ impl Op<'_> {
         !matches!(self, Op::Noop)
     }
 
+    /// The same request in the classic dialect.
+    pub(crate) fn classic(&self) -> classic::Exchange<'_> {
+        match *self {
+            Op::Store {
+                mode,
+                key,
+                value,
+                ttl,
+            } => classic::Exchange::Store {
+                mode,
+                key,
+                value,
+                ttl,
+            },
+            Op::Read { key } => classic::Exchange::Read { key },
+            Op::DeleteIf { key, cas } => classic::Exchange::DeleteIf { key, cas },
+            Op::Increment { key, initial } => classic::Exchange::Increment {
+                key,
+                initial,
+                ttl: FENCE_TTL,
+            },
+            Op::Noop => classic::Exchange::Noop,
+        }
+    }
+
+    /// Parses this request's reply at the start of `buf`, in `dialect`: `Ok(None)` while
+    /// more bytes are needed. A classic reply is folded into the meta shape.
+    pub(crate) fn parse<'b>(
+        &self,
+        dialect: Dialect,
+        buf: &'b [u8],
+    ) -> Result<Option<(Reply<'b>, usize)>, meta::Garbage> {
+        match dialect {
+            Dialect::Meta => meta::parse(buf),
+            Dialect::Classic => self.classic().parse(buf),
+        }
+    }
+
     /// Appends the request to `out`.
     pub(crate) fn encode(&self, dialect: Dialect, out: &mut Vec<u8>, opaque: u32) -> Outcome<()> {
-        if dialect != Dialect::Meta {
-            return Err(Failure::Refused(Refusal::NoMetaProtocol));
+        if dialect == Dialect::Classic {
+            return self
+                .classic()
+                .encode(out)
+                .map_err(|error| Failure::Protocol(format!("cannot send: {error}")));
         }
         let encoded = match *self {
             Op::Store {

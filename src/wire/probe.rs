@@ -54,7 +54,8 @@ impl From<Garbage> for Unusable {
     }
 }
 
-/// Writes the probe: auth (when given), `version`, `mn` (when meta may be spoken), `stats`.
+/// Writes the probe: auth (when given), `version`, then `mn` and `stats` unless only the
+/// classic dialect may be spoken (twemproxy closes the connection on both).
 pub(crate) fn hello(out: &mut Vec<u8>, auth: Option<&Credentials>, protocol: Protocol) {
     if let Some(auth) = auth {
         let length = auth.user.len() + 1 + auth.password.len();
@@ -66,9 +67,9 @@ pub(crate) fn hello(out: &mut Vec<u8>, auth: Option<&Credentials>, protocol: Pro
     }
     out.extend_from_slice(b"version\r\n");
     match protocol {
-        Protocol::Meta => out.extend_from_slice(b"mn\r\n"),
+        Protocol::Meta | Protocol::Auto => out.extend_from_slice(b"mn\r\nstats\r\n"),
+        Protocol::Classic => {}
     }
-    out.extend_from_slice(b"stats\r\n");
 }
 
 /// Reads the lines of a probe reply one by one.
@@ -172,13 +173,15 @@ pub(crate) fn greeting(
         closed: false,
     };
     match protocol {
-        Protocol::Meta => {
+        Protocol::Meta | Protocol::Auto => {
             let text = line_or!(lines, {
                 found.closed = true;
                 return Ok(Some(found));
             });
             found.meta = text == "MN";
         }
+        // Only `version` was sent.
+        Protocol::Classic => return Ok(Some(found)),
     }
     let (mut pid, mut uptime, mut time) = (None, None, None);
     loop {
@@ -225,9 +228,25 @@ fn numbers(version: &str) -> Option<(u32, u32, u32)> {
 pub(crate) fn dialect(protocol: Protocol, found: &Greeting) -> Result<Dialect, Refusal> {
     let recent = numbers(&found.version).is_none_or(|version| version >= FIRST_META);
     match protocol {
-        Protocol::Meta if found.meta && recent => Ok(Dialect::Meta),
+        Protocol::Meta | Protocol::Auto if found.meta && recent => Ok(Dialect::Meta),
         Protocol::Meta => Err(Refusal::NoMetaProtocol),
+        Protocol::Classic | Protocol::Auto => Ok(Dialect::Classic),
     }
+}
+
+/// Whether a connection probed in `protocol` must be dialed again with the classic probe:
+/// in `auto`, a peer that closed the connection on the meta probe without answering `mn`
+/// (twemproxy does so on every meta command) can still be spoken to in classic.
+pub(crate) fn redial_classic(protocol: Protocol, found: &Greeting) -> bool {
+    protocol == Protocol::Auto && found.closed && !found.meta
+}
+
+/// Whether a probe that failed with `unusable` is worth one more dial with the classic
+/// probe: in `auto` without TLS, a peer that closed without a byte may be twemproxy, which
+/// drops the whole pipelined probe, `version` included, once it meets `mn`. A TLS-only
+/// server stays silent to the classic probe too, and is then reported as before.
+pub(crate) fn retry_classic(protocol: Protocol, unusable: &Unusable, tls: bool) -> bool {
+    protocol == Protocol::Auto && !tls && *unusable == Unusable::Silent
 }
 
 #[cfg(test)]
@@ -239,6 +258,61 @@ mod tests {
 
     fn probe(reply: &[u8], auth_sent: bool, closed: bool) -> Result<Option<Greeting>, Unusable> {
         greeting(reply, auth_sent, Protocol::Meta, closed)
+    }
+
+    #[test]
+    fn the_classic_probe_is_version_alone_and_auto_falls_back_to_classic() {
+        let mut out = Vec::new();
+        hello(&mut out, None, Protocol::Classic);
+        assert_eq!(out, b"version\r\n");
+        out.clear();
+        hello(&mut out, None, Protocol::Auto);
+        assert_eq!(out, b"version\r\nmn\r\nstats\r\n");
+
+        let found = greeting(b"VERSION 0.5.0\r\n", false, Protocol::Classic, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (found.version.as_str(), found.meta, found.epoch),
+            ("0.5.0", false, None)
+        );
+        assert_eq!(dialect(Protocol::Classic, &found), Ok(Dialect::Classic));
+        assert!(!redial_classic(Protocol::Classic, &found));
+
+        // twemproxy: version answered (by a backend), then the connection closes on `mn`.
+        let proxy = greeting(b"VERSION 1.6.18\r\n", false, Protocol::Auto, true)
+            .unwrap()
+            .unwrap();
+        assert!(proxy.closed && !proxy.meta);
+        assert!(redial_classic(Protocol::Auto, &proxy));
+        assert!(!redial_classic(Protocol::Meta, &proxy));
+        // twemproxy also drops a pipelined probe without answering `version`.
+        assert!(retry_classic(Protocol::Auto, &Unusable::Silent, false));
+        assert!(!retry_classic(Protocol::Auto, &Unusable::Silent, true));
+        assert!(!retry_classic(Protocol::Meta, &Unusable::Silent, false));
+        assert!(!retry_classic(Protocol::Classic, &Unusable::Silent, false));
+
+        // memcached 1.5: ERROR to `mn`, statistics answered: classic with an epoch.
+        let mut old = b"VERSION 1.5.22\r\nERROR\r\n".to_vec();
+        old.extend_from_slice(STATS);
+        let found = greeting(&old, false, Protocol::Auto, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(dialect(Protocol::Auto, &found), Ok(Dialect::Classic));
+        assert!(found.epoch.is_some());
+        // memcached 1.6.12 answers MN but its CAS-checked md is not trusted.
+        let mut early = b"VERSION 1.6.12\r\nMN\r\n".to_vec();
+        early.extend_from_slice(STATS);
+        let found = greeting(&early, false, Protocol::Auto, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(dialect(Protocol::Auto, &found), Ok(Dialect::Classic));
+        let mut recent = b"VERSION 1.6.18\r\nMN\r\n".to_vec();
+        recent.extend_from_slice(STATS);
+        let found = greeting(&recent, false, Protocol::Auto, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(dialect(Protocol::Auto, &found), Ok(Dialect::Meta));
     }
 
     #[test]

@@ -1,7 +1,12 @@
 //! Second opinions, on a fresh plain connection, for a probe that got nothing useful: is the
-//! server a SASL-only memcached (binary protocol), or a plain one behind a TLS client?
+//! server a SASL-only memcached (binary protocol), a TLS-only one (it answers a TLS hello),
+//! or a plain one behind a TLS client? A server that is merely going away answers none of
+//! them and stays retryable.
 
 use std::io;
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
 
 use super::stream::Stream;
 use super::{Address, Settings};
@@ -36,13 +41,41 @@ fn speaks_binary(address: &Address, settings: &Settings) -> bool {
     binary == Some(true)
 }
 
+/// Whether the server answers a TLS ClientHello with a TLS record (a handshake or an alert:
+/// content type 0x16 or 0x15).
+fn speaks_tls(address: &Address, settings: &Settings) -> bool {
+    let tls = (|| {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .ok()?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let name = ServerName::try_from("localhost").ok()?;
+        let mut client = rustls::ClientConnection::new(Arc::new(config), name).ok()?;
+        let mut hello = Vec::new();
+        client.write_tls(&mut hello).ok()?;
+        let mut stream = Stream::dial(address, settings.timeouts, None).ok()?;
+        stream.send(&hello).ok()?;
+        let mut reply = [0u8; 1];
+        Some(read_some(&mut stream, &mut reply) == 1 && matches!(reply[0], 0x15 | 0x16))
+    })();
+    tls == Some(true)
+}
+
 /// A plain server that closed the connection at our text probe without a byte: SASL-only,
-/// or (most likely) TLS-only.
+/// TLS-only, or a server going away (shutting down, restarting), which is only unavailable.
 pub(crate) fn closed_at_hello(address: &Address, settings: &Settings) -> Failure {
     if speaks_binary(address, settings) {
         Failure::Refused(Refusal::SaslOnly)
-    } else {
+    } else if speaks_tls(address, settings) {
         Failure::Refused(Refusal::TlsMismatch)
+    } else {
+        let closed = io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the server closed the connection right after connect",
+        );
+        Failure::Unavailable(Box::new(closed))
     }
 }
 

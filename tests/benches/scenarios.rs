@@ -21,7 +21,9 @@
 //! 6. contention with separate processes (this executable again, `--worker`) vs threads;
 //! 7. 1,000 waiters as tokio tasks vs as threads (feature `tokio`), measured in child
 //!    processes (`--crowd`) so that their memory figures are their own;
-//! 8. uncontended acquire+release over TCP, a unix socket and TLS, each against a raw
+//! 8. meta vs classic: acquire+release pairs in each dialect, on memcached and through
+//!    nutcracker, as multiples of the raw round trip on the same path;
+//! 9. uncontended acquire+release over TCP, a unix socket and TLS, each against a raw
 //!    socket (or rustls stream) sending the same two meta commands.
 
 #[allow(dead_code)]
@@ -44,6 +46,11 @@ use procs::Memcached;
 mod cli;
 #[path = "scenarios/crowd.rs"]
 mod crowd;
+#[path = "scenarios/dialects.rs"]
+mod dialects;
+#[allow(dead_code)]
+#[path = "../it/nutcracker.rs"]
+mod nutcracker;
 #[path = "scenarios/permits.rs"]
 mod permits;
 #[path = "scenarios/processes.rs"]
@@ -136,7 +143,7 @@ fn main() {
         memcached_version(&address),
     );
 
-    // `-- --only N[,N...]` runs only those tables (1-8).
+    // `-- --only N[,N...]` runs only those tables (1-9).
     let only: Option<Vec<u32>> = args
         .iter()
         .position(|a| a == "--only")
@@ -173,6 +180,9 @@ fn main() {
         crowd::tasks_vs_threads(&address, sizes);
     }
     if run(8) {
+        dialects::meta_vs_classic(sizes);
+    }
+    if run(9) {
         transports::over_transports(sizes);
     }
 }

@@ -13,7 +13,7 @@
 //! Two optional environment variables make it contend with Perl's
 //! Cache::Memcached::Semaphore (tests/perl/semaphore.pl): `MEMSEM_ROUTING`
 //! (`ketama`, the default, `cache-memcached` or `twemproxy:HASH:DISTRIBUTION`) and
-//! `MEMSEM_NAMESPACE`.
+//! `MEMSEM_NAMESPACE`; `MEMSEM_PROTOCOL` (`classic` through a proxy) too.
 
 use std::fs::{self, OpenOptions};
 use std::process::ExitCode;
@@ -53,6 +53,9 @@ fn run(args: &[String]) -> Result<u32, Box<dyn std::error::Error>> {
         .lock_delay(Duration::ZERO);
     if let Ok(routing) = std::env::var("MEMSEM_ROUTING") {
         builder = builder.routing(routing.parse()?);
+    }
+    if let Ok(protocol) = std::env::var("MEMSEM_PROTOCOL") {
+        builder = builder.protocol(protocol.parse()?);
     }
     if let Ok(namespace) = std::env::var("MEMSEM_NAMESPACE") {
         builder = builder.namespace(&namespace);

@@ -487,3 +487,53 @@ fn an_async_release_from_before_a_restart_reports_lock_lost_and_keeps_the_new_ho
         new_permit.release().await.unwrap();
     });
 }
+
+/// `total_connections` from the server's `stats` (this connection included).
+fn total_connections(address: &str) -> u64 {
+    let mut stream = procs::connect(address).unwrap();
+    stream.write_all(b"stats\r\n").unwrap();
+    BufReader::new(stream)
+        .lines()
+        .map_while(Result::ok)
+        .take_while(|line| line != "END")
+        .find_map(|line| {
+            line.strip_prefix("STAT total_connections ")
+                .map(|n| n.parse().unwrap())
+        })
+        .expect("total_connections in stats")
+}
+
+#[test]
+fn a_thousand_tasks_on_ten_names_share_a_few_connections() {
+    let server = procs::Memcached::start("127.0.0.1", None);
+    let address = server.address();
+    let before = total_connections(&address);
+    runtime().block_on(async {
+        let client = builder(&address).build_async().await.unwrap();
+        let tasks: Vec<_> = (0..1_000)
+            .map(|i| {
+                let sem = client
+                    .semaphore(&format!("crowd-{}", i % 10))
+                    .unwrap()
+                    .with_wait_policy(
+                        WaitPolicy::new()
+                            .max_wait(Duration::from_secs(120))
+                            .poll_time(Duration::from_millis(5)),
+                    );
+                tokio::spawn(async move {
+                    let permit = sem.wait_acquire().await.unwrap();
+                    permit.release().await.unwrap();
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+    // Minus the connection that reads the second count.
+    let opened = total_connections(&address) - before - 1;
+    assert!(
+        (1..=2).contains(&opened),
+        "1,000 tasks opened {opened} connections"
+    );
+}

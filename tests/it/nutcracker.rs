@@ -5,6 +5,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -32,10 +33,11 @@ impl Nutcracker {
     /// Writes a configuration with `pools` (never ejecting hosts: a lock must not move)
     /// and starts nutcracker, then waits until every pool answers `version`.
     pub fn start(pools: &[Pool]) -> Nutcracker {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
         let tag = format!(
             "{}-{}",
             std::process::id(),
-            crate::harness::unique("nutcracker")
+            NEXT.fetch_add(1, Ordering::Relaxed)
         );
         let config = std::env::temp_dir().join(format!("memsem-{tag}.yml"));
         let mut yaml = String::new();

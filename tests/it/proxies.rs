@@ -252,7 +252,7 @@ impl ProxiedFleet {
 
     /// memsem going straight to the backends, routing like the pool.
     fn direct_client(&self, routing: Routing) -> memsem::Client {
-        memsem::Client::builder()
+        crate::harness::builder()
             .servers(&self.list)
             .routing(routing)
             .namespace(NAMESPACE)
@@ -372,11 +372,12 @@ fn perl_holder_through_nutcracker_blocks_memsem_direct_with_twemproxy_routing() 
     );
 }
 
-/// Perl Cache::Memcached::Semaphore workers through nutcracker and memsem workers going
-/// straight to the backends (twemproxy routing, same namespace) increment shared counters
-/// under the same locks: exact counts, no overlap.
+/// Perl Cache::Memcached::Semaphore workers through nutcracker, memsem workers through
+/// nutcracker (classic dialect) and memsem workers going straight to the backends
+/// (twemproxy routing, same namespace) increment shared counters under the same locks:
+/// exact counts, no overlap.
 #[test]
-fn perl_through_nutcracker_and_memsem_direct_never_overlap() {
+fn perl_and_memsem_through_nutcracker_and_memsem_around_it_never_overlap() {
     let fleet = ProxiedFleet::start();
     let names = fleet.names();
     let scratch = Scratch::new("memsem-proxied");
@@ -425,6 +426,28 @@ fn perl_through_nutcracker_and_memsem_direct_never_overlap() {
                 .expect("spawn the counter example");
             children.push(("memsem direct", name.clone(), counter.clone(), child));
         }
+        for _ in 0..rust_workers {
+            let child = Command::new(counter_example())
+                .args([
+                    &fleet.proxy.listen[0],
+                    name,
+                    &counter_text,
+                    &iterations.to_string(),
+                    "2",
+                ])
+                .env("MEMSEM_PROTOCOL", "classic")
+                .env("MEMSEM_NAMESPACE", NAMESPACE)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn the counter example");
+            children.push((
+                "memsem through nutcracker",
+                name.clone(),
+                counter.clone(),
+                child,
+            ));
+        }
     }
 
     let processes = children.len();
@@ -451,7 +474,7 @@ fn perl_through_nutcracker_and_memsem_direct_never_overlap() {
             counters.push((name, counter));
         }
     }
-    let expected = (perl_workers + rust_workers) as u64 * iterations;
+    let expected = (perl_workers + 2 * rust_workers) as u64 * iterations;
     for (name, counter) in &counters {
         assert_eq!(
             read_count(counter),
@@ -464,10 +487,190 @@ fn perl_through_nutcracker_and_memsem_direct_never_overlap() {
         );
     }
     println!(
-        "perl through nutcracker / memsem direct ({routing}): {} names, {processes} processes, \
-         {acquisitions} acquisitions, {overlaps} overlaps",
+        "perl through nutcracker, memsem through nutcracker (classic), memsem direct \
+         ({routing}): {} names, {processes} processes, {acquisitions} acquisitions, \
+         {overlaps} overlaps",
         names.len()
     );
     assert_eq!(acquisitions, expected * names.len() as u64);
     assert_eq!(overlaps, 0, "two holders were inside at the same time");
+}
+
+/// Deletes `key` straight on a backend (`delete`), as an eviction would drop it.
+fn delete_on(server: &Memcached, key: &[u8]) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(server.address()).expect("connect to memcached");
+    let mut request = b"delete ".to_vec();
+    request.extend_from_slice(key);
+    request.extend_from_slice(b"\r\n");
+    stream.write_all(&request).expect("send delete");
+    let mut reply = [0u8; 64];
+    let read = stream.read(&mut reply).expect("read the delete reply");
+    assert_eq!(&reply[..read], b"DELETED\r\n");
+}
+
+/// memsem through nutcracker: `--protocol classic`, and `auto`, which finds out that the
+/// proxy closes the connection on meta commands. Every lock operation, each name on the
+/// backend the proxy routes it to, checked on the backends themselves; memsem going around
+/// the proxy (meta, twemproxy routing) sees the same locks.
+#[test]
+fn memsem_through_nutcracker_speaks_classic_for_every_lock_operation() {
+    let fleet = ProxiedFleet::start();
+    let specs = ServerSpec::parse_list(&fleet.list).expect("a valid fleet");
+    let ring = Ring::new(pool_routing(), &specs).expect("a valid fleet");
+    let direct = fleet.direct_client(pool_routing());
+    for protocol in [memsem::Protocol::Classic, memsem::Protocol::Auto] {
+        let client = crate::harness::builder()
+            .servers(&fleet.proxy.listen[0])
+            .protocol(protocol)
+            .namespace(NAMESPACE)
+            .build()
+            .expect("a valid client");
+        let pings = client.ping();
+        let status = pings[0].1.as_ref().expect("nutcracker answers");
+        assert_eq!(status.dialect(), "classic", "{protocol}");
+
+        for name in fleet.names() {
+            let wire = format!("{NAMESPACE}__lock__{name}").into_bytes();
+            let backend = specs[ring.server_for(&wire)].address();
+            let sem = client
+                .semaphore(&name)
+                .and_then(|sem| sem.with_ttl(std::time::Duration::from_secs(30)))
+                .expect("a valid name");
+
+            // Acquire: on the backend the proxy routes to; a second acquire fails, from
+            // here and from around the proxy.
+            let mut permit = sem
+                .try_acquire()
+                .expect("nutcracker answers")
+                .expect("a fresh lock is free");
+            assert_eq!(
+                fleet.holders_of(&name),
+                vec![backend.clone()],
+                "{protocol} {name}"
+            );
+            assert!(sem.try_acquire().expect("nutcracker answers").is_none());
+            let around = direct.semaphore(&name).expect("a valid name");
+            assert!(around.try_acquire().expect("memcached answers").is_none());
+            // Read: the holder, without its remaining TTL (classic cannot tell).
+            let holder = sem.holder().expect("nutcracker answers").expect("held");
+            assert!(permit.token().starts_with(holder.token_prefix()));
+            assert_eq!(holder.ttl(), None);
+            assert!(permit.is_held().expect("nutcracker answers"));
+            // Refresh (CAS-checked), then release (CAS-checked expiry).
+            permit
+                .refresh(std::time::Duration::from_secs(60))
+                .expect("refresh through the proxy");
+            assert!(permit.is_held().expect("nutcracker answers"));
+            permit.release().expect("release through the proxy");
+            assert!(
+                fleet.holders_of(&name).is_empty(),
+                "{protocol} {name} still held"
+            );
+
+            // Cooldown: the key stays, nobody gets the lock.
+            let permit = sem.try_acquire().expect("answers").expect("free again");
+            permit
+                .release_with_cooldown(std::time::Duration::from_secs(30))
+                .expect("cooldown through the proxy");
+            assert_eq!(fleet.holders_of(&name), vec![backend.clone()]);
+            assert!(sem.try_acquire().expect("answers").is_none());
+            assert!(around.try_acquire().expect("answers").is_none());
+
+            // Steal after waiting (the unsafe force of the Perl module).
+            let stealer = sem.clone().with_wait_policy(
+                memsem::WaitPolicy::new()
+                    .max_wait(std::time::Duration::from_millis(100))
+                    .steal_after_wait(true),
+            );
+            let mut stolen = stealer.wait_acquire().expect("steal through the proxy");
+            assert!(stolen.is_held().expect("answers"));
+
+            // A lock removed under its holder is reported lost, never recreated.
+            delete_on(&fleet.backends[ring.server_for(&wire)], &wire);
+            let lost = stolen.refresh(std::time::Duration::from_secs(30));
+            assert!(
+                matches!(lost, Err(ref error) if error.is_lock_lost()),
+                "{protocol} {name}: {lost:?}"
+            );
+            assert!(fleet.holders_of(&name).is_empty());
+        }
+    }
+}
+
+/// The classic dialect against memcached 1.6.18 itself (`Protocol::Classic` forced):
+/// contention, counting permits (several slots read in one round trip) and fencing
+/// numbers (`add` + `incr`).
+#[test]
+fn classic_mode_on_memcached_itself_takes_permits_and_fences() {
+    let server = Memcached::start("127.0.0.1", None);
+    let client = crate::harness::builder()
+        .servers(&server.address())
+        .protocol(memsem::Protocol::Classic)
+        .build()
+        .expect("a valid client");
+    let pings = client.ping();
+    assert_eq!(pings[0].1.as_ref().expect("up").dialect(), "classic");
+
+    let sem = client
+        .semaphore("classic-slots")
+        .and_then(|sem| sem.with_permits(3))
+        .expect("a valid name");
+    let permits: Vec<_> = (0..3)
+        .map(|_| sem.try_acquire().expect("answers").expect("a free slot"))
+        .collect();
+    let mut slots: Vec<u32> = permits.iter().map(|permit| permit.slot()).collect();
+    slots.sort_unstable();
+    assert_eq!(slots, [1, 2, 3]);
+    assert!(sem.try_acquire().expect("answers").is_none());
+    assert_eq!(sem.holders().expect("answers").len(), 3);
+    for permit in permits {
+        permit.release().expect("release");
+    }
+    assert!(sem.holders().expect("answers").is_empty());
+
+    let fenced = client
+        .semaphore("classic-fenced")
+        .and_then(|sem| sem.with_fencing())
+        .expect("a valid name");
+    let first = fenced.try_acquire().expect("answers").expect("free");
+    let a = first.fence().expect("a fence number");
+    first.release().expect("release");
+    let second = fenced.try_acquire().expect("answers").expect("free");
+    let b = second.fence().expect("a fence number");
+    second.release().expect("release");
+    assert!(b > a, "fence numbers must grow: {a} then {b}");
+}
+
+/// The tokio transport through nutcracker in `auto`: it too falls back to classic.
+#[test]
+fn tokio_client_through_nutcracker_falls_back_to_classic() {
+    let fleet = ProxiedFleet::start();
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    runtime.block_on(async {
+        let client = crate::harness::builder()
+            .servers(&fleet.proxy.listen[0])
+            .namespace(NAMESPACE)
+            .build_async()
+            .await
+            .expect("a valid client");
+        let pings = client.ping().await;
+        assert_eq!(pings[0].1.as_ref().expect("up").dialect(), "classic");
+        for name in fleet.names() {
+            let sem = client.semaphore(&name).expect("a valid name");
+            let mut permit = sem
+                .try_acquire()
+                .await
+                .expect("nutcracker answers")
+                .expect("free");
+            assert_eq!(fleet.holders_of(&name).len(), 1);
+            assert!(sem.try_acquire().await.expect("answers").is_none());
+            permit
+                .refresh(std::time::Duration::from_secs(30))
+                .await
+                .expect("refresh");
+            permit.release().await.expect("release");
+            assert!(fleet.holders_of(&name).is_empty());
+        }
+    });
 }
