@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::flavor::{Blocking, Flavor, block_on};
 use crate::janitor::Janitor;
 use crate::key::{self, LockKey};
+use crate::lease::{DEFAULT_MAX_LEASE, Leases, env_duration};
 use crate::memcached::{Failure, Pong, Timeouts, Transport};
 use crate::routing::{Ring, Routing, ServerSpec};
 use crate::semaphore::Semaphore;
@@ -57,18 +58,6 @@ pub struct ClientBuilder {
     protocol: crate::Protocol,
     max_lease: Duration,
     lock_delay: Option<Duration>,
-}
-
-/// The longest lease a client grants by default (see [`ClientBuilder::max_lease`]).
-pub const DEFAULT_MAX_LEASE: Duration = Duration::from_secs(300);
-
-/// The lease settings a client gives its locks.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Leases {
-    /// The longest TTL a lock may be taken or refreshed with.
-    pub(crate) max_lease: Duration,
-    /// How long a server that (re)started grants no lock; zero = off.
-    pub(crate) lock_delay: Duration,
 }
 
 impl Default for ClientBuilder {
@@ -851,6 +840,27 @@ impl Client {
         ))
     }
 
+    /// Waits until the background clean-up has settled every lock this client could not
+    /// confirm (an acquire or release whose reply was lost: read back, deleted while it
+    /// holds this process's token), or until `timeout` passes. `true` when nothing is left
+    /// unsettled. A short-lived process (a command-line tool) calls it before it exits,
+    /// since the clean-up thread ends with the process.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let _ = client.semaphore("job")?.try_acquire();
+    /// if !client.wait_for_cleanup(Duration::from_secs(3)) {
+    ///     eprintln!("a lock may stay held until its TTL ends");
+    /// }
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn wait_for_cleanup(&self, timeout: Duration) -> bool {
+        self.inner.janitor.wait_settled(timeout)
+    }
+
     /// Checks every server: one no-op round trip on the pool (timed), and the server's
     /// version: `(server, status or error)`. Lock::Server's PING, for every server.
     ///
@@ -868,31 +878,6 @@ impl Client {
     /// ```
     pub fn ping(&self) -> Vec<(String, Result<ServerStatus>)> {
         block_on(self.ping_all())
-    }
-}
-
-/// A duration from the environment: a whole number with a unit (`500ms`, `30s`, `5m`,
-/// `1h`), or bare seconds (`0`, `90`).
-fn env_duration(variable: &str, text: &str) -> Result<Duration> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let scale = match unit {
-        "ms" => Some(Duration::from_millis(1)),
-        "" | "s" => Some(Duration::from_secs(1)),
-        "m" => Some(Duration::from_secs(60)),
-        "h" => Some(Duration::from_secs(3600)),
-        _ => None,
-    };
-    match (number.parse::<u32>(), scale) {
-        (Ok(number), Some(scale)) => scale
-            .checked_mul(number)
-            .ok_or_else(|| Error::InvalidConfig(format!("{variable}={text:?} is too long"))),
-        _ => Err(Error::InvalidConfig(format!(
-            "{variable}={text:?}: expected a duration like 0, 30s, 5m or 500ms"
-        ))),
     }
 }
 

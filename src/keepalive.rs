@@ -134,7 +134,10 @@ impl KeepAlive {
                 });
             match spawned {
                 Ok(watching) => threads.push(watching),
-                Err(error) => tracing::warn!(%error, "cannot start the keep-alive threads"),
+                Err(error) => tracing::warn!(
+                    error = %crate::error::Chain(&error),
+                    "cannot start the keep-alive threads"
+                ),
             }
         }
         KeepAlive { shared, threads }

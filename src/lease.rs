@@ -12,6 +12,44 @@
 
 use std::time::Duration;
 
+/// The longest lease a client grants by default (see
+/// [`ClientBuilder::max_lease`](crate::ClientBuilder::max_lease)).
+pub const DEFAULT_MAX_LEASE: Duration = Duration::from_secs(300);
+
+/// The lease settings a client gives its locks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Leases {
+    /// The longest TTL a lock may be taken or refreshed with.
+    pub(crate) max_lease: Duration,
+    /// How long a server that (re)started grants no lock; zero = off.
+    pub(crate) lock_delay: Duration,
+}
+
+/// A duration from the environment: a whole number with a unit (`500ms`, `30s`, `5m`,
+/// `1h`), or bare seconds (`0`, `90`).
+pub(crate) fn env_duration(variable: &str, text: &str) -> crate::error::Result<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit {
+        "ms" => Some(Duration::from_millis(1)),
+        "" | "s" => Some(Duration::from_secs(1)),
+        "m" => Some(Duration::from_secs(60)),
+        "h" => Some(Duration::from_secs(3600)),
+        _ => None,
+    };
+    match (number.parse::<u32>(), scale) {
+        (Ok(number), Some(scale)) => scale.checked_mul(number).ok_or_else(|| {
+            crate::error::Error::InvalidConfig(format!("{variable}={text:?} is too long"))
+        }),
+        _ => Err(crate::error::Error::InvalidConfig(format!(
+            "{variable}={text:?}: expected a duration like 0, 30s, 5m or 500ms"
+        ))),
+    }
+}
+
 /// How long before the client-side end of a lease of `ttl` a holder must consider it lost:
 /// 1 s for memcached's whole-second clock, plus 1% of the lease for the rate drift between
 /// the client's and the server's clocks.
@@ -36,6 +74,22 @@ pub(crate) fn refresh_interval(ttl: Duration, margin: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_from_the_environment() {
+        let secs = Duration::from_secs;
+        assert_eq!(env_duration("X", "0").unwrap(), Duration::ZERO);
+        assert_eq!(env_duration("X", "90").unwrap(), secs(90));
+        assert_eq!(env_duration("X", " 5m ").unwrap(), secs(300));
+        assert_eq!(
+            env_duration("X", "500ms").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(env_duration("X", "1h").unwrap(), secs(3600));
+        for bad in ["", "m", "5 m", "-1s", "1.5s", "5d", "99999999999s"] {
+            assert!(env_duration("X", bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn short_leases_are_refreshed_twice_before_the_margin() {

@@ -58,7 +58,10 @@
 //! [`Error::LockLost`] and never touches the next holder's key. A lease is only a lease: a
 //! holder stalled past its TTL, an eviction or a restart can free the lock while its holder
 //! still runs — use keep-alive, check [`Permit::is_held`] before irreversible steps, or
-//! fence. A write whose reply was lost is read back; when even that fails memsem says
+//! fence. A restarted server grants no lock for the client's lock-delay
+//! ([`ClientBuilder::lock_delay`], by default the longest lease), so leases of its earlier
+//! incarnation have ended first ([`LostReason::Restarted`] for their holders). A write
+//! whose reply was lost is read back; when even that fails memsem says
 //! [`Error::Ambiguous`] and cleans up in the background. The README and RELIABILITY.md
 //! have the details and the measured fault behaviour.
 //!
@@ -98,7 +101,7 @@ mod token;
 mod wait;
 mod wire;
 
-pub use client::{Client, ClientBuilder, DEFAULT_MAX_LEASE, ServerStatus};
+pub use client::{Client, ClientBuilder, ServerStatus};
 pub use error::{Cause, Error, LostReason, Refusal, Result};
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
@@ -109,7 +112,7 @@ pub use flavor::{Blocking, Flavor};
 pub use keepalive::AsyncKeepAlive;
 pub use keepalive::KeepAlive;
 pub use keyed::LockOrWait;
-pub use lease::lease_margin;
+pub use lease::{DEFAULT_MAX_LEASE, lease_margin};
 pub use permit::Permit;
 pub use quorum::{QuorumLock, QuorumPermit};
 pub use routing::{Endpoint, Routing, ServerSpec};

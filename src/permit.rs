@@ -109,11 +109,12 @@ impl<F: Flavor> Permit<F> {
         self.fence
     }
 
-    /// Sets the expiry from the seconds the server says are left (`None`: never).
+    /// Sets the expiry from the seconds the server says are left (`None`: never), counted
+    /// from just before the read was sent, so that it never overstates the lease.
     pub(crate) fn set_remaining(&mut self, ttl: Option<u64>) {
         // The server's figure is network data: an absurd one must not overflow the clock.
         self.expires_at =
-            ttl.and_then(|secs| Instant::now().checked_add(Duration::from_secs(secs)));
+            ttl.and_then(|secs| self.acquired_at.checked_add(Duration::from_secs(secs)));
     }
 
     /// The lock's name.

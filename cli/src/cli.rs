@@ -193,9 +193,11 @@ The lease (--ttl) is refreshed every TTL/3 while the command runs, so the comman
 far longer than the TTL. If the lease is lost (the key expired, was evicted or deleted, the
 server restarted) — or no refresh was confirmed by the lease's end minus --kill-after and a
 margin (memcached unreachable) — memsem says so and by default stops the command (SIGTERM,
-SIGKILL after --kill-after) before the lease can end, and exits 75. SIGINT, SIGTERM and SIGHUP are passed
-on to the command; the lock is given back when it ends. Signals go to the command's own
-process only: in `sh -c '...'`, `exec` the last command so that it receives them.";
+SIGKILL after --kill-after) before the lease can end, and exits 75. SIGINT, SIGTERM and
+SIGHUP are passed on to the command's process group; the lock is given back when it ends.
+On Linux the command is killed if memsem dies. The command gets MEMSEM_TOKEN (and with
+--fencing MEMSEM_FENCE, a number larger than every earlier holder's, for a resource to
+reject stale holders).";
 
 const ACQUIRE_HELP: &str = "\
 Examples:
@@ -312,6 +314,11 @@ pub struct RunArgs {
     /// Holder information shown to others [default: "host=HOST pid=PID cmd=CMD"]
     #[arg(long, value_name = "TEXT")]
     pub info: Option<String>,
+
+    /// Draw a fencing number (larger than every earlier holder's) and pass it to the command
+    /// in MEMSEM_FENCE, beside its token in MEMSEM_TOKEN
+    #[arg(long)]
+    pub fencing: bool,
 
     /// Exit status when the lock is not acquired (as flock's -E)
     #[arg(long, short = 'E', value_name = "N", default_value_t = crate::exit::TEMPFAIL)]

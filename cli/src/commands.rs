@@ -45,10 +45,11 @@ pub fn dispatch(cli: Cli) -> u8 {
                 cooldown: args.cooldown,
                 info: &info,
             };
-            match lock.semaphore(&client) {
-                Ok(sem) => Ok(run::run(sem, &args, global.quiet)),
-                Err(error) => Err(error),
-            }
+            let sem = lock.semaphore(&client).and_then(|sem| match args.fencing {
+                true => sem.with_fencing(),
+                false => Ok(sem),
+            });
+            sem.map(|sem| run::run(sem, &args, global.quiet))
         }
         Command::Acquire(args) => acquire_command(&client, &args, &global),
         Command::Release(args) => release(&client, &args, &global),
@@ -65,7 +66,23 @@ pub fn dispatch(cli: Cli) -> u8 {
         Command::Completions { .. } | Command::Man => Ok(0),
         Command::Serve(protocol) => Ok(crate::serve::run(builder(&global), protocol)),
     };
-    outcome.unwrap_or_else(|error| exit::report(&error))
+    let code = outcome.unwrap_or_else(|error| exit::report(&error));
+    settle(&client, &global);
+    code
+}
+
+/// Before exiting, lets the library's clean-up settle what this process could not confirm
+/// (an acquire or release whose reply was lost: read back, deleted while it holds our
+/// token), within a bound the time-outs set: the clean-up thread ends with the process.
+fn settle(client: &Client, global: &Global) {
+    let connect = global.connect_timeout.unwrap_or(Duration::from_secs(1));
+    let io = global.io_timeout.unwrap_or(Duration::from_secs(1));
+    if !client.wait_for_cleanup(connect + io * 3) {
+        eprintln!(
+            "memsem: could not make sure that no lock was left under this process's token: \
+             it ends with its TTL"
+        );
+    }
 }
 
 /// The client the global options (or the environment) describe.

@@ -32,14 +32,16 @@ Exit statuses (the same for every command):
   0        success (run: the command's own status)
   1        status: the lock is held or cooling down; verify, release, refresh: the token
            does not hold the lock
-  64       bad arguments or configuration
-  69       a memcached server is unreachable or did not answer (named on stderr)
+  64       bad arguments or configuration (also holder info with a line break, a --ttl
+           above --max-lease or too short for --kill-after)
+  69       a memcached server is unreachable or did not answer (named on stderr); an
+           acquire whose reply was lost is settled before memsem exits
   70       memsem itself failed (signal handling, waiting for the command)
-  75       the lock was not acquired (held, or the server is in its lock-delay; see
-           --conflict-exit-code), or was lost while the command ran (the command is
-           stopped before the lease can end)
-  76       the server is not a usable memcached (no meta protocol, wants auth or TLS,
-           or answers something else)
+  75       the lock was not acquired (held, see --conflict-exit-code, or the server is in
+           its lock-delay), or was lost while the command ran (the command is stopped
+           before the lease can end; also when found lost at the release)
+  76       a server answered with something that is not memcached, or cannot be used (no
+           meta protocol, wants authentication or TLS)
   126/127  the command could not be executed / was not found
   128+N    the command (or memsem while waiting) was killed by signal N";
 

@@ -2,6 +2,7 @@
 //! and takes, gives back and inspects locks from shell scripts.
 
 mod acquire;
+mod child;
 mod cli;
 mod commands;
 mod exit;

@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::io::ErrorKind;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, ExitStatus};
+use std::process::ExitStatus;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use memsem::{Error, Permit, Semaphore, lease_margin};
 
 use crate::acquire::{self, Acquired, Event};
+use crate::child::{self, Guarded};
 use crate::cli::{OnLost, RunArgs};
 use crate::exit;
 
@@ -68,18 +69,24 @@ pub fn run(sem: Semaphore, args: &RunArgs, quiet: bool) -> u8 {
     };
 
     let (program, rest) = args.command.split_first().expect("clap requires a command");
-    let child = match Command::new(program).args(rest).spawn() {
+    // What the command may check a resource against: the holder's token, and (with
+    // --fencing) the fencing number, larger than every earlier holder's.
+    let mut env = vec![("MEMSEM_TOKEN", permit.token().to_string())];
+    if let Some(fence) = permit.fence() {
+        env.push(("MEMSEM_FENCE", fence.to_string()));
+    }
+    let child = match child::spawn(program, rest, &env) {
         Ok(child) => child,
         Err(error) => {
             eprintln!("memsem: cannot run {}: {error}", program.to_string_lossy());
-            give_back(permit, quiet);
+            let _ = give_back(permit, quiet);
             return match error.kind() {
                 ErrorKind::NotFound => exit::NOT_FOUND,
                 _ => exit::CANNOT_EXECUTE,
             };
         }
     };
-    let pid = child.id() as libc::pid_t;
+    let pid = child.pid();
     let waiter_events = events_tx.clone();
     thread::spawn(move || {
         let _ = waiter_events.send(Event::Exited(wait_without_reaping(pid)));
@@ -93,10 +100,13 @@ pub fn run(sem: Semaphore, args: &RunArgs, quiet: bool) -> u8 {
     });
 
     let outcome = supervise(child, &sem, args, &events);
-    if let Some(permit) = held.into_permit() {
-        give_back(permit, quiet);
-    }
+    let lost_at_release = match held.into_permit() {
+        Some(permit) => !give_back(permit, quiet),
+        None => false,
+    };
     match outcome {
+        // Another holder may have run beside the command: not a success.
+        Ok(_) if lost_at_release && args.on_lost == OnLost::Kill => exit::TEMPFAIL,
         Ok(status) => status,
         Err(code) => code,
     }
@@ -105,12 +115,12 @@ pub fn run(sem: Semaphore, args: &RunArgs, quiet: bool) -> u8 {
 /// Waits for the command to end, passing on signals and acting on a lost lease. `Ok` with
 /// the command's status, or `Err` with memsem's own.
 fn supervise(
-    mut child: Child,
+    mut guarded: Guarded,
     sem: &Semaphore,
     args: &RunArgs,
     events: &Receiver<Event>,
 ) -> Result<u8, u8> {
-    let pid = child.id() as libc::pid_t;
+    let pid = guarded.pid();
     let mut lost = false;
     let mut kill_at: Option<Instant> = None;
     loop {
@@ -120,7 +130,8 @@ fn supervise(
         };
         match event {
             Ok(Event::Exited(Ok(()))) => {
-                let status = match child.wait() {
+                guarded.reclaim_terminal();
+                let status = match guarded.child.wait() {
                     Ok(status) => status,
                     Err(error) => {
                         eprintln!("memsem: waiting for the command failed: {error}");
@@ -137,7 +148,7 @@ fn supervise(
                 eprintln!("memsem: waiting for the command failed: {error}");
                 return Err(exit::SOFTWARE);
             }
-            Ok(Event::Signal(signal)) => signal_child(pid, signal),
+            Ok(Event::Signal(signal)) => child::signal_group(pid, signal),
             Ok(Event::Lost(why)) => {
                 lost = true;
                 eprintln!(
@@ -150,14 +161,14 @@ fn supervise(
                             "memsem: stopping the command (SIGTERM, SIGKILL after {})",
                             humantime::format_duration(args.kill_after)
                         );
-                        signal_child(pid, libc::SIGTERM);
+                        child::signal_group(pid, libc::SIGTERM);
                         kill_at = Some(Instant::now() + args.kill_after);
                     }
                     OnLost::Warn => eprintln!("memsem: the command keeps running (--on-lost warn)"),
                 }
             }
             Err(RecvTimeoutError::Timeout) => {
-                signal_child(pid, libc::SIGKILL);
+                child::signal_group(pid, libc::SIGKILL);
                 kill_at = None;
             }
             Err(RecvTimeoutError::Disconnected) => return Err(exit::SOFTWARE),
@@ -189,14 +200,6 @@ fn wait_without_reaping(pid: libc::pid_t) -> std::io::Result<()> {
     }
 }
 
-fn signal_child(pid: libc::pid_t, signal: i32) {
-    // SAFETY: kill has no memory effects; the child is reaped only after its exit event is
-    // handled, so the pid still names it (or its zombie).
-    unsafe {
-        libc::kill(pid, signal);
-    }
-}
-
 /// The shell's view of a status: the exit code, or 128 + the signal that killed it.
 fn status_code(status: ExitStatus) -> u8 {
     match (status.code(), status.signal()) {
@@ -206,18 +209,21 @@ fn status_code(status: ExitStatus) -> u8 {
     }
 }
 
-/// Releases the permit (with the semaphore's cooldown), reporting a failure on stderr.
-fn give_back(permit: Permit, quiet: bool) {
+/// Releases the permit (with the semaphore's cooldown), reporting a failure on stderr;
+/// `false` when the lease was found lost.
+fn give_back(permit: Permit, quiet: bool) -> bool {
     let name = permit.name().to_string();
     match permit.release() {
-        Ok(()) => {}
+        Ok(()) => true,
         Err(error) if error.is_lock_lost() => {
             eprintln!("memsem: lock {name} was lost before the command ended: {error}");
+            false
         }
         Err(error) => {
             if !quiet {
                 eprintln!("memsem: could not release lock {name} (it ends with its TTL): {error}");
             }
+            true
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::permit::Permit;
 
 use super::judge;
 
-/// The async twin of [`KeepAlive`] (feature `tokio`): a tokio task refreshes the lease
+/// The async twin of [`KeepAlive`](crate::KeepAlive) (feature `tokio`): a tokio task refreshes the lease
 /// every third of its TTL. Get one from `Permit<Tokio>::keep_alive`.
 ///
 /// Dropping it stops the task; the permit is then released in the background (as dropping
@@ -29,6 +29,7 @@ use super::judge;
 /// # Ok(())
 /// # }
 /// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 #[must_use = "the lock is released as soon as the keep-alive is dropped"]
 #[derive(Debug)]
 pub struct AsyncKeepAlive {

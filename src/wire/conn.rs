@@ -136,7 +136,11 @@ impl Conn {
                 Ok(Some(found)) => break found,
                 Ok(None) => {}
                 Err(unusable) if probe::retry_classic(settings.protocol, &unusable, tls) => {
-                    return Conn::open(address, &classic(settings), send_auth);
+                    let conn = Conn::open(address, &classic(settings), send_auth)?;
+                    if settings.protocol == Protocol::Meta {
+                        return Err(Failure::Refused(Refusal::NoMetaProtocol));
+                    }
+                    return Ok(conn);
                 }
                 Err(unusable) => return Err(probe_failure(unusable, tls, address, settings)),
             }

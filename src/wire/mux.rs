@@ -227,10 +227,17 @@ impl AsyncBackend {
     async fn open(&self, send_auth: bool) -> Outcome<Link> {
         match self.open_as(send_auth, self.settings.protocol).await? {
             Some(link) => Ok(link),
-            None => self
-                .open_as(send_auth, Protocol::Classic)
-                .await?
-                .ok_or_else(|| unavailable(io::ErrorKind::UnexpectedEof.into())),
+            None => {
+                let link = self
+                    .open_as(send_auth, Protocol::Classic)
+                    .await?
+                    .ok_or_else(|| unavailable(io::ErrorKind::UnexpectedEof.into()))?;
+                // Asked for meta, a server that answers only the classic probe lacks it.
+                if self.settings.protocol == Protocol::Meta {
+                    return Err(Failure::Refused(Refusal::NoMetaProtocol));
+                }
+                Ok(link)
+            }
         }
     }
 

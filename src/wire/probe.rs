@@ -242,11 +242,13 @@ pub(crate) fn redial_classic(protocol: Protocol, found: &Greeting) -> bool {
 }
 
 /// Whether a probe that failed with `unusable` is worth one more dial with the classic
-/// probe: in `auto` without TLS, a peer that closed without a byte may be twemproxy, which
-/// drops the whole pipelined probe, `version` included, once it meets `mn`. A TLS-only
+/// probe: without TLS, a peer that closed without a byte may be twemproxy, which drops the
+/// whole pipelined probe, `version` included, once it meets `mn`. In `auto` the classic
+/// connection is then used; in `meta` its answer proves the server lacks meta commands
+/// ([`Refusal::NoMetaProtocol`](crate::Refusal::NoMetaProtocol), never retried). A TLS-only
 /// server stays silent to the classic probe too, and is then reported as before.
 pub(crate) fn retry_classic(protocol: Protocol, unusable: &Unusable, tls: bool) -> bool {
-    protocol == Protocol::Auto && !tls && *unusable == Unusable::Silent
+    protocol != Protocol::Classic && !tls && *unusable == Unusable::Silent
 }
 
 #[cfg(test)]
@@ -289,7 +291,8 @@ mod tests {
         // twemproxy also drops a pipelined probe without answering `version`.
         assert!(retry_classic(Protocol::Auto, &Unusable::Silent, false));
         assert!(!retry_classic(Protocol::Auto, &Unusable::Silent, true));
-        assert!(!retry_classic(Protocol::Meta, &Unusable::Silent, false));
+        assert!(retry_classic(Protocol::Meta, &Unusable::Silent, false));
+        assert!(!retry_classic(Protocol::Meta, &Unusable::Silent, true));
         assert!(!retry_classic(Protocol::Classic, &Unusable::Silent, false));
 
         // memcached 1.5: ERROR to `mn`, statistics answered: classic with an epoch.

@@ -25,20 +25,33 @@ fn read_some(stream: &mut Stream, buf: &mut [u8]) -> usize {
     got
 }
 
-/// Whether the server answers a binary `version` request (magic 0x80, opcode 0x0b) with a
-/// binary response (magic 0x81): a SASL-only memcached (`-S`) does, and ignores text
-/// commands. A TLS-only server answers neither.
-fn speaks_binary(address: &Address, settings: &Settings) -> bool {
-    let binary = (|| {
+/// Whether the server answers a plain text `version`, sent alone on a fresh connection.
+fn answers_version(address: &Address, settings: &Settings) -> bool {
+    let plain = (|| {
+        let mut stream = Stream::dial(address, settings.timeouts, None).ok()?;
+        stream.send(b"version\r\n").ok()?;
+        let mut reply = [0u8; 8];
+        Some(read_some(&mut stream, &mut reply) == reply.len() && &reply == b"VERSION ")
+    })();
+    plain == Some(true)
+}
+
+/// Whether the server has SASL on: it answers a binary "list SASL mechanisms" request
+/// (magic 0x80, opcode 0x20) with success (magic 0x81, status 0). A memcached without SASL
+/// answers "unknown command" (status 0x81); a TLS-only server answers nothing binary. A
+/// SASL memcached (`-S`) ignores text commands, so the probe met silence or a close.
+fn sasl_on(address: &Address, settings: &Settings) -> bool {
+    let sasl = (|| {
         let mut stream = Stream::dial(address, settings.timeouts, None).ok()?;
         let mut request = [0u8; 24];
         request[0] = 0x80;
-        request[1] = 0x0b;
+        request[1] = 0x20;
         stream.send(&request).ok()?;
-        let mut reply = [0u8; 1];
-        Some(read_some(&mut stream, &mut reply) == 1 && reply[0] == 0x81)
+        let mut reply = [0u8; 24];
+        let got = read_some(&mut stream, &mut reply);
+        Some(got == reply.len() && reply[0] == 0x81 && reply[1] == 0x20 && reply[6..8] == [0, 0])
     })();
-    binary == Some(true)
+    sasl == Some(true)
 }
 
 /// Whether the server answers a TLS ClientHello with a TLS record (a handshake or an alert:
@@ -63,11 +76,51 @@ fn speaks_tls(address: &Address, settings: &Settings) -> bool {
     tls == Some(true)
 }
 
+/// Reads one reply line (without its CRLF); `None` when the peer closed first.
+fn reply_line(stream: &mut Stream) -> Option<Vec<u8>> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") && line.len() < 1024 {
+        if read_some(stream, &mut byte) == 0 {
+            return None;
+        }
+        line.push(byte[0]);
+    }
+    line.truncate(line.len().saturating_sub(2));
+    Some(line)
+}
+
+/// Whether the server answers `version` but closes the connection at `mn` (twemproxy drops
+/// a whole pipelined probe that holds a meta command). A server that answers both is fine
+/// now (it was going away when probed): not a refusal.
+fn drops_meta(address: &Address, settings: &Settings) -> bool {
+    let dropped = (|| {
+        let mut stream = Stream::dial(address, settings.timeouts, None).ok()?;
+        stream.send(b"version\r\n").ok()?;
+        if !reply_line(&mut stream)?.starts_with(b"VERSION ") {
+            return Some(false);
+        }
+        stream.send(b"mn\r\n").ok()?;
+        Some(match reply_line(&mut stream) {
+            None => true,
+            Some(line) => line == b"ERROR",
+        })
+    })();
+    dropped == Some(true)
+}
+
 /// A plain server that closed the connection at our text probe without a byte: SASL-only,
-/// TLS-only, or a server going away (shutting down, restarting), which is only unavailable.
+/// a proxy that drops meta commands, TLS-only, or a server going away (shutting down,
+/// restarting), which is only unavailable.
 pub(crate) fn closed_at_hello(address: &Address, settings: &Settings) -> Failure {
-    if speaks_binary(address, settings) {
+    if answers_version(address, settings) && drops_meta(address, settings) {
+        // A text server that answers `version` alone but drops `version` + `mn` without a
+        // byte, twice: a proxy without meta commands (twemproxy), not a restarting server.
+        Failure::Refused(Refusal::NoMetaProtocol)
+    } else if sasl_on(address, settings) {
         Failure::Refused(Refusal::SaslOnly)
+    } else if drops_meta(address, settings) {
+        Failure::Refused(Refusal::NoMetaProtocol)
     } else if speaks_tls(address, settings) {
         Failure::Refused(Refusal::TlsMismatch)
     } else {
@@ -80,13 +133,13 @@ pub(crate) fn closed_at_hello(address: &Address, settings: &Settings) -> Failure
 }
 
 /// A plain server that let our text probe time out without a byte: SASL-only servers stay
-/// silent; otherwise the server is just not answering.
+/// silent; otherwise the server is just not answering (paused, overloaded).
 pub(crate) fn silent_at_hello(
     address: &Address,
     settings: &Settings,
     timeout: io::Error,
 ) -> Failure {
-    if speaks_binary(address, settings) {
+    if sasl_on(address, settings) {
         Failure::Refused(Refusal::SaslOnly)
     } else {
         Failure::Unavailable(Box::new(timeout))
@@ -101,13 +154,7 @@ pub(crate) fn silent_at_handshake(
     settings: &Settings,
     timeout: io::Error,
 ) -> Failure {
-    let plain = (|| {
-        let mut stream = Stream::dial(address, settings.timeouts, None).ok()?;
-        stream.send(b"version\r\n").ok()?;
-        let mut reply = [0u8; 8];
-        Some(read_some(&mut stream, &mut reply) == reply.len() && &reply == b"VERSION ")
-    })();
-    if plain == Some(true) {
+    if answers_version(address, settings) {
         Failure::Refused(Refusal::TlsMismatch)
     } else {
         Failure::Unavailable(Box::new(timeout))

@@ -21,10 +21,12 @@
 //! 6. contention with separate processes (this executable again, `--worker`) vs threads;
 //! 7. 1,000 waiters as tokio tasks vs as threads (feature `tokio`), measured in child
 //!    processes (`--crowd`) so that their memory figures are their own;
-//! 8. meta vs classic: acquire+release pairs in each dialect, on memcached and through
-//!    nutcracker, as multiples of the raw round trip on the same path;
-//! 9. uncontended acquire+release over TCP, a unix socket and TLS, each against a raw
-//!    socket (or rustls stream) sending the same two meta commands.
+//! 8. uncontended acquire+release over TCP, a unix socket and TLS, each against a raw
+//!    socket (or rustls stream) sending the same two meta commands;
+//! 9. lock+unlock through `memsem serve keyedmutexd` and `memsem serve lock-server` vs the
+//!    library call (needs the `memsem` binary built);
+//! 10. meta vs classic: acquire+release pairs in each dialect, on memcached and through
+//!     nutcracker, as multiples of the raw round trip on the same path.
 
 #[allow(dead_code)]
 #[path = "../it/procs.rs"]
@@ -48,6 +50,8 @@ mod cli;
 mod crowd;
 #[path = "scenarios/dialects.rs"]
 mod dialects;
+#[path = "scenarios/gateways.rs"]
+mod gateways;
 #[allow(dead_code)]
 #[path = "../it/nutcracker.rs"]
 mod nutcracker;
@@ -143,7 +147,7 @@ fn main() {
         memcached_version(&address),
     );
 
-    // `-- --only N[,N...]` runs only those tables (1-9).
+    // `-- --only N[,N...]` runs only those tables (1-10).
     let only: Option<Vec<u32>> = args
         .iter()
         .position(|a| a == "--only")
@@ -180,10 +184,13 @@ fn main() {
         crowd::tasks_vs_threads(&address, sizes);
     }
     if run(8) {
-        dialects::meta_vs_classic(sizes);
+        transports::over_transports(sizes);
     }
     if run(9) {
-        transports::over_transports(sizes);
+        gateways::lock_unlock(&address, sizes);
+    }
+    if run(10) {
+        dialects::meta_vs_classic(sizes);
     }
 }
 

@@ -8,7 +8,7 @@
 //! `loop` takes one of the comma-separated NAMES at random, acquires it (with fencing),
 //! stays in the critical section for a few milliseconds (sometimes about a second,
 //! refreshing the lease), then releases it, until the Unix time UNTIL_MS. Every step is one
-//! line appended to LOG: `enter NAME TOKEN FENCE PID T`, `refresh NAME TOKEN PID T OUTCOME`,
+//! line appended to LOG: `enter NAME TOKEN FENCE PID T SENT` (SENT: when the winning add was sent), `refresh NAME TOKEN PID T OUTCOME`,
 //! `exit NAME TOKEN PID T`, `release NAME TOKEN PID T OUTCOME`, `timeout NAME PID T`,
 //! `error NAME PID T KIND` (T in Unix nanoseconds). A careful holder leaves the critical
 //! section as soon as a refresh reports the lock lost, or when its known lease is nearly over.
@@ -74,6 +74,15 @@ fn kind(error: &Error) -> &'static str {
         Error::Timeout { .. } => "timeout",
         Error::Protocol { .. } => "protocol",
         Error::LockDelay { .. } => "lock-delay",
+        Error::Refused {
+            reason: memsem::Refusal::TlsMismatch,
+            ..
+        } => "refused-tls",
+        Error::Refused {
+            reason: memsem::Refusal::NoMetaProtocol,
+            ..
+        } => "refused-meta",
+        Error::Refused { .. } => "refused",
         _ => "other",
     }
 }
@@ -111,7 +120,12 @@ fn run_loop(args: &[String]) -> Result<(), Failure> {
         };
         let token = permit.token().to_string();
         let fence = permit.fence().unwrap_or(0);
-        record(format!("enter {name} {token} {fence} {pid} {}", now_ns()))?;
+        // When the winning add was sent, by the wall clock.
+        let now = now_ns();
+        let granted = now.saturating_sub(permit.acquired_at().elapsed().as_nanos());
+        record(format!(
+            "enter {name} {token} {fence} {pid} {now} {granted}"
+        ))?;
         critical_section(&mut permit, ttl, |outcome| {
             record(format!(
                 "refresh {name} {token} {pid} {} {outcome}",
@@ -145,8 +159,9 @@ fn critical_section(
     }
     let work = Duration::from_millis(rand::random_range(600..1200));
     let started = Instant::now();
-    // memcached counts its clock in whole seconds: keep a second and a half in hand.
-    let margin = Duration::from_millis(1500);
+    // The lease margin (memcached's whole seconds, clock drift), and half a second for a
+    // step of this loop (a sleep and a refresh that may wait for a frozen server).
+    let margin = memsem::lease_margin(ttl) + Duration::from_millis(500);
     while started.elapsed() < work {
         std::thread::sleep(Duration::from_millis(200));
         match permit.refresh(ttl) {

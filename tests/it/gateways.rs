@@ -96,11 +96,6 @@ impl Gateway {
         }
     }
 
-    fn count(&self, needle: &str) -> usize {
-        let lines = self.log.0.lock().unwrap();
-        lines.iter().filter(|l| l.contains(needle)).count()
-    }
-
     fn signal(&self, signal: i32) {
         assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
     }
@@ -447,6 +442,56 @@ fn keyedmutexd_shutdown_releases_holders_and_closes_waiters() {
 }
 
 #[test]
+fn keyedmutexd_replaces_a_stale_socket_but_no_other_file() {
+    let dir = std::env::temp_dir().join(unique("memsem-km-stale"));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A socket file left by a dead server: nobody listens on it.
+    let stale = dir.join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let gateway = Gateway::start(
+        "127.0.0.1:1",
+        "keyedmutexd",
+        &["--socket", stale.to_str().unwrap()],
+    );
+    assert!(
+        std::os::unix::net::UnixStream::connect(&stale).is_ok(),
+        "listening there now"
+    );
+    // A live one is not taken over.
+    let second = Command::new(crate::harness::workspace_binary("memsem"))
+        .args([
+            "--servers",
+            "127.0.0.1:1",
+            "serve",
+            "keyedmutexd",
+            "--socket",
+        ])
+        .arg(&stale)
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(69));
+    drop(gateway);
+    // A regular file is never removed.
+    let file = dir.join("notes.txt");
+    std::fs::write(&file, "keep me").unwrap();
+    let refused = Command::new(crate::harness::workspace_binary("memsem"))
+        .args([
+            "--servers",
+            "127.0.0.1:1",
+            "serve",
+            "keyedmutexd",
+            "--socket",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(69));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not a socket"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn gateways_fail_closed_when_the_fleet_is_unreachable() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -536,6 +581,34 @@ fn lock_server_keeps_fifo_order_across_gateways() {
 }
 
 #[test]
+fn lock_server_queue_outlives_a_dead_gateway() {
+    let server = Memcached::start();
+    let options = ["--lock-timeout", "30", "--lock-attempt-timeout", "60"];
+    let a = Gateway::lock_server(&server, &options);
+    let mut b = Gateway::lock_server(&server, &options);
+    let key = unique("ls-dead-waiter");
+    assert_ne!(ls_call(&a, &["LOCK", &key, "holder"]), "0");
+    // w1 queues through B, then B dies: w1's place in line must not stall w2 for ever.
+    let w1 = Client::spawn(LOCK_SERVER_PL, &["call", &b.address, "LOCK", &key, "w1"]);
+    b.wait_for(&format!("{key} w1 queued"), 1);
+    let w2 = Client::spawn(LOCK_SERVER_PL, &["call", &a.address, "LOCK", &key, "w2"]);
+    a.wait_for(&format!("{key} w2 queued"), 1);
+    b.signal(libc::SIGKILL);
+    assert_eq!(b.exit_code(), None);
+    assert_eq!(
+        w1.finish().1,
+        Some(5),
+        "w1's connection died with its gateway"
+    );
+
+    assert_eq!(ls_call(&a, &["UNLOCK", &key, "holder"]), "1");
+    let (reply, code) = w2.finish();
+    assert_eq!(code, Some(0));
+    assert_ne!(reply.trim(), "0", "w2 is granted once w1's place expires");
+    assert_eq!(ls_call(&a, &["VERIFY", &key, "w2"]), "1");
+}
+
+#[test]
 fn lock_server_verbs_timeouts_and_library_users() {
     let server = Memcached::start();
     let options = ["--lock-timeout", "1", "--lock-attempt-timeout", "0.2"];
@@ -616,7 +689,7 @@ fn lock_server_bad_input_gets_0_and_leaks_no_lock() {
         let answer = raw_exchange(&gateway.address, bytes, false);
         assert!(answer == b"0\n" || answer.is_empty(), "{what}: {answer:?}");
     }
-    assert_eq!(gateway.count("bad request"), cases.len());
+    gateway.wait_for("bad request", cases.len());
     assert_eq!(ls_call(&gateway, &["SHUTDOWN"]), "0", "no --allow-shutdown");
     assert_eq!(ls_call(&gateway, &["PING"]), "1");
     assert_eq!(ls_call(&gateway, &["CHECK", &key]), "0");

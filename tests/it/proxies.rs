@@ -674,3 +674,94 @@ fn tokio_client_through_nutcracker_falls_back_to_classic() {
         }
     });
 }
+
+/// The `memsem` binary through nutcracker: `ping` names the dialect `auto` chose, `run`
+/// holds the lock on the backend the proxy routes to, and a bad `--protocol` is a usage
+/// error.
+#[test]
+fn memsem_cli_through_nutcracker_pings_classic_and_runs_a_command() {
+    let fleet = ProxiedFleet::start();
+    let memsem = || {
+        let mut command = Command::new(crate::harness::workspace_binary("memsem"));
+        command
+            .env("MEMSEM_SERVERS", &fleet.proxy.listen[0])
+            .env("MEMSEM_NAMESPACE", NAMESPACE)
+            .env("MEMSEM_LOCK_DELAY", "0")
+            .env_remove("MEMSEM_ROUTING")
+            .env_remove("MEMSEM_PROTOCOL");
+        command
+    };
+    let ping = memsem().arg("ping").output().expect("memsem runs");
+    let text = String::from_utf8_lossy(&ping.stdout);
+    assert!(ping.status.success(), "{text}");
+    assert!(text.contains("classic protocol"), "{text}");
+    let json = memsem()
+        .args(["ping", "--json"])
+        .output()
+        .expect("memsem runs");
+    assert!(String::from_utf8_lossy(&json.stdout).contains("\"dialect\":\"classic\""));
+
+    // `memsem run` holds the lock on the backend while its command runs.
+    let name = &fleet.names()[0];
+    let scratch = Scratch::new("memsem-proxied-cli");
+    let (inside, go) = (scratch.path("inside"), scratch.path("go"));
+    let script = format!(
+        "touch '{}'; while [ ! -e '{}' ]; do sleep 0.01; done",
+        inside.display(),
+        go.display()
+    );
+    let mut run = memsem()
+        .args([
+            "--protocol",
+            "classic",
+            "run",
+            "--no-wait",
+            name,
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("memsem runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !inside.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never started"
+        );
+        if let Some(status) = run.try_wait().expect("poll memsem") {
+            panic!("memsem run ended early: {status}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(
+        fleet.holders_of(name).len(),
+        1,
+        "held while the command runs"
+    );
+    std::fs::write(&go, b"").expect("let the command finish");
+    let output = run.wait_with_output().expect("memsem ends");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        fleet.holders_of(name).is_empty(),
+        "released after the command"
+    );
+
+    let bad = memsem()
+        .args(["--protocol", "binary", "ping"])
+        .output()
+        .expect("memsem runs");
+    assert_eq!(
+        bad.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

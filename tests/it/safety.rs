@@ -312,3 +312,140 @@ fn wait_for(condition: impl Fn() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The tokio keep-alive behind a blackhole: `lost()` completes while the server still holds
+/// the lease.
+#[test]
+fn an_async_keep_alive_cut_off_by_a_blackhole_reports_the_loss_before_the_lease_ends() {
+    let server = Memcached::start("127.0.0.1", None);
+    let proxy = Proxy::start(&server.address());
+    let name = unique("async-blackhole");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (why, still_held) = runtime.block_on(async {
+        let client = builder()
+            .servers(proxy.address())
+            .io_timeout(Duration::from_millis(500))
+            .connect_timeout(Duration::from_millis(500))
+            .build_async()
+            .await
+            .unwrap();
+        let sem = client
+            .semaphore(&name)
+            .unwrap()
+            .with_ttl(Duration::from_secs(3))
+            .unwrap();
+        let held = sem.try_acquire().await.unwrap().expect("free").keep_alive();
+        proxy.set(Mode::Blackhole);
+        tokio::time::timeout(Duration::from_secs(30), held.lost())
+            .await
+            .expect("the loss is reported");
+        let still_held = Raw::connect(&server.address())
+            .get(format!("__lock__{name}").as_bytes())
+            .is_some();
+        (held.lost_reason(), still_held)
+    });
+    assert_eq!(why, Some(memsem::LostReason::Expired));
+    assert!(
+        still_held,
+        "reported only after the lease had ended on the server"
+    );
+    proxy.set(Mode::Pass);
+}
+
+/// The reproduction with the command line: A runs under the lock, the server
+/// crashes and comes back empty, B acquires (lock-delay off); when A's command ends, A's
+/// release must not delete B's lock (CAS 1 again on the new server), and A exits 75.
+#[test]
+fn memsem_run_across_a_restart_never_deletes_the_next_holders_lock() {
+    let mut server = Restartable::start();
+    let name = unique("cli-restart");
+    let dir = std::env::temp_dir().join(unique("memsem-cli-restart"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let address = server.address();
+    let memsem = || {
+        let mut command = Command::new(crate::harness::workspace_binary("memsem"));
+        command
+            .env("MEMSEM_SERVERS", &address)
+            .env("MEMSEM_LOCK_DELAY", "0")
+            .env_remove("MEMSEM_NAMESPACE")
+            .env_remove("MEMSEM_TOKEN");
+        command
+    };
+    let script = format!(
+        "touch {d}/started; while [ ! -e {d}/go ]; do sleep 0.05; done",
+        d = dir.display()
+    );
+    let a = memsem()
+        .args(["run", "--ttl", "60s", &name, "--", "sh", "-c", &script])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(|| dir.join("started").exists());
+    server.crash_and_restart();
+    let b = memsem()
+        .args(["acquire", "--ttl", "60s", &name])
+        .output()
+        .unwrap();
+    assert_eq!(
+        b.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&b.stderr)
+    );
+    let token = String::from_utf8_lossy(&b.stdout).trim().to_string();
+
+    std::fs::write(dir.join("go"), "").unwrap();
+    let a = a.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&a.stderr);
+    assert_eq!(a.status.code(), Some(75), "{stderr}");
+    assert!(stderr.contains("restarted"), "{stderr}");
+    let verify = memsem()
+        .args(["verify", &name, "--token", &token])
+        .output()
+        .unwrap();
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "B lost its lock to A's stale release"
+    );
+    let c = memsem().args(["acquire", "-n", &name]).output().unwrap();
+    assert_eq!(c.status.code(), Some(75), "C got in while B holds the lock");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// On the command line: a server in its lock-delay makes `--no-wait` exit 75 naming the
+/// delay; a TTL above --max-lease is a usage error.
+#[test]
+fn the_cli_reports_the_lock_delay_and_refuses_leases_above_max_lease() {
+    let server = Restartable::start();
+    let run = |args: &[&str]| {
+        Command::new(crate::harness::workspace_binary("memsem"))
+            .env("MEMSEM_SERVERS", server.address())
+            .env_remove("MEMSEM_LOCK_DELAY")
+            .env_remove("MEMSEM_MAX_LEASE")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // A server started a moment ago is inside the default lock-delay (5 min).
+    let out = run(&["run", "--no-wait", &unique("cli-delay"), "--", "true"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    assert!(stderr.contains("lock-delay"), "{stderr}");
+    let out = run(&[
+        "--max-lease",
+        "1m",
+        "run",
+        "--ttl",
+        "2m",
+        "job",
+        "--",
+        "true",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("max_lease"), "{stderr}");
+}

@@ -43,7 +43,7 @@ pub struct KeyedArgs {
     pub socket: PathBuf,
 
     /// Listen on TCP `host:port` instead of the unix socket
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "socket")]
     pub listen: Option<String>,
 
     /// Lease of a held lock, refreshed while its client is connected; ends it if the gateway dies
@@ -249,7 +249,10 @@ async fn hold(
     let since = Instant::now();
     let keep_going = tokio::select! {
         read = conn.read(&mut byte) => match read {
-            Ok(1) if byte[0] == b'R' => true,
+            Ok(1) if byte[0] == b'R' => {
+                conn.ack_now();
+                true
+            }
             Ok(0) => {
                 gateway.event(format_args!("{peer} {name} closed while holding"));
                 false

@@ -85,6 +85,13 @@ pub async fn serve(client: Client<Tokio>, args: LockServerArgs) -> u8 {
         eprintln!("memsem serve lock-server: --lock-timeout must be above 0");
         return crate::exit::USAGE;
     }
+    // The lease of a lock: refused here, not at every LOCK, if the client's limits forbid it.
+    if let Err(error) = client
+        .semaphore("lock-server")
+        .and_then(|sem| sem.with_ttl(args.lock_timeout + Duration::from_secs(1)))
+    {
+        return crate::exit::report(&error);
+    }
     let listener = match super::bind_tcp(&args.listen).await {
         Ok(listener) => listener,
         Err(error) => {

@@ -67,8 +67,32 @@ pub fn seconds(text: &str) -> Result<Duration, String> {
 }
 
 /// A connection from a client: TCP or unix socket.
-pub trait Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn for T {}
+pub trait Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Acknowledges what was read at once, for a read that gets no reply (keyedmutexd's
+    /// release): a client with Nagle's algorithm on (Perl's IO::Socket) otherwise holds its
+    /// next request until the delayed ACK, about 40 ms later.
+    fn ack_now(&self) {}
+}
+
+impl Conn for tokio::net::TcpStream {
+    fn ack_now(&self) {
+        use std::os::fd::AsRawFd;
+        let on: libc::c_int = 1;
+        // SAFETY: a valid socket descriptor owned by `self`, and a pointer to a c_int of the
+        // length given. A failure only means a slower client.
+        unsafe {
+            libc::setsockopt(
+                self.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_QUICKACK,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
+impl Conn for tokio::net::UnixStream {}
 
 /// Where a gateway listens.
 enum Listener {
@@ -114,9 +138,17 @@ async fn bind_tcp(address: &str) -> std::io::Result<Listener> {
     Ok(Listener::Tcp(TcpListener::bind(address).await?))
 }
 
-/// Binds a unix socket, replacing a stale socket file nobody listens on.
+/// Binds a unix socket, replacing a stale socket file nobody listens on (never another
+/// kind of file).
 fn bind_unix(path: &std::path::Path) -> std::io::Result<Listener> {
-    if path.exists() {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "the path exists and is not a socket",
+            ));
+        }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AddrInUse,
@@ -166,7 +198,7 @@ impl Gateway {
 
     /// Starts the shutdown (the SHUTDOWN verb).
     pub fn stop(&self) {
-        let _ = self.stop.send(true);
+        self.stop.send_replace(true);
     }
 
     /// A handle that says when shutdown begins.

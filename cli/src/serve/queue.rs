@@ -6,7 +6,7 @@
 //! |---|---|---|---|
 //! | `KEY` | the lock itself | `lock-server requester=R expires=E grant=N` | lock timeout + 1 s |
 //! | `memsem-serve/grant/KEY/N` | how to release grant N from any gateway | the token of `KEY` | as `KEY` |
-//! | `memsem-serve/queue/KEY` (64 permits) | one slot per waiting LOCK | `TICKET R` | 2 s, kept alive while waiting |
+//! | `memsem-serve/queue/KEY` (32 permits) | one slot per waiting LOCK | `TICKET R` | 2 s, kept alive while waiting |
 //! | `memsem-serve/ticket/KEY` (16 permits, fencing) | the ticket dispenser | — | released at once |
 //!
 //! A Lock::Server key is one path component, so it has no `/` and these names never collide
@@ -15,19 +15,21 @@
 //! # LOCK
 //!
 //! 1. If the requester already holds `KEY` (not timed out): `0`.
-//! 2. Take a number: acquire and at once release a permit of the dispenser; its fencing
-//!    number is the ticket, strictly increasing across every gateway (one memcached counter,
-//!    incremented atomically with the add).
-//! 3. Queue: take a slot of `memsem-serve/queue/KEY` whose info is `TICKET R`. Its lease is
+//! 2. If nobody is in line, try to add `KEY` at once (the uncontended fast path: four round
+//!    trips with the check of step 1 and the grant record).
+//! 3. Otherwise, or when that fails, take a number: acquire and at once release a permit of
+//!    the dispenser; its fencing number is the ticket, strictly increasing across every
+//!    gateway (one memcached counter, incremented atomically with the add).
+//! 4. Queue: take a slot of `memsem-serve/queue/KEY` whose info is `TICKET R`. Its lease is
 //!    short and kept alive while the request waits, so a gateway that dies drops out of the
 //!    queue within 2 s and never stalls it. If another slot already carries `R`: `0`.
-//! 4. Poll (`--poll`): read every slot in one round trip; the live slot with the lowest ticket
-//!    is first in line. Only the first tries to add `KEY`; a lock whose `expires` has passed
-//!    is released through its grant record (owner-checked) so that the timeout is exact to a
-//!    poll, not to memcached's whole seconds.
-//! 5. On success: write the grant record, leave the queue, answer `E` (Unix time with
-//!    microseconds). At the attempt timeout (or shutdown, or the client leaving): leave the
-//!    queue, answer `0`.
+//! 5. Poll (`--poll`): read every slot in one round trip; the live slot with the lowest
+//!    ticket is first in line. Only the first tries to add `KEY`; a lock whose `expires` has
+//!    passed is released through its grant record (owner-checked) so that the timeout is
+//!    exact to a poll, not to memcached's whole seconds.
+//! 6. On success: write the grant record (`N`: the clock in nanoseconds, unique among the
+//!    grants of `KEY`), leave the queue, answer `E` (Unix time with microseconds). At the
+//!    attempt timeout (or shutdown, or the client leaving): leave the queue, answer `0`.
 //!
 //! Requests that reach the dispenser within one round trip of each other may be served in
 //! either order; otherwise they are served in arrival order, across gateways. The
@@ -49,7 +51,7 @@ use memsem::{Client, Error, Semaphore, Tokio, WaitPolicy};
 
 use super::Shutdown;
 
-const QUEUE_PERMITS: u32 = 64;
+const QUEUE_PERMITS: u32 = 32;
 const DISPENSER_PERMITS: u32 = 16;
 const WAITER_TTL: Duration = Duration::from_secs(2);
 
@@ -91,6 +93,16 @@ pub fn now_unix() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |since| since.as_secs_f64())
+}
+
+/// A number for a grant, unique among the grants of one key within a lease: the clock in
+/// nanoseconds (one key is granted at most once at a time), plus a counter within this process.
+fn grant_id() -> u64 {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as u64);
+    nanos.wrapping_add(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
 /// Lock::Server's operations, on the fleet.
@@ -210,11 +222,18 @@ impl Locks {
         if self.held_by(key, requester).await?.is_some() {
             return Ok(None);
         }
-        let ticket = self.ticket(key).await?;
         let queue = self
             .client
             .semaphore(&format!("memsem-serve/queue/{key}"))?
-            .with_permits(QUEUE_PERMITS)?
+            .with_permits(QUEUE_PERMITS)?;
+        // Nobody in line: no ticket needed, try at once.
+        if queue.holders().await?.is_empty()
+            && let Some(expires) = self.try_take(key, requester, false).await?
+        {
+            return Ok(Some(expires));
+        }
+        let ticket = self.ticket(key).await?;
+        let queue = queue
             .with_ttl(WAITER_TTL)?
             .with_info(&format!("{ticket} {requester}"))?;
         let Some(place) = queue.try_acquire().await? else {
@@ -279,7 +298,7 @@ impl Locks {
             }
             let first = waiters.iter().map(|(number, _)| *number).min();
             if first.is_none_or(|first| first >= ticket)
-                && let Some(expires) = self.try_take(key, requester, ticket).await?
+                && let Some(expires) = self.try_take(key, requester, true).await?
             {
                 return Ok(Some(expires));
             }
@@ -294,14 +313,16 @@ impl Locks {
         }
     }
 
-    /// One attempt at `key` by the first in line; ends a timed-out grant first.
+    /// One attempt at `key`; with `end_expired` (the first in line), ends a timed-out grant
+    /// first.
     async fn try_take(
         &self,
         key: &str,
         requester: &str,
-        ticket: u64,
+        end_expired: bool,
     ) -> Result<Option<f64>, Error> {
-        if let Some(Some(grant)) = self.current(key).await?
+        if end_expired
+            && let Some(Some(grant)) = self.current(key).await?
             && grant.expires <= now_unix()
         {
             self.release_grant(key, &grant).await?;
@@ -309,7 +330,7 @@ impl Locks {
         let grant = Grant {
             requester: requester.to_string(),
             expires: now_unix() + self.lock_timeout.as_secs_f64(),
-            grant: ticket,
+            grant: grant_id(),
         };
         let Some(permit) = self
             .lock(key)?
@@ -320,7 +341,9 @@ impl Locks {
             return Ok(None);
         };
         // If this fails, the permit is dropped: released in the background.
-        let record = self.grant_record(key, ticket)?.with_info(permit.token())?;
+        let record = self
+            .grant_record(key, grant.grant)?
+            .with_info(permit.token())?;
         let Some(record) = record.try_acquire().await? else {
             return Ok(None);
         };

@@ -8,7 +8,7 @@ use crate::{Sizes, median_us};
 
 /// The `memsem` binary of this build: cargo names it for benchmarks and tests (feature
 /// `cli`, on by default); otherwise it sits next to `deps/`, where this executable is.
-fn memsem_binary() -> Option<PathBuf> {
+pub fn memsem_binary() -> Option<PathBuf> {
     let named = option_env!("CARGO_BIN_EXE_memsem").map(PathBuf::from);
     let beside = std::env::current_exe()
         .ok()

@@ -114,7 +114,7 @@ pub fn meta_vs_classic(sizes: &Sizes) {
         },
     ];
     println!(
-        "## 8. Meta vs classic: uncontended acquire+release pair (median of {n}, µs; \
+        "## 10. Meta vs classic: uncontended acquire+release pair (median of {n}, µs; \
          × = multiple of the raw round trip on the same path)\n"
     );
     println!("| path | what | round trips | µs | × round trip |");

@@ -1,4 +1,4 @@
-//! Scenario 9: an uncontended acquire+release over TCP, a unix socket and TLS, each against
+//! Scenario 8: an uncontended acquire+release over TCP, a unix socket and TLS, each against
 //! the raw floor on the same transport in the same run: one socket (or one rustls stream)
 //! that writes `ms <key> 32 T60 ME` and `md <key>` and reads each reply, nothing else.
 
@@ -207,7 +207,7 @@ fn row(transport: &str, (raw_us, memsem_us): (f64, f64)) {
 
 pub fn over_transports(sizes: &Sizes) {
     let n = sizes.pairs;
-    println!("## 9. Uncontended acquire+release by transport (median of {n}, µs)\n");
+    println!("## 8. Uncontended acquire+release by transport (median of {n}, µs)\n");
     println!(
         "Each row has its own one-thread memcached (`-t 1`); the raw floor is one connection \
          writing a meta add and a meta delete and reading each reply, interleaved with memsem's \
