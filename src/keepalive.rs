@@ -376,11 +376,10 @@ fn watch_loop(shared: &Shared, margin: Duration) {
         };
         let now = Instant::now();
         if now >= deadline {
-            tracing::warn!(
-                margin = %crate::error::Human(margin),
-                "no refresh was confirmed in time: the lease may end within the margin \
-                 (memcached unreachable or not answering)"
-            );
+            tracing::warn!(margin = %crate::error::Human(margin), "no refresh confirmed before the lease's safe end");
+            if let Some(permit) = &state.permit {
+                crate::metrics::lost(permit.name(), LostReason::Expired);
+            }
             declare_lost(shared, state, LostReason::Expired);
             return;
         }

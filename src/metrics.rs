@@ -7,7 +7,7 @@
 //! | `memsem_contended_total` | counter | | acquire attempts that found every permit held |
 //! | `memsem_wait_seconds` | histogram | `outcome` = `acquired` \| `timeout` | how long `wait_acquire` waited |
 //! | `memsem_wait_timeouts_total` | counter | | waits that gave up after `max_wait` |
-//! | `memsem_lost_total` | counter | `reason` = `missing` \| `held_by_other` \| `expired` | permits found lost (refresh, release, keep-alive) |
+//! | `memsem_lost_total` | counter | `reason` = `missing` \| `held_by_other` \| `expired` \| `restarted` | permits found lost (refresh, release, keep-alive) |
 //!
 //! The label sets are bounded. Lock names are not labels unless you opt in with
 //! [`label_lock_names`] — do so only when the names are a small fixed set, since every name

@@ -81,7 +81,8 @@ pub struct Holder {
     meta: Option<Meta>,
     ttl: Option<Duration>,
     token_prefix: String,
-    /// The item's CAS when it was read: what [`Semaphore::break_holder`] checks.
+    /// The item's CAS when it was read, and the server's incarnation then: what
+    /// [`Semaphore::break_holder`] checks.
     cas: u64,
     /// The server incarnation the CAS was read from: a break is never sent to another.
     epoch: Option<Epoch>,

@@ -47,8 +47,7 @@ pub fn printable(text: &str) -> String {
 }
 
 /// The default holder information: `host=HOST pid=PID cmd=COMMAND`, at most
-/// [`MAX_INFO_BYTES`], on one line (a command's line breaks become spaces: holder
-/// information never carries CR or LF).
+/// [`MAX_INFO_BYTES`], on one line (a command's line breaks become spaces).
 pub fn default_info(pid: u32, command: &str) -> String {
     let host = gethostname::gethostname();
     let mut info = format!(
@@ -139,6 +138,8 @@ mod tests {
         assert!(info.ends_with(" pid=42 cmd=backup --all"), "{info}");
         let long = default_info(1, &"é".repeat(2000));
         assert!(long.len() <= MAX_INFO_BYTES);
+        let lines = default_info(7, "sh -c 'a\r\nb'");
+        assert!(!lines.contains(['\r', '\n']), "{lines}");
     }
 
     #[test]

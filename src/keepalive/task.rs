@@ -222,11 +222,7 @@ async fn refresh_task(shared: Arc<AsyncShared>, ttl: Duration, margin: Duration)
         shared.lost.notify_waiters();
     };
     let late = || {
-        tracing::warn!(
-            margin = %crate::error::Human(margin),
-            "no refresh was confirmed in time: the lease may end within the margin \
-             (memcached unreachable or not answering)"
-        );
+        tracing::warn!(margin = %crate::error::Human(margin), "no refresh confirmed before the lease's safe end");
         LostReason::Expired
     };
     loop {
