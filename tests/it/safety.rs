@@ -411,7 +411,10 @@ fn memsem_run_across_a_restart_never_deletes_the_next_holders_lock() {
         Some(0),
         "B lost its lock to A's stale release"
     );
-    let c = memsem().args(["acquire", "-n", &name]).output().unwrap();
+    let c = memsem()
+        .args(["acquire", "--no-wait", &name])
+        .output()
+        .unwrap();
     assert_eq!(c.status.code(), Some(75), "C got in while B holds the lock");
     std::fs::remove_dir_all(&dir).unwrap();
 }
