@@ -471,7 +471,7 @@ fn a_held_quorum_lock_shuts_out_the_next_and_a_lost_majority_is_lock_lost() {
     assert!(block_on(lock.try_acquire_core()).unwrap().is_none());
     fleet.servers[0].evict(KEY);
     fleet.servers[1].evict(KEY);
-    let error = block_on(permit.extend_core(secs(30))).unwrap_err();
+    let error = block_on(permit.refresh_core(secs(30))).unwrap_err();
     assert!(error.is_lock_lost(), "{error:?}");
     assert_eq!(
         fleet.servers[2].value(KEY),

@@ -257,6 +257,7 @@ impl QuorumLock<Blocking> {
     /// permit.release()?;
     /// # Ok::<(), memsem::Error>(())
     /// ```
+    #[doc(alias = "acquire")]
     pub fn wait_acquire(&self) -> Result<QuorumPermit> {
         block_on(self.wait_acquire_core())
     }
@@ -352,7 +353,7 @@ impl<F: Flavor> QuorumPermit<F> {
         self.valid_until.saturating_duration_since(Instant::now())
     }
 
-    pub(crate) async fn extend_core(&mut self, ttl: Duration) -> Result<()> {
+    pub(crate) async fn refresh_core(&mut self, ttl: Duration) -> Result<()> {
         let secs = lease_seconds(ttl, self.lock.client.leases().max_lease)?;
         let backends = self.lock.client.backends();
         let started = Instant::now();
@@ -450,7 +451,28 @@ impl<F: Flavor> QuorumPermit<F> {
 
 /// The blocking operations (the default flavour).
 impl QuorumPermit<Blocking> {
-    /// Extends the lock to `ttl` on the servers that hold it (owner-checked, in parallel).
+    /// The old name of [`refresh`](Self::refresh), kept for one release.
+    ///
+    /// # Errors
+    ///
+    /// As [`refresh`](Self::refresh).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # #![allow(deprecated)]
+    /// use std::time::Duration;
+    /// let client = memsem::Client::connect("mc1:11211,mc2:11211,mc3:11211")?;
+    /// client.quorum_lock("job")?.wait_acquire()?.extend(Duration::from_secs(60))?;
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    #[deprecated(since = "0.1.0", note = "use `refresh`, the name every lock kind uses")]
+    pub fn extend(&mut self, ttl: Duration) -> Result<()> {
+        self.refresh(ttl)
+    }
+
+    /// Extends the lease to `ttl` on the servers that hold it (owner-checked, in parallel):
+    /// the same name as [`Permit::refresh`](crate::Permit::refresh).
     ///
     /// # Errors
     ///
@@ -463,11 +485,11 @@ impl QuorumPermit<Blocking> {
     /// use std::time::Duration;
     /// let client = memsem::Client::connect("mc1:11211,mc2:11211,mc3:11211")?;
     /// let mut permit = client.quorum_lock("job")?.wait_acquire()?;
-    /// permit.extend(Duration::from_secs(60))?;
+    /// permit.refresh(Duration::from_secs(60))?;
     /// # Ok::<(), memsem::Error>(())
     /// ```
-    pub fn extend(&mut self, ttl: Duration) -> Result<()> {
-        block_on(self.extend_core(ttl))
+    pub fn refresh(&mut self, ttl: Duration) -> Result<()> {
+        block_on(self.refresh_core(ttl))
     }
 
     /// Releases the lock on every server that holds it (owner-checked, in parallel).
@@ -494,11 +516,11 @@ impl QuorumPermit<Blocking> {
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 impl QuorumPermit<crate::Tokio> {
-    /// Extends the lock on the servers that hold it. As [`QuorumPermit::extend`].
+    /// Extends the lease on the servers that hold it. As [`QuorumPermit::refresh`].
     ///
     /// # Errors
     ///
-    /// As [`QuorumPermit::extend`].
+    /// As [`QuorumPermit::refresh`].
     ///
     /// # Examples
     ///
@@ -507,12 +529,12 @@ impl QuorumPermit<crate::Tokio> {
     /// let servers = "mc1:11211,mc2:11211,mc3:11211";
     /// let client = memsem::Client::builder().servers(servers).build_async().await?;
     /// let mut permit = client.quorum_lock("job")?.wait_acquire().await?;
-    /// permit.extend(std::time::Duration::from_secs(60)).await?;
+    /// permit.refresh(std::time::Duration::from_secs(60)).await?;
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn extend(&mut self, ttl: Duration) -> Result<()> {
-        self.extend_core(ttl).await
+    pub async fn refresh(&mut self, ttl: Duration) -> Result<()> {
+        self.refresh_core(ttl).await
     }
 
     /// Releases the lock everywhere. As [`QuorumPermit::release`].

@@ -38,7 +38,7 @@ fn quorum_lock_excludes_a_second_holder_and_release_lets_it_in() {
         );
     }
     assert!(b.try_acquire().unwrap().is_none());
-    permit.extend(Duration::from_secs(30)).unwrap();
+    permit.refresh(Duration::from_secs(30)).unwrap();
     assert!(permit.validity() <= Duration::from_secs(30));
     permit.release().unwrap();
     b.try_acquire()
@@ -150,7 +150,7 @@ fn tokio_quorum_lock_excludes_a_second_holder_with_a_minority_stopped() {
         // The blocking flavour's second holder sees the async holder's votes.
         let blocking = fleet(&servers).quorum_lock(&name).unwrap();
         assert!(blocking.try_acquire().unwrap().is_none());
-        permit.extend(Duration::from_secs(30)).await.unwrap();
+        permit.refresh(Duration::from_secs(30)).await.unwrap();
         permit.release().await.unwrap();
         let waiting =
             lock.with_wait_policy(memsem::WaitPolicy::new().max_wait(Duration::from_secs(5)));
