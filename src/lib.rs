@@ -97,6 +97,7 @@
 
 mod client;
 mod error;
+mod fair;
 mod flavor;
 mod holder;
 mod janitor;
@@ -113,6 +114,7 @@ mod wait;
 
 pub use client::{Client, ClientBuilder, ServerStatus};
 pub use error::{Cause, Error, LostReason, Result};
+pub use fair::Fairness;
 #[cfg(feature = "tokio")]
 pub use flavor::Tokio;
 pub use flavor::{Blocking, Flavor};

@@ -127,6 +127,15 @@ pub trait Transport: Send + Sync + std::fmt::Debug + 'static {
         cas: u64,
         ttl: u32,
     ) -> impl Future<Output = Outcome<Checked>> + Send;
+    /// `ma <key> D<delta> v` (with `N<ttl> J<initial>` when `create` is given): adds `delta`
+    /// to a counter and returns the new value; a missing counter is created at `initial`
+    /// (without the delta) when `create` says so, else `None`. For the FIFO queue (`fair`).
+    fn bump(
+        &self,
+        key: &[u8],
+        delta: u64,
+        create: Option<(u64, u32)>,
+    ) -> impl Future<Output = Outcome<Option<u64>>> + Send;
     /// `mn`: one no-op round trip on the pool, timed; then `version` on a fresh connection.
     fn ping(&self) -> impl Future<Output = Outcome<(Duration, String)>> + Send;
 }
@@ -157,6 +166,14 @@ fn fenced_add_ops(key: &[u8], value: &[u8], ttl: u32, fence_key: &[u8], initial:
         Op::from(add_op(key, value, ttl)),
         Op::from(fence_op(fence_key, initial)),
     ]
+}
+
+fn bump_op(key: &[u8], delta: u64, create: Option<(u64, u32)>) -> Arithmetic {
+    let op = Arithmetic::new(key).delta(delta);
+    match create {
+        Some((initial, ttl)) => op.initial(initial, ttl),
+        None => op,
+    }
 }
 
 fn overwrite_op(key: &[u8], value: &[u8], ttl: u32) -> Set {
@@ -282,6 +299,16 @@ fn counter_of(reply: &ArithmeticResult) -> Option<u64> {
 fn counted(reply: memcache::exp::Result<ArithmeticResult>) -> Outcome<u64> {
     let reply = reply.map_err(classify)?;
     counter_of(&reply).ok_or_else(|| Failure::Protocol(format!("fence counter answered {reply:?}")))
+}
+
+fn bumped(reply: memcache::exp::Result<ArithmeticResult>) -> Outcome<Option<u64>> {
+    let reply = reply.map_err(classify)?;
+    match reply.status {
+        MutationStatus::NotFound => Ok(None),
+        _ => counter_of(&reply)
+            .map(Some)
+            .ok_or_else(|| Failure::Protocol(format!("counter answered {reply:?}"))),
+    }
 }
 
 fn added_and_counted(
@@ -505,6 +532,15 @@ impl Transport for Backend {
         self.replace_if_now(key, value, cas, ttl)
     }
 
+    async fn bump(
+        &self,
+        key: &[u8],
+        delta: u64,
+        create: Option<(u64, u32)>,
+    ) -> Outcome<Option<u64>> {
+        retrying(|| bumped(self.client.run(bump_op(key, delta, create))))
+    }
+
     async fn ping(&self) -> Outcome<(Duration, String)> {
         let started = Instant::now();
         self.client.noop().map_err(classify)?;
@@ -648,6 +684,16 @@ impl Transport for AsyncBackend {
             )
         })
         .await
+    }
+
+    async fn bump(
+        &self,
+        key: &[u8],
+        delta: u64,
+        create: Option<(u64, u32)>,
+    ) -> Outcome<Option<u64>> {
+        retrying_async(|| async { bumped(self.client.run(bump_op(key, delta, create)).await) })
+            .await
     }
 
     async fn ping(&self) -> Outcome<(Duration, String)> {

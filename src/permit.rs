@@ -45,6 +45,7 @@ pub struct Permit<F: Flavor = Blocking> {
     acquired_at: Instant,
     expires_at: Option<Instant>,
     armed: bool,
+    handoff: Option<crate::fair::Handoff>,
 }
 
 /// What reading the key back says about this permit.
@@ -79,6 +80,18 @@ impl<F: Flavor> Permit<F> {
             acquired_at: started,
             expires_at,
             armed: true,
+            handoff: None,
+        }
+    }
+
+    /// With FIFO fairness: how the release hands the lock to the next ticket.
+    pub(crate) fn set_handoff(&mut self, handoff: Option<crate::fair::Handoff>) {
+        self.handoff = handoff;
+    }
+
+    pub(crate) fn set_ticket(&mut self, ticket: u64) {
+        if let Some(handoff) = &mut self.handoff {
+            handoff.ticket = Some(ticket);
         }
     }
 
@@ -284,6 +297,11 @@ impl<F: Flavor> Permit<F> {
                 ttl_secs: self.cooldown_secs,
             };
             self.checked_write("cooldown", write).await
+        } else if let Some(value) = self.reservation().await {
+            // FIFO: the key becomes a short reservation for the next ticket.
+            let ttl_secs = crate::fair::RESERVE_TTL;
+            self.checked_write("release", Write::Replace { value, ttl_secs })
+                .await
         } else {
             self.checked_write("release", Write::Delete).await
         };
@@ -294,6 +312,14 @@ impl<F: Flavor> Permit<F> {
                 Err(error)
             }
             other => other.map(|_| ()),
+        }
+    }
+
+    /// With FIFO fairness and somebody queued: the reservation for the next ticket.
+    async fn reservation(&self) -> Option<Vec<u8>> {
+        match &self.handoff {
+            Some(handoff) if handoff.wanted() => handoff.next(&*self.target.backend).await,
+            _ => None,
         }
     }
 

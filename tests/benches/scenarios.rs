@@ -20,7 +20,9 @@
 //! 5. the CLI: `memsem run NAME -- true` vs `true` vs `flock LOCKFILE true`;
 //! 6. contention with separate processes (this executable again, `--worker`) vs threads;
 //! 7. 1,000 waiters as tokio tasks vs as threads (feature `tokio`), measured in child
-//!    processes (`--crowd`) so that their memory figures are their own.
+//!    processes (`--crowd`) so that their memory figures are their own;
+//! 8. fair waiting: FIFO hand-off vs polling, with the physical limits (a 1 ms sleep, a
+//!    round trip) measured in the same run.
 
 #[allow(dead_code)]
 #[path = "../it/procs.rs"]
@@ -42,6 +44,8 @@ use procs::Memcached;
 mod cli;
 #[path = "scenarios/crowd.rs"]
 mod crowd;
+#[path = "scenarios/fair.rs"]
+mod fair;
 #[path = "scenarios/permits.rs"]
 mod permits;
 #[path = "scenarios/processes.rs"]
@@ -64,6 +68,8 @@ struct Sizes {
     crowd_waiters: usize,
     crowd_names: usize,
     crowd_for: Duration,
+    fair_waiters: usize,
+    limit_samples: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -75,11 +81,13 @@ const FULL: Sizes = Sizes {
     contend_for: Duration::from_secs(3),
     permit_counts: &[1, 8, 64],
     acquires: 2_000,
-    cli_runs: 20,
+    cli_runs: 100,
     process_waiters: 16,
     crowd_waiters: 1_000,
     crowd_names: 20,
     crowd_for: Duration::from_secs(3),
+    fair_waiters: 64,
+    limit_samples: 1_000,
 };
 
 const SMOKE: Sizes = Sizes {
@@ -96,6 +104,8 @@ const SMOKE: Sizes = Sizes {
     crowd_waiters: 20,
     crowd_names: 2,
     crowd_for: Duration::from_millis(200),
+    fair_waiters: 8,
+    limit_samples: 20,
 };
 
 fn main() {
@@ -121,7 +131,7 @@ fn main() {
         memcached_version(&address),
     );
 
-    // `-- --only N[,N...]` runs only those tables (1-7).
+    // `-- --only N[,N...]` runs only those tables (1-8).
     let only: Option<Vec<u32>> = args
         .iter()
         .position(|a| a == "--only")
@@ -156,6 +166,9 @@ fn main() {
     }
     if run(7) {
         crowd::tasks_vs_threads(&address, sizes);
+    }
+    if run(8) {
+        fair::fifo_vs_polling(&address, sizes);
     }
 }
 

@@ -72,6 +72,8 @@ struct Tally {
 
 struct Workers {
     binary: PathBuf,
+    /// `MEMSEM_FAIRNESS` for the workers.
+    fairness: &'static str,
     args: Vec<String>,
     dir: PathBuf,
     running: Vec<Child>,
@@ -88,6 +90,7 @@ impl Workers {
         args.insert(3, log.to_str().unwrap().to_string());
         let child = Command::new(&self.binary)
             .args(&args)
+            .env("MEMSEM_FAIRNESS", self.fairness)
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn a chaos worker");
@@ -110,7 +113,18 @@ impl Workers {
 
 #[test]
 fn chaos_no_two_holders_outside_restart_windows_and_every_loss_is_reported() {
-    let secs = knob("MEMSEM_CHAOS_SECS", 15);
+    chaos("polling", knob("MEMSEM_CHAOS_SECS", 15));
+}
+
+/// The same faults with the workers waiting in FIFO mode (tickets, hand-offs, reservations).
+#[test]
+fn chaos_in_fifo_mode_no_two_holders_outside_restart_windows() {
+    chaos("fifo", knob("MEMSEM_CHAOS_SECS", 15));
+}
+
+/// Runs workers whose `MEMSEM_FAIRNESS` is `fairness` for `secs` under faults, then checks
+/// their logs.
+fn chaos(fairness: &'static str, secs: u64) {
     let workers_n = knob("MEMSEM_CHAOS_WORKERS", 4) as usize;
     let servers = [
         Memcached::start(),
@@ -131,6 +145,7 @@ fn chaos_no_two_holders_outside_restart_windows_and_every_loss_is_reported() {
     let until_ms = until.duration_since(UNIX_EPOCH).unwrap().as_millis();
     let mut workers = Workers {
         binary: example("chaos"),
+        fairness,
         args: vec![
             "loop".into(),
             list.clone(),
@@ -196,7 +211,7 @@ fn chaos_no_two_holders_outside_restart_windows_and_every_loss_is_reported() {
     let server_of: HashMap<&str, usize> = names.iter().map(|(n, s)| (n.as_str(), *s)).collect();
     let report = check(&sections, &restarts, |name| server_of[name] == restarted);
     println!(
-        "chaos: {secs} s, {workers_n} workers ({} spawned), 3 servers, {} names, TTL {TTL_SECS} s",
+        "chaos ({fairness}): {secs} s, {workers_n} workers ({} spawned), 3 servers, {} names, TTL {TTL_SECS} s",
         workers.spawned,
         names.len()
     );

@@ -3,6 +3,7 @@
 mod ambiguous;
 mod chaos;
 mod cli;
+mod fair;
 mod faults;
 mod fencing;
 mod fleet;
