@@ -72,6 +72,9 @@ const HEAD_POLL_MAX: Duration = Duration::from_millis(25);
 const POLL_MIN: Duration = Duration::from_micros(50);
 /// The longest sleep between two reads of the counter.
 const QUEUE_POLL_MAX: Duration = Duration::from_millis(200);
+/// What a hand-off adds to a hold, roughly: the releaser's two round trips, the next
+/// waiter's read and claim.
+const HANDOFF_COST: Duration = Duration::from_micros(200);
 /// The time per hand-off assumed before any is measured.
 const FIRST_STEP: Duration = Duration::from_millis(1);
 
@@ -113,8 +116,9 @@ pub(crate) struct Queue {
     /// Whether the lock was contended lately: then acquires go straight to a ticket and
     /// releases hand off.
     contended: AtomicBool,
-    /// The measured time per hand-off, in nanoseconds.
-    step_ns: AtomicU64,
+    /// The measured hold plus the hand-off's round trips, as holders see it, in
+    /// nanoseconds: the best case of the pace.
+    hold_ns: AtomicU64,
 }
 
 impl Queue {
@@ -122,7 +126,7 @@ impl Queue {
         Queue {
             key,
             contended: AtomicBool::new(false),
-            step_ns: AtomicU64::new(FIRST_STEP.as_nanos() as u64),
+            hold_ns: AtomicU64::new(FIRST_STEP.as_nanos() as u64),
         }
     }
 
@@ -134,16 +138,22 @@ impl Queue {
         self.contended.store(contended, Ordering::Relaxed);
     }
 
-    fn step(&self) -> Duration {
-        Duration::from_nanos(self.step_ns.load(Ordering::Relaxed))
+    fn hold(&self) -> Duration {
+        Duration::from_nanos(self.hold_ns.load(Ordering::Relaxed))
     }
 
-    fn learn_step(&self, step: Duration) {
-        self.step_ns.store(
-            step.as_nanos().min(u64::MAX.into()) as u64,
-            Ordering::Relaxed,
-        );
+    /// Takes in a holder's hold.
+    fn learn_hold(&self, held: Duration) {
+        let old = self.hold();
+        store(&self.hold_ns, (old * 3 + held + HANDOFF_COST) / 4);
     }
+}
+
+fn store(cell: &AtomicU64, value: Duration) {
+    cell.store(
+        value.as_nanos().min(u64::MAX.into()) as u64,
+        Ordering::Relaxed,
+    );
 }
 
 /// What a releaser needs to hand its permit over: the queue, and its own ticket (never
@@ -155,6 +165,12 @@ pub(crate) struct Handoff {
 }
 
 impl Handoff {
+    /// A holder's measure of the pace: it held the lock for `held` (the hand-off itself
+    /// adds a few round trips).
+    pub(crate) fn held(&self, held: Duration) {
+        self.queue.learn_hold(held);
+    }
+
     /// Whether a release should look for a next waiter at all.
     pub(crate) fn wanted(&self) -> bool {
         self.ticket.is_some() || self.queue.contended()
@@ -204,21 +220,28 @@ pub(crate) struct Wait {
     moved_at: Instant,
     /// When the counter was last read.
     read_at: Instant,
+    /// The pace of the queue (time per hand-off), and a holder's hold with its hand-off.
     step: Duration,
+    hold: Duration,
+    permits: u32,
     /// A reservation for an earlier ticket: (slot, CAS, first seen).
     stale: Option<(u32, u64, Instant)>,
 }
 
 impl Wait {
-    /// After drawing: the counter the draw returned.
-    pub(crate) fn new(counter: u64, queue: &Queue, now: Instant) -> Wait {
+    /// After drawing: the counter the draw returned, for a semaphore of `permits`.
+    pub(crate) fn new(counter: u64, queue: &Queue, permits: u32, now: Instant) -> Wait {
         let position = Position::unpack(counter);
+        // With N permits a hand-off comes every hold / N.
+        let hold = queue.hold() / permits.max(1);
         Wait {
             ticket: position.drawn,
             handed: position.handed,
             moved_at: now,
             read_at: now,
-            step: queue.step(),
+            step: hold,
+            hold,
+            permits: permits.max(1),
             stale: None,
         }
     }
@@ -248,7 +271,8 @@ impl Wait {
         let due = self.moved_at + self.step * (ahead + 1);
         if self.at_head() {
             // Start reading the lock a little before the holder's release is due.
-            let wait = due.saturating_duration_since(now + self.step / 4);
+            let due = self.moved_at + self.hold;
+            let wait = due.saturating_duration_since(now + self.hold / 4);
             Step::ReadSlots(wait.min(HEAD_POLL_MAX))
         } else {
             // Sleep through part of the time until our predecessor's turn, then read the
@@ -256,9 +280,23 @@ impl Wait {
             // the pace it measures), one that wakes early costs a read. The distance shrinks
             // geometrically: about log(waiters ahead) reads.
             let until_predecessor = due.saturating_duration_since(now + self.step);
-            let wait = (until_predecessor * 4 / 5).max(self.step / 2);
+            let wait = (until_predecessor * 9 / 10).max(self.step);
             Step::ReadQueue(wait.clamp(POLL_MIN, QUEUE_POLL_MAX))
         }
+    }
+
+    /// Takes in the time per hand-off this waiter saw: a faster pace at once, a slower one
+    /// slowly (a waiter that wakes late makes the hand-offs slower still; one that wakes
+    /// early costs a read). Each waiter keeps its own: shared, every waiter would count
+    /// the same stall again.
+    fn learn_pace(&mut self, measured: Duration) {
+        let old = self.step;
+        // One stall counts as at most twice the pace.
+        self.step = if measured < old {
+            (old + measured * 3) / 4
+        } else {
+            (old * 7 + measured.min(old * 2)) / 8
+        };
     }
 
     /// The counter read: `None` when it is gone.
@@ -274,20 +312,14 @@ impl Wait {
             let moved = (position.handed - self.handed) as u32;
             // The last move happened between the previous read and this one.
             let moved_at = self.read_at + now.saturating_duration_since(self.read_at) / 2;
-            let measured = moved_at.saturating_duration_since(self.moved_at) / moved;
-            // The time per hand-off, shared with the other waiters of this process. It
-            // follows a faster pace at once and a slower one slowly: waking late makes the
-            // hand-offs slower still, waking early costs a read.
-            self.step = if measured < self.step {
-                (self.step + measured * 3) / 4
-            } else {
-                (self.step * 7 + measured) / 8
-            };
-            queue.learn_step(self.step);
+            // The time per hand-off, shared with the other waiters of this process (and
+            // with its holders, who measure their holds).
+            self.learn_pace(moved_at.saturating_duration_since(self.moved_at) / moved);
             self.handed = position.handed;
             self.moved_at = moved_at;
         }
         self.read_at = now;
+        self.hold = queue.hold() / self.permits;
         self.after_move(now)
     }
 
@@ -330,9 +362,9 @@ impl Wait {
         // At the head, waiting for the holder's release: a few reads per hold.
         // A few reads per hand-off; fewer when the holder keeps it much longer than that.
         let held_for = now.saturating_duration_since(self.moved_at);
-        let base = match held_for > self.step * 4 {
+        let base = match held_for > self.hold * 4 {
             true => held_for / 8,
-            false => self.step / 6,
+            false => self.hold / 4,
         };
         let interval = base.clamp(POLL_MIN, HEAD_POLL_MAX);
         Step::ReadSlots(interval)
@@ -353,6 +385,12 @@ mod tests {
 
     fn counter(drawn: u64, handed: u64) -> u64 {
         drawn * DRAW + handed
+    }
+
+    impl Wait {
+        fn new_for_test(counter: u64, queue: &Queue, now: Instant) -> Wait {
+            Wait::new(counter, queue, 1, now)
+        }
     }
 
     #[test]
@@ -388,7 +426,7 @@ mod tests {
     fn far_waiters_read_the_counter_near_their_turn_and_the_head_reads_the_lock() {
         let queue = Queue::new(b"q".to_vec());
         let now = Instant::now();
-        let mut wait = Wait::new(counter(10, 2), &queue, now);
+        let mut wait = Wait::new_for_test(counter(10, 2), &queue, now);
         assert_eq!(wait.ticket(), 10);
         // 7 hand-offs ahead at 1 ms each: read the counter again before our turn.
         match wait.first() {
@@ -404,15 +442,15 @@ mod tests {
             other => panic!("the head reads the lock, got {other:?}"),
         }
         assert!(wait.at_head());
-        // 7 hand-offs in 7 ms: the step stays about 1 ms and is shared.
-        assert!(queue.step() >= Duration::from_micros(900));
+        // 7 hand-offs in 7 ms: the step stays about 1 ms.
+        assert!(wait.step >= Duration::from_micros(900));
     }
 
     #[test]
     fn the_waiter_claims_its_reservation_and_not_an_earlier_ones_until_it_is_stale() {
         let queue = Queue::new(b"q".to_vec());
         let now = Instant::now();
-        let mut wait = Wait::new(counter(5, 4), &queue, now);
+        let mut wait = Wait::new_for_test(counter(5, 4), &queue, now);
         assert_eq!(
             wait.on_slots(&[item(&reservation(5), 77)], now),
             Step::Claim { slot: 1, cas: 77 }
@@ -441,7 +479,7 @@ mod tests {
     fn a_free_key_is_added_and_a_holder_is_waited_for() {
         let queue = Queue::new(b"q".to_vec());
         let now = Instant::now();
-        let mut wait = Wait::new(counter(3, 2), &queue, now);
+        let mut wait = Wait::new_for_test(counter(3, 2), &queue, now);
         assert_eq!(wait.on_slots(&[None], now), Step::Add { slot: 1 });
         let holder = item(b"0123456789abcdef0123456789abcdef\nhost", 5);
         match wait.on_slots(std::slice::from_ref(&holder), now) {
@@ -460,7 +498,7 @@ mod tests {
     fn a_passed_waiter_takes_a_later_reservation() {
         let queue = Queue::new(b"q".to_vec());
         let now = Instant::now();
-        let mut wait = Wait::new(counter(3, 1), &queue, now);
+        let mut wait = Wait::new_for_test(counter(3, 1), &queue, now);
         assert_eq!(
             wait.on_queue(Some(counter(6, 5)), &queue, now),
             Step::ReadSlots(Duration::ZERO)
@@ -475,7 +513,7 @@ mod tests {
     fn a_reset_counter_means_a_new_ticket() {
         let queue = Queue::new(b"q".to_vec());
         let now = Instant::now();
-        let mut wait = Wait::new(counter(40, 30), &queue, now);
+        let mut wait = Wait::new_for_test(counter(40, 30), &queue, now);
         assert_eq!(wait.on_queue(None, &queue, now), Step::Redraw);
         assert_eq!(
             wait.on_queue(Some(counter(2, 1)), &queue, now),

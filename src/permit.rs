@@ -318,7 +318,10 @@ impl<F: Flavor> Permit<F> {
     /// With FIFO fairness and somebody queued: the reservation for the next ticket.
     async fn reservation(&self) -> Option<Vec<u8>> {
         match &self.handoff {
-            Some(handoff) if handoff.wanted() => handoff.next(&*self.target.backend).await,
+            Some(handoff) if handoff.wanted() => {
+                handoff.held(self.acquired_at.elapsed());
+                handoff.next(&*self.target.backend).await
+            }
             _ => None,
         }
     }

@@ -106,7 +106,7 @@ impl<F: Flavor> Semaphore<F> {
                 }
             };
             queue.set_contended(true);
-            let mut wait = Wait::new(counter, queue, now);
+            let mut wait = Wait::new(counter, queue, self.permits(), now);
             if let Some(permit) = self.in_line(queue, &mut wait, unsure, &mut clock).await? {
                 return Ok(permit);
             }
