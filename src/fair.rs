@@ -70,6 +70,9 @@ pub(crate) const QUEUE_TTL: u32 = 24 * 3600;
 const HEAD_POLL_MAX: Duration = Duration::from_millis(25);
 /// The shortest sleep between two reads.
 const POLL_MIN: Duration = Duration::from_micros(50);
+/// With N permits, how long to wait before reading every slot again after a read that
+/// found no reservation for us.
+const HANDED_RETRY: Duration = Duration::from_micros(200);
 /// The longest sleep between two reads of the counter.
 const QUEUE_POLL_MAX: Duration = Duration::from_millis(200);
 /// What a hand-off adds to a hold, roughly: the releaser's two round trips, the next
@@ -270,9 +273,15 @@ impl Wait {
         // its release.
         let due = self.moved_at + self.step * (ahead + 1);
         if self.at_head() {
-            // Start reading the lock a little before the holder's release is due.
+            // Start reading a little before the holder's release is due.
             let due = self.moved_at + self.hold;
             let wait = due.saturating_duration_since(now + self.hold / 4);
+            if self.permits > 1 {
+                // Reading every slot costs N commands: read the counter (one) until it
+                // says the hand-off to us has happened, then the slots once.
+                let interval = (self.hold / 4).clamp(POLL_MIN, HEAD_POLL_MAX);
+                return Step::ReadQueue(wait.max(interval).min(HEAD_POLL_MAX));
+            }
             Step::ReadSlots(wait.min(HEAD_POLL_MAX))
         } else {
             // Sleep through part of the time until our predecessor's turn, then read the
@@ -366,7 +375,12 @@ impl Wait {
             true => held_for / 8,
             false => self.hold / 4,
         };
-        let interval = base.clamp(POLL_MIN, HEAD_POLL_MAX);
+        let mut interval = base.clamp(POLL_MIN, HEAD_POLL_MAX);
+        if self.permits > 1 {
+            // Handed but not reserved yet: the releaser writes the reservation one round
+            // trip after moving the counter; a read of every slot costs N commands.
+            interval = interval.max(HANDED_RETRY);
+        }
         Step::ReadSlots(interval)
     }
 }
@@ -492,6 +506,22 @@ mod tests {
             Step::Claim { slot: 2, cas: 9 }
         );
         assert_eq!(wait.on_slots(&[holder, None], now), Step::Add { slot: 2 });
+    }
+
+    #[test]
+    fn with_n_permits_the_head_reads_the_counter_until_handed() {
+        let queue = Queue::new(b"q".to_vec());
+        let now = Instant::now();
+        let mut wait = Wait::new(counter(9, 7), &queue, 8, now);
+        assert!(matches!(wait.first(), Step::ReadQueue(_)));
+        assert!(matches!(
+            wait.on_queue(Some(counter(12, 8)), &queue, now),
+            Step::ReadQueue(_)
+        ));
+        assert_eq!(
+            wait.on_queue(Some(counter(12, 9)), &queue, now),
+            Step::ReadSlots(Duration::ZERO)
+        );
     }
 
     #[test]
