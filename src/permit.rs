@@ -300,8 +300,22 @@ impl<F: Flavor> Permit<F> {
         } else if let Some(value) = self.reservation().await {
             // FIFO: the key becomes a short reservation for the next ticket.
             let ttl_secs = crate::fair::RESERVE_TTL;
-            self.checked_write("release", Write::Replace { value, ttl_secs })
-                .await
+            let write = Write::Replace {
+                value: value.clone(),
+                ttl_secs,
+            };
+            match self.checked_write("release", write).await {
+                // A reply lost after the reservation landed: read back, the key is no longer
+                // ours, but it holds our reservation. Only this releaser moved the queue to
+                // that ticket, so nobody else wrote it.
+                Err(error) if error.is_lock_lost() => {
+                    match self.target.backend.read(&self.key).await {
+                        Ok(Some(item)) if item.value == value => Ok(None),
+                        _ => Err(error),
+                    }
+                }
+                other => other,
+            }
         } else {
             self.checked_write("release", Write::Delete).await
         };
