@@ -266,3 +266,75 @@ fn perl_plain_add_clients_stay_excluded_from_a_fifo_lock() {
     assert_eq!(count, (rounds * (perl_workers + threads)) as u64);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn fifo_tasks_on_tokio_never_overlap_and_a_cancelled_waiter_does_not_stall_the_queue() {
+    let server = Memcached::start();
+    let name = unique("fair-tokio");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        let client = memsem::Client::builder()
+            .servers(&server.address())
+            .build_async()
+            .await
+            .expect("async client");
+        let sem = client
+            .semaphore(&name)
+            .and_then(|sem| sem.with_fairness(Fairness::Fifo))
+            .expect("a valid name")
+            .with_wait_policy(WaitPolicy::new().max_wait(Duration::from_secs(60)));
+        // Ticket 1 is dropped mid-wait (cancelled); ticket 2 must still get the lock.
+        let holder = sem.try_acquire().await.expect("answers").expect("free");
+        let cancelled = tokio::spawn({
+            let sem = sem.clone();
+            async move { sem.wait_acquire().await.map(|_| ()) }
+        });
+        let (address, watched) = (server.address(), name.clone());
+        tokio::task::spawn_blocking(move || {
+            wait_for_tickets(&mut Raw::connect(&address), &watched, 1)
+        })
+        .await
+        .expect("the ticket watcher");
+        cancelled.abort();
+        assert!(cancelled.await.is_err(), "the first waiter was cancelled");
+        holder.release().await.expect("release");
+        let next = sem
+            .wait_acquire()
+            .await
+            .expect("the queue moves past a cancelled ticket");
+        next.release().await.expect("release");
+
+        let inside = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (sem, inside, most) = (sem.clone(), Arc::clone(&inside), Arc::clone(&most));
+                tokio::spawn(async move {
+                    for _ in 0..10 {
+                        let permit = sem.wait_acquire().await.expect("acquired within 60 s");
+                        let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        permit.release().await.expect("release");
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("a task panicked");
+        }
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            1,
+            "two tasks held the FIFO lock at once"
+        );
+    });
+    let (drawn, handed) = queue(&mut server.raw(), &name);
+    println!("tokio fifo: {drawn} tickets drawn, {handed} handed");
+    assert!(handed > 1, "the queue was not used");
+}
