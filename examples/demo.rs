@@ -2,11 +2,13 @@
 //! it waited, and who held it meanwhile.
 //!
 //! ```text
-//! cargo run --example demo                 # starts a local memcached by itself
+//! cargo run --example demo                 # starts a local memcached by itself (and
+//!                                          # installs it with apt-get when root)
 //! MEMSEM_SERVERS=10.0.0.1:11211 cargo run --example demo
 //! ```
 
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode};
 use std::time::{Duration, Instant};
 
@@ -95,23 +97,32 @@ fn worker(id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Starts memcached on a free loopback port and waits until it answers.
+/// Starts memcached on a free loopback port and waits until it answers; installs it first
+/// when it is missing and this process may (root, with apt-get).
 fn start_memcached() -> Result<(Child, String)> {
+    let program = match find_program("memcached") {
+        Some(program) => program,
+        None => install_memcached()?,
+    };
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let address = format!("127.0.0.1:{port}");
-    let mut command = Command::new("memcached");
+    println!(
+        "memsem demo: MEMSEM_SERVERS is unset; starting {} on {address}",
+        program.display()
+    );
+    let mut command = Command::new(&program);
     command.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"]);
-    if Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0"))
-    {
+    if is_root() {
         command.args(["-u", "root"]);
     }
-    let child = command.spawn().map_err(|e| {
-        format!("cannot start memcached ({e}): install it (apt-get install memcached) or set MEMSEM_SERVERS")
-    })?;
-    let client = Client::connect(&address)?;
+    let child = command
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+    // This memcached was just started here and holds no earlier locks: no lock-delay.
+    let client = Client::builder()
+        .servers(&address)
+        .lock_delay(Duration::ZERO)
+        .build()?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while client.ping().iter().any(|(_, answer)| answer.is_err()) {
         if Instant::now() > deadline {
@@ -120,4 +131,48 @@ fn start_memcached() -> Result<(Child, String)> {
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok((child, address))
+}
+
+/// Installs Debian's memcached package when this process is root and has apt-get, saying
+/// what it runs; otherwise explains how to get a server.
+fn install_memcached() -> Result<PathBuf> {
+    let how = "install memcached (Debian/Ubuntu: `sudo apt-get install memcached`, \
+               Fedora: `sudo dnf install memcached`, macOS: `brew install memcached`) \
+               or point MEMSEM_SERVERS at a running server (host:port)";
+    if !is_root() || find_program("apt-get").is_none() {
+        return Err(format!("memcached was not found in PATH: {how}").into());
+    }
+    println!("memsem demo: memcached is not installed; installing it with apt-get:");
+    for args in [
+        &["update", "-qq"][..],
+        &["install", "-y", "-qq", "memcached"][..],
+    ] {
+        println!("  apt-get {}", args.join(" "));
+        let status = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()?;
+        if !status.success() {
+            return Err(format!("`apt-get {}` failed ({status}): {how}", args.join(" ")).into());
+        }
+    }
+    find_program("memcached")
+        .ok_or_else(|| format!("memcached is still not in PATH after apt-get: {how}").into())
+}
+
+/// The first file called `name` in PATH (and the sbin directories, where some
+/// systems put daemons).
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|file| file.is_file())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }

@@ -5,11 +5,12 @@
 //! cargo run --example stampede -- 127.0.0.1:11211
 //! ```
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use memcache::exp::{MetaClient, Ttl};
 use memsem::{Client, LockOrWait, WaitPolicy};
 
 const READERS: usize = 50;
@@ -18,10 +19,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let servers = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:11211".into());
-    // The application's own cache client; memsem only guards the recomputation.
-    let cache = MetaClient::connect(servers.as_str())?;
+    // The application's own cache (a bare classic get/set here); memsem only guards the
+    // recomputation.
+    let cache = servers.split(',').next().unwrap_or_default().to_string();
     let key = format!("report:{}", std::process::id());
-    let guard = Client::connect(&servers)?
+    // A stampede guard needs no lock-delay: two fetches after a memcached restart cost a
+    // duplicate fetch, while the delay would stop every fetch for minutes.
+    let guard = Client::builder()
+        .servers(&servers)
+        .lock_delay(Duration::ZERO)
+        .build()?
         .semaphore(&key)?
         .with_ttl(Duration::from_secs(10))?
         .with_wait_policy(
@@ -43,16 +50,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             std::thread::spawn(move || -> Result<String, memsem::Error> {
                 start.wait(); // everybody misses at once
                 loop {
-                    let hit = cache.get(&key).send().ok().and_then(|r| r.value);
+                    let hit = cache_get(&cache, &key).ok().flatten();
                     if let Some(value) = hit {
-                        return Ok(String::from_utf8_lossy(&value).into_owned());
+                        return Ok(value);
                     }
                     match guard.lock_or_wait()? {
                         LockOrWait::Acquired(permit) => {
                             fetches.fetch_add(1, Ordering::SeqCst);
                             std::thread::sleep(Duration::from_millis(200)); // the expensive query
                             let value = "the quarterly report".to_string();
-                            let _ = cache.set(&key, &value).ttl(Ttl::secs(60)).send();
+                            let _ = cache_set(&cache, &key, &value, 60);
                             permit.release()?;
                             return Ok(value);
                         }
@@ -75,5 +82,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if fetches != 1 {
         return Err(format!("expected exactly one backend fetch, saw {fetches}").into());
     }
+    Ok(())
+}
+
+/// `get <key>` on a new connection: the cached value, if any.
+fn cache_get(server: &str, key: &str) -> std::io::Result<Option<String>> {
+    let mut stream = TcpStream::connect(server)?;
+    stream.write_all(format!("get {key}\r\n").as_bytes())?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    // VALUE <key> <flags> <bytes>, the data, END; or just END.
+    let Some(length) = line.split_whitespace().nth(3) else {
+        return Ok(None);
+    };
+    let length: usize = length.parse().map_err(std::io::Error::other)?;
+    let mut data = vec![0; length + 2];
+    reader.read_exact(&mut data)?;
+    data.truncate(length);
+    Ok(Some(String::from_utf8_lossy(&data).into_owned()))
+}
+
+/// `set <key>` on a new connection.
+fn cache_set(server: &str, key: &str, value: &str, ttl: u32) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect(server)?;
+    let request = format!("set {key} 0 {ttl} {}\r\n{value}\r\n", value.len());
+    stream.write_all(request.as_bytes())?;
+    let mut reply = String::new();
+    BufReader::new(stream).read_line(&mut reply)?;
     Ok(())
 }

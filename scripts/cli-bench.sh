@@ -35,6 +35,7 @@ scratch=$(mktemp -d)
 trap 'kill "$memcached_pid" 2>/dev/null; rm -rf "$scratch"' EXIT
 
 export MEMSEM_SERVERS="127.0.0.1:$port"
+export MEMSEM_LOCK_DELAY=0 # a memcached started here: no earlier locks
 for _ in $(seq 100); do
     "$memsem" -q ping >/dev/null 2>&1 && break
     sleep 0.05

@@ -10,9 +10,14 @@ need_apt=()
 command -v memcached >/dev/null 2>&1 || need_apt+=(memcached)
 command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
 command -v perl >/dev/null 2>&1 || need_apt+=(perl)
+command -v nutcracker >/dev/null 2>&1 || need_apt+=(nutcracker)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 perl -MCache::Memcached -e1 2>/dev/null || need_apt+=(libcache-memcached-perl)
 perl -MCache::Memcached::Fast -e1 2>/dev/null || need_apt+=(libcache-memcached-fast-perl)
 perl -MMemcached::libmemcached -e1 2>/dev/null || need_apt+=(libmemcached-libmemcached-perl)
+command -v nutcracker >/dev/null 2>&1 || need_apt+=(nutcracker)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing: ${need_apt[*]} — install them with apt-get (as root) and run again" >&2

@@ -7,9 +7,11 @@ use crate::error::{Error, Result};
 use crate::flavor::{Blocking, Flavor, block_on};
 use crate::janitor::Janitor;
 use crate::key::{self, LockKey};
-use crate::memcached::{Backend, Failure, Timeouts, Transport};
+use crate::lease::{DEFAULT_MAX_LEASE, Leases, env_duration};
+use crate::memcached::{Failure, Pong, Timeouts, Transport};
 use crate::routing::{Ring, Routing, ServerSpec};
 use crate::semaphore::Semaphore;
+use crate::wire::{Backend, Credentials, Settings, TlsConfig};
 
 /// Configures a [`Client`].
 ///
@@ -23,6 +25,11 @@ use crate::semaphore::Semaphore;
 /// | connect timeout | 1 s |
 /// | I/O timeout | 1 s, for a whole request and its reply |
 /// | idle connections kept per server | 8 |
+/// | TLS | off ([`tls`](ClientBuilder::tls)) |
+/// | authentication | none ([`auth`](ClientBuilder::auth)) |
+/// | protocol dialect | [`Protocol::Auto`](crate::Protocol::Auto) ([`protocol`](ClientBuilder::protocol)) |
+/// | longest lease (`max_lease`) | 5 min ([`DEFAULT_MAX_LEASE`]) |
+/// | lock-delay after a server restart | `max_lease` |
 ///
 /// # Examples
 ///
@@ -46,6 +53,11 @@ pub struct ClientBuilder {
     namespace: String,
     timeouts: Timeouts,
     max_idle: usize,
+    tls: Option<TlsConfig>,
+    auth: Option<Credentials>,
+    protocol: crate::Protocol,
+    max_lease: Duration,
+    lock_delay: Option<Duration>,
 }
 
 impl Default for ClientBuilder {
@@ -59,6 +71,11 @@ impl Default for ClientBuilder {
                 io: Duration::from_secs(1),
             },
             max_idle: 8,
+            tls: None,
+            auth: None,
+            protocol: crate::Protocol::default(),
+            max_lease: DEFAULT_MAX_LEASE,
+            lock_delay: None,
         }
     }
 }
@@ -151,12 +168,162 @@ impl ClientBuilder {
         self
     }
 
+    /// The longest lease (TTL) a lock of this client may be taken or refreshed with (default
+    /// 5 min, [`DEFAULT_MAX_LEASE`]): a longer TTL is refused with
+    /// [`Error::InvalidConfig`]. Keep leases short and refresh them for long work
+    /// ([`Permit::keep_alive`](crate::Permit::keep_alive)); raise this only together with
+    /// the lock-delay, which must cover every lease a server may have forgotten.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let client = memsem::Client::builder()
+    ///     .servers("127.0.0.1:11211")
+    ///     .max_lease(Duration::from_secs(60))
+    ///     .build()?;
+    /// assert!(client.semaphore("job")?.with_ttl(Duration::from_secs(61)).is_err());
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn max_lease(mut self, max_lease: Duration) -> ClientBuilder {
+        self.max_lease = max_lease;
+        self
+    }
+
+    /// How long a memcached server that started (or restarted) recently grants no lock, by
+    /// its own uptime (default: the `max_lease`). A restarted memcached has forgotten every
+    /// lock, while their holders may still be running for up to one lease: the delay keeps
+    /// the next holder out until those leases have surely ended, as Chubby's and Consul's
+    /// lock-delay do. An acquire within it gets [`Error::LockDelay`] (and
+    /// [`wait_acquire`](crate::Semaphore::wait_acquire) waits through it). The cost: after
+    /// every restart (and for a freshly started server), no lock on it is granted for this
+    /// long.
+    ///
+    /// [`Duration::ZERO`] turns the delay off: locks are granted at once after a restart,
+    /// and a holder from before the restart can overlap with a new one until its next
+    /// refresh or release tells it the lock was lost. Locks
+    /// [`without_expiry`](crate::Semaphore::without_expiry) are not covered (their lease
+    /// has no end).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = memsem::Client::builder().lock_delay(Duration::ZERO); // off
+    /// # let _ = builder;
+    /// ```
+    pub fn lock_delay(mut self, lock_delay: Duration) -> ClientBuilder {
+        self.lock_delay = Some(lock_delay);
+        self
+    }
+
+    /// Speaks TLS to every server (memcached `-Z`), with these settings.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let tls = memsem::TlsConfig::new().ca_file("/etc/memcached/ca.pem");
+    /// let builder = memsem::Client::builder().servers("cache1:11211").tls(tls);
+    /// # let _ = builder;
+    /// ```
+    pub fn tls(mut self, tls: TlsConfig) -> ClientBuilder {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Authenticates every connection with ASCII auth (memcached `-Y`: the `set auth`
+    /// exchange). The credentials are sent only to servers that ask for them, once per new
+    /// connection; put TLS under them on an untrusted network.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = memsem::Client::builder().servers("cache1:11211").auth("locker", "s3cret");
+    /// # let _ = builder;
+    /// ```
+    pub fn auth(mut self, user: &str, password: &str) -> ClientBuilder {
+        self.auth = Some(Credentials {
+            user: user.to_string(),
+            password: password.to_string(),
+        });
+        self
+    }
+
+    /// TLS and ASCII auth from `MEMSEM_TLS`, `MEMSEM_TLS_CA`, `MEMSEM_TLS_CERT`,
+    /// `MEMSEM_TLS_KEY`, `MEMSEM_USERNAME` and `MEMSEM_PASSWORD_FILE` (see
+    /// [`Client::from_env`]).
+    fn fleet_from_env(mut self) -> Result<ClientBuilder> {
+        let var = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+        let on = var("MEMSEM_TLS")
+            .is_some_and(|value| !matches!(value.to_str(), Some("0" | "false" | "no" | "off")));
+        let (ca, cert, key) = (
+            var("MEMSEM_TLS_CA"),
+            var("MEMSEM_TLS_CERT"),
+            var("MEMSEM_TLS_KEY"),
+        );
+        if on || ca.is_some() || cert.is_some() || key.is_some() {
+            let mut tls = TlsConfig::new();
+            if let Some(ca) = ca {
+                tls = tls.ca_file(ca);
+            }
+            match (cert, key) {
+                (Some(cert), Some(key)) => tls = tls.client_cert(cert, key),
+                (None, None) => {}
+                _ => {
+                    return Err(Error::InvalidConfig(
+                        "MEMSEM_TLS_CERT and MEMSEM_TLS_KEY go together".into(),
+                    ));
+                }
+            }
+            self = self.tls(tls);
+        }
+        match (var("MEMSEM_USERNAME"), var("MEMSEM_PASSWORD_FILE")) {
+            (Some(user), Some(file)) => {
+                let password = std::fs::read_to_string(&file).map_err(|error| {
+                    Error::InvalidConfig(format!(
+                        "MEMSEM_PASSWORD_FILE {}: {error}",
+                        std::path::Path::new(&file).display()
+                    ))
+                })?;
+                let user = user.to_string_lossy();
+                self = self.auth(&user, password.lines().next().unwrap_or(""));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Error::InvalidConfig(
+                    "MEMSEM_USERNAME and MEMSEM_PASSWORD_FILE go together".into(),
+                ));
+            }
+        }
+        Ok(self)
+    }
+
+    /// Which dialect to speak: [`Protocol::Auto`](crate::Protocol::Auto) (the default: meta
+    /// where the server has it, classic otherwise), `Meta` or `Classic` (for twemproxy,
+    /// mcrouter and memcached before 1.6.13; see [`Protocol`](crate::Protocol) for what it
+    /// costs).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use memsem::{Client, Protocol};
+    ///
+    /// // Through twemproxy: the proxy is the only server, it routes.
+    /// let builder = Client::builder().servers("127.0.0.1:22121").protocol(Protocol::Classic);
+    /// # let _ = builder;
+    /// ```
+    pub fn protocol(mut self, protocol: crate::Protocol) -> ClientBuilder {
+        self.protocol = protocol;
+        self
+    }
+
     /// Builds the client. Host names are resolved here; connections are made on first use.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] for no servers, a malformed or duplicate entry, a host that
-    /// does not resolve or a zero timeout; [`Error::InvalidName`] for a namespace that cannot
+    /// does not resolve, a zero timeout, unreadable TLS files, or a user name or password
+    /// that ASCII auth cannot carry (whitespace in the user, CR or LF anywhere); [`Error::InvalidName`] for a namespace that cannot
     /// be part of a memcached key.
     ///
     /// # Examples
@@ -167,7 +334,8 @@ impl ClientBuilder {
     /// ```
     pub fn build(self) -> Result<Client> {
         let (specs, ring) = self.check()?;
-        let backends = self.blocking_backends(&specs)?;
+        let settings = self.settings()?;
+        let backends = self.blocking_backends(&specs, &settings);
         Ok(self.assemble(ring, backends.clone(), backends))
     }
 
@@ -190,16 +358,15 @@ impl ClientBuilder {
     /// # }
     /// ```
     #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub async fn build_async(self) -> Result<Client<crate::Tokio>> {
         let (specs, ring) = self.check()?;
-        let cleanup = self.blocking_backends(&specs)?;
-        let mut backends = Vec::with_capacity(specs.len());
-        for spec in &specs {
-            let backend = crate::memcached::AsyncBackend::new(spec, self.timeouts, self.max_idle)
-                .await
-                .map_err(Error::InvalidConfig)?;
-            backends.push(Arc::new(backend));
-        }
+        let settings = self.settings()?;
+        let cleanup = self.blocking_backends(&specs, &settings);
+        let backends = specs
+            .iter()
+            .map(|spec| Arc::new(crate::wire::AsyncBackend::new(spec, settings.clone())))
+            .collect();
         Ok(self.assemble(ring, backends, cleanup))
     }
 
@@ -212,17 +379,59 @@ impl ClientBuilder {
         if self.timeouts.connect.is_zero() || self.timeouts.io.is_zero() {
             return Err(Error::InvalidConfig("timeouts must be above zero".into()));
         }
+        if self.max_lease.is_zero() {
+            return Err(Error::InvalidConfig("max_lease must be above zero".into()));
+        }
         key::check_namespace(&self.namespace)?;
         let ring = Ring::new(self.routing, &specs)?;
+        for spec in &specs {
+            use std::net::ToSocketAddrs;
+            let crate::routing::Endpoint::Tcp { host, port } = spec.endpoint() else {
+                continue;
+            };
+            if let Err(error) = (host, port).to_socket_addrs() {
+                return Err(Error::InvalidConfig(format!(
+                    "cannot use memcached server {}: {error}",
+                    spec.address()
+                )));
+            }
+        }
         Ok((specs, ring))
     }
 
-    fn blocking_backends(&self, specs: &[ServerSpec]) -> Result<Vec<Arc<Backend>>> {
+    /// The transport settings shared by every server: TLS files read, credentials checked.
+    fn settings(&self) -> Result<Settings> {
+        let tls = match &self.tls {
+            Some(tls) => Some(Arc::new(tls.connector().map_err(Error::InvalidConfig)?)),
+            None => None,
+        };
+        if let Some(auth) = &self.auth {
+            let bad = |text: &str| text.bytes().any(|b| b == b'\r' || b == b'\n');
+            if auth.user.is_empty() || auth.user.bytes().any(|b| b.is_ascii_whitespace()) {
+                return Err(Error::InvalidConfig(
+                    "the auth user name must be non-empty, without whitespace".into(),
+                ));
+            }
+            if bad(&auth.password) {
+                return Err(Error::InvalidConfig(
+                    "the auth password cannot contain CR or LF".into(),
+                ));
+            }
+        }
+        Ok(Settings {
+            timeouts: self.timeouts,
+            max_idle: self.max_idle,
+            tls,
+            auth: self.auth.clone().map(Arc::new),
+            protocol: self.protocol,
+        })
+    }
+
+    fn blocking_backends(&self, specs: &[ServerSpec], settings: &Settings) -> Vec<Arc<Backend>> {
         specs
             .iter()
-            .map(|spec| Backend::new(spec, self.timeouts, self.max_idle).map(Arc::new))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(Error::InvalidConfig)
+            .map(|spec| Arc::new(Backend::new(spec, settings.clone())))
+            .collect()
     }
 
     fn assemble<F: Flavor>(
@@ -239,6 +448,10 @@ impl ClientBuilder {
                 ring,
                 routing: self.routing,
                 namespace: self.namespace,
+                leases: Leases {
+                    max_lease: self.max_lease,
+                    lock_delay: self.lock_delay.unwrap_or(self.max_lease),
+                },
             }),
         }
     }
@@ -274,6 +487,7 @@ struct Inner<F: Flavor> {
     routing: Routing,
     namespace: String,
     janitor: Janitor,
+    leases: Leases,
 }
 
 /// One server's answer to [`Client::ping`].
@@ -293,6 +507,9 @@ struct Inner<F: Flavor> {
 pub struct ServerStatus {
     round_trip: Duration,
     version: String,
+    dialect: &'static str,
+    tls: bool,
+    auth: bool,
 }
 
 impl ServerStatus {
@@ -323,6 +540,50 @@ impl ServerStatus {
     pub fn version(&self) -> &str {
         &self.version
     }
+
+    /// The protocol dialect spoken with the server: `meta`, or `classic` for servers and
+    /// proxies without meta commands.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let (_, answer) = &client.ping()[0];
+    /// assert_eq!(answer.as_ref().unwrap().dialect(), "meta");
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn dialect(&self) -> &'static str {
+        self.dialect
+    }
+
+    /// Whether the connection is TLS.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let (_, answer) = &client.ping()[0];
+    /// assert!(!answer.as_ref().unwrap().tls());
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// Whether the connection authenticated (ASCII auth): the server asked, and accepted the
+    /// credentials.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let (_, answer) = &client.ping()[0];
+    /// assert!(!answer.as_ref().unwrap().auth());
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn auth(&self) -> bool {
+        self.auth
+    }
 }
 
 /// A lock's key, bound to the server that holds it. Shared by a semaphore and its permits.
@@ -348,15 +609,24 @@ impl<F: Flavor> Target<F> {
                 source,
             },
             Failure::Protocol(detail) => Error::Protocol { server, detail },
+            Failure::Refused(reason) => Error::Refused { server, reason },
         }
     }
 
     pub(crate) fn janitor(&self) -> &Janitor {
         &self.client.inner.janitor
     }
+
+    pub(crate) fn leases(&self) -> Leases {
+        self.client.inner.leases
+    }
 }
 
 impl<F: Flavor> Client<F> {
+    pub(crate) fn leases(&self) -> Leases {
+        self.inner.leases
+    }
+
     pub(crate) fn backends(&self) -> &[Arc<F::Wire>] {
         &self.inner.backends
     }
@@ -388,7 +658,12 @@ impl<F: Flavor> Client<F> {
     /// ```
     pub fn semaphore(&self, name: &str) -> Result<Semaphore<F>> {
         let key = key::lock_key(&self.inner.namespace, name)?;
-        let index = self.inner.ring.server_for(&key.routed);
+        let hashed = if self.inner.routing.hashes_namespace() {
+            &key.wire
+        } else {
+            &key.routed
+        };
+        let index = self.inner.ring.server_for(hashed);
         let backend = Arc::clone(&self.inner.backends[index]);
         let cleanup = Arc::clone(&self.inner.cleanup[index]);
         Ok(Semaphore::new(Target {
@@ -431,13 +706,13 @@ impl<F: Flavor> Client<F> {
         let mut answers = Vec::with_capacity(self.inner.backends.len());
         for backend in &self.inner.backends {
             let server = backend.address().to_string();
-            let answer = backend
-                .ping()
-                .await
-                .map(|(round_trip, version)| ServerStatus {
-                    round_trip,
-                    version,
-                });
+            let answer = backend.ping().await.map(|pong: Pong| ServerStatus {
+                round_trip: pong.round_trip,
+                version: pong.version,
+                dialect: pong.dialect,
+                tls: pong.tls,
+                auth: pong.auth,
+            });
             let answer = answer.map_err(|failure| match failure {
                 Failure::Unavailable(source) | Failure::Ambiguous(source) => Error::Unavailable {
                     server: server.clone(),
@@ -446,6 +721,10 @@ impl<F: Flavor> Client<F> {
                 Failure::Protocol(detail) => Error::Protocol {
                     server: server.clone(),
                     detail,
+                },
+                Failure::Refused(reason) => Error::Refused {
+                    server: server.clone(),
+                    reason,
                 },
             });
             answers.push((server, answer));
@@ -487,12 +766,18 @@ impl Client {
     }
 
     /// A client configured from the environment: `MEMSEM_SERVERS` (required),
-    /// `MEMSEM_NAMESPACE` and `MEMSEM_ROUTING` (`ketama` or `cache-memcached`).
+    /// `MEMSEM_NAMESPACE`, `MEMSEM_ROUTING` (`ketama`, `cache-memcached` or
+    /// `twemproxy:HASH:DISTRIBUTION`), `MEMSEM_PROTOCOL` (`auto`, `meta` or `classic`),
+    /// `MEMSEM_MAX_LEASE` and `MEMSEM_LOCK_DELAY` (durations such as `5m`, `30s`; `0` turns
+    /// the lock-delay off); TLS with `MEMSEM_TLS=1`, `MEMSEM_TLS_CA`, `MEMSEM_TLS_CERT` and
+    /// `MEMSEM_TLS_KEY` (PEM files; any of them turns TLS on); ASCII auth with
+    /// `MEMSEM_USERNAME` and `MEMSEM_PASSWORD_FILE` (the password is the file's first line).
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] when `MEMSEM_SERVERS` is unset, and as
-    /// [`ClientBuilder::build`].
+    /// [`Error::InvalidConfig`] when `MEMSEM_SERVERS` is unset, a password file cannot be
+    /// read, only one of a user and a password file or of a certificate and a key is given,
+    /// and as [`ClientBuilder::build`].
     ///
     /// # Examples
     ///
@@ -513,7 +798,16 @@ impl Client {
         if let Ok(routing) = std::env::var("MEMSEM_ROUTING") {
             builder = builder.routing(routing.parse()?);
         }
-        builder.build()
+        if let Ok(protocol) = std::env::var("MEMSEM_PROTOCOL") {
+            builder = builder.protocol(protocol.parse()?);
+        }
+        if let Ok(max_lease) = std::env::var("MEMSEM_MAX_LEASE") {
+            builder = builder.max_lease(env_duration("MEMSEM_MAX_LEASE", &max_lease)?);
+        }
+        if let Ok(delay) = std::env::var("MEMSEM_LOCK_DELAY") {
+            builder = builder.lock_delay(env_duration("MEMSEM_LOCK_DELAY", &delay)?);
+        }
+        builder.fleet_from_env()?.build()
     }
 
     /// A lock held on a majority of **all** the client's servers (Redlock), instead of on
@@ -541,6 +835,27 @@ impl Client {
         ))
     }
 
+    /// Waits until the background clean-up has settled every lock this client could not
+    /// confirm (an acquire or release whose reply was lost: read back, deleted while it
+    /// holds this process's token), or until `timeout` passes. `true` when nothing is left
+    /// unsettled. A short-lived process (a command-line tool) calls it before it exits,
+    /// since the clean-up thread ends with the process.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let _ = client.semaphore("job")?.try_acquire();
+    /// if !client.wait_for_cleanup(Duration::from_secs(3)) {
+    ///     eprintln!("a lock may stay held until its TTL ends");
+    /// }
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn wait_for_cleanup(&self, timeout: Duration) -> bool {
+        self.inner.janitor.wait_settled(timeout)
+    }
+
     /// Checks every server: one no-op round trip on the pool (timed), and the server's
     /// version: `(server, status or error)`. Lock::Server's PING, for every server.
     ///
@@ -562,6 +877,7 @@ impl Client {
 }
 
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 impl Client<crate::Tokio> {
     /// Checks every server with one no-op round trip, as [`Client::ping`].
     ///

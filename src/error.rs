@@ -11,6 +11,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in memsem.
 ///
+/// Each error's message says what happened once; the underlying cause (an I/O error, the last
+/// server error of a wait) is not repeated in it but returned by
+/// [`source()`](std::error::Error::source), so that printing the chain (as `anyhow`'s
+/// `{:#}` or the `memsem` tool do) shows every cause once.
+///
 /// Contention is not an error: [`Semaphore::try_acquire`](crate::Semaphore::try_acquire)
 /// answers `Ok(None)` when somebody else holds the lock. The variants say what to do next:
 ///
@@ -21,6 +26,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | [`Ambiguous`](Error::Ambiguous) | a write was sent but never answered; memsem could not find out whether it landed |
 /// | [`LockLost`](Error::LockLost) | accept: the lease expired or another holder has it now; stop the protected work |
 /// | [`Protocol`](Error::Protocol) | the server sent something memsem does not understand; check what listens there |
+/// | [`Refused`](Error::Refused) | the server cannot be used this way (no meta protocol, authentication, TLS, not a memcached): fix the configuration; never retried |
+/// | [`LockDelay`](Error::LockDelay) | the server restarted recently and grants no lock yet: retry after `remaining` ([`wait_acquire`](crate::Semaphore::wait_acquire) waits through it) |
 ///
 /// # Examples
 ///
@@ -49,7 +56,7 @@ pub enum Error {
 
     /// The server that owns the lock could not be reached or did not answer in time;
     /// nothing was changed on it.
-    #[error("memcached server {server} is unavailable: {source}")]
+    #[error("memcached server {server} is unavailable")]
     Unavailable {
         /// The server as configured (`host:port`).
         server: String,
@@ -62,7 +69,7 @@ pub enum Error {
     /// memsem cannot tell whether it was applied. memsem keeps trying to clean up in the
     /// background (a lock left with this process's token is deleted once the server
     /// answers); at worst the lock's TTL ends it.
-    #[error("outcome of {operation} on memcached server {server} is unknown: {source}")]
+    #[error("outcome of {operation} on memcached server {server} is unknown")]
     Ambiguous {
         /// The server as configured (`host:port`).
         server: String,
@@ -84,7 +91,7 @@ pub enum Error {
     },
 
     /// [`wait_acquire`](crate::Semaphore::wait_acquire) gave up after `max_wait`.
-    #[error("gave up waiting for lock {name:?} after {waited:?} ({attempts} attempts){}", last_error_suffix(.last_error))]
+    #[error("gave up waiting for lock {name:?} after {} ({attempts} attempts)", Human(*.waited))]
     Timeout {
         /// The lock name.
         name: String,
@@ -121,12 +128,109 @@ pub enum Error {
         /// What was wrong with the reply.
         detail: String,
     },
+
+    /// The server cannot be used the way memsem was configured to use it: it does not
+    /// speak the meta protocol, wants authentication, expects TLS, or is not a memcached.
+    /// Nothing was written to it. Not retryable: [`wait_acquire`](crate::Semaphore::wait_acquire)
+    /// stops at once.
+    #[error("memcached server {server} refused: {reason}")]
+    Refused {
+        /// The server as configured (`host:port`).
+        server: String,
+        /// The likely cause.
+        reason: Refusal,
+    },
+
+    /// The lock's server started (or restarted) less than the client's lock-delay ago
+    /// ([`ClientBuilder::lock_delay`](crate::ClientBuilder::lock_delay)): it has forgotten
+    /// the locks of its earlier incarnation, whose holders may still run, so it grants no
+    /// lock until the delay has passed. Nothing was sent. Retryable;
+    /// [`wait_acquire`](crate::Semaphore::wait_acquire) waits through it.
+    #[error(
+        "memcached server {server} restarted recently: no lock is granted for another {remaining:?} (lock-delay)"
+    )]
+    LockDelay {
+        /// The server as configured (`host:port`).
+        server: String,
+        /// How much longer the delay lasts.
+        remaining: Duration,
+    },
 }
 
-fn last_error_suffix(last: &Option<Box<Error>>) -> String {
-    match last {
-        Some(error) => format!("; last error: {error}"),
-        None => String::new(),
+/// Why a server was refused ([`Error::Refused`]).
+///
+/// # Examples
+///
+/// ```
+/// use memsem::Refusal;
+///
+/// assert!(Refusal::NoMetaProtocol.to_string().contains("meta commands"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The server answered ERROR to meta commands (memcached < 1.6, or a proxy).
+    NoMetaProtocol,
+    /// The server wants authentication (ASCII auth `-Y` or SASL `-S`) and none was given.
+    AuthRequired,
+    /// The server rejected the credentials given.
+    AuthFailed,
+    /// The server only authenticates with SASL over the binary protocol (`memcached -S`),
+    /// which memsem does not speak: use ASCII auth (`-Y`) or TLS client certificates.
+    SaslOnly,
+    /// The connection closed or was reset right after connect: probably a TLS-only server
+    /// (or TLS configured against a plain server).
+    TlsMismatch,
+    /// Not a memcached at all (e.g. HTTP, SSH banner).
+    NotMemcached,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Refusal::NoMetaProtocol => {
+                "server does not understand meta commands (memcached < 1.6, or a proxy)"
+            }
+            Refusal::AuthRequired => "server requires authentication",
+            Refusal::AuthFailed => "server rejected the credentials",
+            Refusal::SaslOnly => {
+                "server requires SASL (memcached -S, binary protocol only), which memsem does not support: use ASCII auth (-Y) or TLS client certificates"
+            }
+            Refusal::TlsMismatch => "connection closed right after connect: TLS?",
+            Refusal::NotMemcached => "this is not a memcached server",
+        })
+    }
+}
+
+/// An error and its causes, each said once, joined by `: ` (for log lines, where only one
+/// field carries the error).
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+/// A duration as people write it (`1s 250ms`, `3m 20s`), to the millisecond above a
+/// millisecond and to the microsecond below.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Human(pub(crate) Duration);
+
+impl std::fmt::Display for Human {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rounded = if self.0 >= Duration::from_millis(1) {
+            Duration::from_millis(u64::try_from(self.0.as_millis()).unwrap_or(u64::MAX))
+        } else {
+            Duration::from_micros(u64::try_from(self.0.as_micros()).unwrap_or(u64::MAX))
+        };
+        write!(f, "{}", humantime::format_duration(rounded))
     }
 }
 
@@ -147,6 +251,9 @@ pub enum LostReason {
     Missing,
     /// The key exists but holds another holder's token.
     HeldByOther,
+    /// The server restarted since the lock was granted: it has forgotten the lock (and its
+    /// CAS values start again), so nothing was written.
+    Restarted,
 }
 
 impl std::fmt::Display for LostReason {
@@ -154,13 +261,16 @@ impl std::fmt::Display for LostReason {
         f.write_str(match self {
             LostReason::Missing => "the key is gone (expired, evicted or deleted)",
             LostReason::HeldByOther => "the key now belongs to another holder",
+            LostReason::Restarted => "the memcached server restarted since the lock was granted",
         })
     }
 }
 
 impl Error {
     /// Whether trying the same call again later may succeed: true for
-    /// [`Unavailable`](Error::Unavailable) and [`Timeout`](Error::Timeout).
+    /// [`Unavailable`](Error::Unavailable), [`Timeout`](Error::Timeout),
+    /// [`NoQuorum`](Error::NoQuorum) and [`LockDelay`](Error::LockDelay); never for
+    /// [`Refused`](Error::Refused).
     ///
     /// # Examples
     ///
@@ -179,7 +289,10 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::Unavailable { .. } | Error::Timeout { .. } | Error::NoQuorum { .. }
+            Error::Unavailable { .. }
+                | Error::Timeout { .. }
+                | Error::NoQuorum { .. }
+                | Error::LockDelay { .. }
         )
     }
 
@@ -217,5 +330,65 @@ impl Error {
             } => last.is_unavailable(),
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(error: &Error) -> String {
+        Chain(error).to_string()
+    }
+
+    fn refused() -> Error {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        Error::Unavailable {
+            server: "127.0.0.1:1".into(),
+            source: Box::new(io),
+        }
+    }
+
+    #[test]
+    fn each_cause_is_said_once_in_the_chain() {
+        let timeout = Error::Timeout {
+            name: "report".into(),
+            waited: Duration::from_millis(2_345),
+            attempts: 7,
+            last_error: Some(Box::new(refused())),
+        };
+        let text = chain(&timeout);
+        assert_eq!(
+            text,
+            "gave up waiting for lock \"report\" after 2s 345ms (7 attempts): \
+             memcached server 127.0.0.1:1 is unavailable: connection refused"
+        );
+        assert_eq!(text.matches("connection refused").count(), 1);
+        assert_eq!(text.matches("unavailable").count(), 1);
+    }
+
+    #[test]
+    fn ambiguous_names_the_operation_and_leaves_the_cause_to_source() {
+        let error = Error::Ambiguous {
+            server: "10.0.0.1:11211".into(),
+            operation: "acquire",
+            source: "timed out".into(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "outcome of acquire on memcached server 10.0.0.1:11211 is unknown"
+        );
+        assert_eq!(chain(&error).matches("timed out").count(), 1);
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(
+            Human(Duration::from_nanos(300_543_708)).to_string(),
+            "300ms"
+        );
+        assert_eq!(Human(Duration::from_secs(3600)).to_string(), "1h");
+        assert_eq!(Human(Duration::from_nanos(12_345)).to_string(), "12us");
+        assert_eq!(Human(Duration::ZERO).to_string(), "0s");
     }
 }

@@ -25,7 +25,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::memcached::{Item, Transport};
+use crate::memcached::{Epoch, Item, Transport};
 
 mod drive;
 
@@ -205,8 +205,13 @@ pub(crate) enum Step {
     ReadQueue(Duration),
     /// Sleep, then read the lock's keys.
     ReadSlots(Duration),
-    /// Replace the reservation in `slot` (from 1) that has this CAS.
-    Claim { slot: u32, cas: u64 },
+    /// Replace the reservation in `slot` (from 1) that has this CAS, read from this
+    /// incarnation of the server.
+    Claim {
+        slot: u32,
+        cas: u64,
+        epoch: Option<Epoch>,
+    },
     /// Add the free key of `slot`.
     Add { slot: u32 },
     /// The counter was reset (evicted, server restarted): draw a new ticket.
@@ -347,10 +352,11 @@ impl Wait {
                         return Step::Claim {
                             slot,
                             cas: item.cas,
+                            epoch: item.epoch,
                         };
                     }
                     Some(_) => {
-                        earlier.get_or_insert((slot, item.cas));
+                        earlier.get_or_insert((slot, item.cas, item.epoch));
                     }
                     None => {}
                 },
@@ -360,12 +366,12 @@ impl Wait {
             return Step::Add { slot };
         }
         match (earlier, self.stale) {
-            (Some((slot, cas)), Some((s, c, since))) if (slot, cas) == (s, c) => {
+            (Some((slot, cas, epoch)), Some((s, c, since))) if (slot, cas) == (s, c) => {
                 if now.saturating_duration_since(since) >= SKIP_AFTER {
-                    return Step::Claim { slot, cas };
+                    return Step::Claim { slot, cas, epoch };
                 }
             }
-            (Some((slot, cas)), _) => self.stale = Some((slot, cas, now)),
+            (Some((slot, cas, _)), _) => self.stale = Some((slot, cas, now)),
             (None, _) => self.stale = None,
         }
         // At the head, waiting for the holder's release: a few reads per hold.
@@ -389,11 +395,18 @@ impl Wait {
 mod tests {
     use super::*;
 
+    /// The incarnation the test items are read from: a claim carries it.
+    const EPOCH: Option<Epoch> = Some(Epoch {
+        started: 1_000,
+        pid: 42,
+    });
+
     fn item(value: &[u8], cas: u64) -> Option<Item> {
         Some(Item {
             value: value.to_vec(),
             cas,
             ttl: Some(2),
+            epoch: EPOCH,
         })
     }
 
@@ -467,7 +480,11 @@ mod tests {
         let mut wait = Wait::new_for_test(counter(5, 4), &queue, now);
         assert_eq!(
             wait.on_slots(&[item(&reservation(5), 77)], now),
-            Step::Claim { slot: 1, cas: 77 }
+            Step::Claim {
+                slot: 1,
+                cas: 77,
+                epoch: EPOCH
+            }
         );
         // An earlier ticket's reservation: wait, then skip it once it sat unchanged.
         assert!(matches!(
@@ -480,7 +497,11 @@ mod tests {
         ));
         assert_eq!(
             wait.on_slots(&[item(&reservation(4), 80)], now + SKIP_AFTER),
-            Step::Claim { slot: 1, cas: 80 }
+            Step::Claim {
+                slot: 1,
+                cas: 80,
+                epoch: EPOCH
+            }
         );
         // A new reservation (another CAS) restarts the clock.
         assert!(matches!(
@@ -503,7 +524,11 @@ mod tests {
         // N permits: the reservation in any slot, else a free one.
         assert_eq!(
             wait.on_slots(&[holder.clone(), item(&reservation(3), 9)], now),
-            Step::Claim { slot: 2, cas: 9 }
+            Step::Claim {
+                slot: 2,
+                cas: 9,
+                epoch: EPOCH
+            }
         );
         assert_eq!(wait.on_slots(&[holder, None], now), Step::Add { slot: 2 });
     }
@@ -535,7 +560,11 @@ mod tests {
         );
         assert_eq!(
             wait.on_slots(&[item(&reservation(6), 4)], now),
-            Step::Claim { slot: 1, cas: 4 }
+            Step::Claim {
+                slot: 1,
+                cas: 4,
+                epoch: EPOCH
+            }
         );
     }
 

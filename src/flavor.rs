@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use crate::memcached::{Backend, Transport};
+use crate::memcached::Transport;
+use crate::wire::Backend;
 
 mod sealed {
     pub trait Sealed {}
@@ -81,6 +82,7 @@ impl Flavor for Blocking {
 /// # }
 /// ```
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 #[derive(Debug, Clone, Copy)]
 pub enum Tokio {}
 
@@ -89,7 +91,7 @@ impl sealed::Sealed for Tokio {}
 
 #[cfg(feature = "tokio")]
 impl Flavor for Tokio {
-    type Wire = crate::memcached::AsyncBackend;
+    type Wire = crate::wire::AsyncBackend;
     const BLOCKING: bool = false;
 
     fn sleep(duration: Duration) -> impl Future<Output = ()> + Send {

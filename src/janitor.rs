@@ -2,11 +2,12 @@
 //! keeps checking the key, and deletes it while it still carries this process's token.
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::memcached::{Backend, Checked, Transport};
+use crate::memcached::{Checked, Transport};
 use crate::token::Token;
+use crate::wire::Backend;
 
 /// How often pending chores are retried.
 const ROUND: Duration = Duration::from_millis(250);
@@ -31,6 +32,42 @@ struct Chore {
     confirmed: bool,
     /// Instead of deleting the lock, keep it closed this many seconds (a cooldown release).
     cooldown_secs: u32,
+    /// Counted as unsettled until its first confirmed check (or its end).
+    unsettled: Option<Arc<Unsettled>>,
+}
+
+/// How many chores have not been confirmed yet, for [`Janitor::wait_settled`].
+#[derive(Debug, Default)]
+struct Unsettled {
+    count: Mutex<usize>,
+    settled: Condvar,
+}
+
+impl Unsettled {
+    fn add(&self) {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+    }
+
+    fn done(&self) {
+        let mut count = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        *count = count.saturating_sub(1);
+        self.settled.notify_all();
+    }
+}
+
+impl Chore {
+    /// The chore's first check is confirmed (or it is over): it no longer counts.
+    fn settle(&mut self) {
+        if let Some(unsettled) = self.unsettled.take() {
+            unsettled.done();
+        }
+    }
+}
+
+impl Drop for Chore {
+    fn drop(&mut self) {
+        self.settle();
+    }
 }
 
 impl Chore {
@@ -49,6 +86,7 @@ impl Chore {
                     &item.value,
                     item.cas,
                     self.cooldown_secs,
+                    item.epoch,
                 );
                 // Cooled down: the key stays ours until it expires; nothing more to do.
                 if matches!(cooled, Ok(Checked::Applied { .. })) {
@@ -58,7 +96,7 @@ impl Chore {
             }
             Ok(Some(item)) if self.token.owns(&item.value) => {
                 matches!(
-                    self.backend.delete_if_now(&self.key, item.cas),
+                    self.backend.delete_if_now(&self.key, item.cas, item.epoch),
                     Ok(Checked::Applied { .. })
                 )
             }
@@ -74,6 +112,7 @@ impl Chore {
             return true;
         }
         self.confirmed = true;
+        self.settle();
         self.due = now + RECHECK_AFTER;
         false
     }
@@ -84,6 +123,7 @@ impl Chore {
 #[derive(Debug, Default)]
 pub(crate) struct Janitor {
     queue: Mutex<Option<Sender<Chore>>>,
+    unsettled: Arc<Unsettled>,
 }
 
 impl Janitor {
@@ -126,7 +166,9 @@ impl Janitor {
             due: now,
             confirmed: false,
             cooldown_secs,
+            unsettled: Some(Arc::clone(&self.unsettled)),
         };
+        self.unsettled.add();
         let mut queue = match self.queue.lock() {
             Ok(queue) => queue,
             Err(poisoned) => poisoned.into_inner(),
@@ -149,9 +191,35 @@ impl Janitor {
                 *queue = Some(sender);
             }
             Err(error) => {
-                tracing::warn!(%error, "cannot start the lock clean-up thread; the lock's TTL will end it")
+                tracing::warn!(error = %crate::error::Chain(&error), "cannot start the lock clean-up thread; the lock's TTL will end it")
             }
         }
+    }
+}
+
+impl Janitor {
+    /// Blocks until every chore has had its first confirmed check, or `timeout` passes;
+    /// `true` when none is left unconfirmed.
+    pub(crate) fn wait_settled(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut count = self
+            .unsettled
+            .count
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        while *count > 0 {
+            let left = deadline.map_or(Duration::from_secs(3600), |at| {
+                at.saturating_duration_since(Instant::now())
+            });
+            if left.is_zero() {
+                return false;
+            }
+            count = match self.unsettled.settled.wait_timeout(count, left) {
+                Ok((count, _)) => count,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        true
     }
 }
 

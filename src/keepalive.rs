@@ -6,15 +6,24 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::flavor::Flavor;
+use crate::lease::{lease_margin, refresh_interval};
 use crate::permit::Permit;
+
+#[cfg(feature = "tokio")]
+mod task;
+#[cfg(feature = "tokio")]
+pub use task::AsyncKeepAlive;
 
 /// A permit kept alive by a background thread that refreshes its lease every third of its
 /// TTL (more often for leases of a few seconds, since memcached counts whole seconds), so the
 /// protected work may run far longer than the TTL while a crashed process still frees the
 /// lock within one TTL. Get one from [`Permit::keep_alive`].
 ///
-/// When a refresh finds the lock gone or taken by somebody else — or cannot reach the server
-/// before the lease ends — the keep-alive stops and the permit counts as lost: poll
+/// When a refresh finds the lock gone or taken by somebody else — or no refresh has been
+/// confirmed by the end of the lease minus a margin ([`lease_margin`](crate::lease_margin),
+/// counted from just before the last confirmed request was sent; a watchdog thread reports
+/// it then, even while a refresh is still waiting for the network) — the keep-alive stops
+/// and the permit counts as lost: poll
 /// [`is_lost`](KeepAlive::is_lost) between steps of the work, or block on
 /// [`wait_lost`](KeepAlive::wait_lost) in a watchdog thread, and stop the protected work.
 ///
@@ -42,7 +51,7 @@ use crate::permit::Permit;
 #[derive(Debug)]
 pub struct KeepAlive {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 #[derive(Debug)]
@@ -56,6 +65,31 @@ struct State {
     permit: Option<Permit>,
     stopping: bool,
     lost: Option<String>,
+    /// When the lease is declared lost unless a refresh is confirmed first; `None` for a
+    /// lock without expiry.
+    deadline: Option<Instant>,
+    on_lost: Callback,
+}
+
+/// The `on_lost` callback, called once by whichever thread finds the loss.
+struct Callback(Option<OnLost>);
+
+impl std::fmt::Debug for Callback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
+}
+
+/// Records the loss, wakes the waiters, then (without the lock held) calls `on_lost`.
+fn declare_lost(shared: &Shared, mut state: MutexGuard<'_, State>, reason: String) {
+    tracing::warn!(reason, "lock lost");
+    state.lost = Some(reason.clone());
+    let on_lost = state.on_lost.0.take();
+    shared.changed.notify_all();
+    drop(state);
+    if let Some(on_lost) = on_lost {
+        on_lost(&reason);
+    }
 }
 
 fn lock(shared: &Shared) -> MutexGuard<'_, State> {
@@ -66,26 +100,47 @@ fn lock(shared: &Shared) -> MutexGuard<'_, State> {
 }
 
 impl KeepAlive {
-    pub(crate) fn start(permit: Permit, on_lost: Option<OnLost>) -> KeepAlive {
+    /// Starts refreshing `permit`; the loss is reported `stop_time` earlier than the lease
+    /// margin requires, for work that needs that long to stop.
+    pub(crate) fn start(permit: Permit, on_lost: Option<OnLost>, stop_time: Duration) -> KeepAlive {
         let ttl = permit.ttl();
+        let margin = ttl.map_or(Duration::ZERO, |ttl| lease_margin(ttl) + stop_time);
+        let deadline = permit
+            .expires_at()
+            .map(|at| at.checked_sub(margin).unwrap_or(at));
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 permit: Some(permit),
                 stopping: false,
                 lost: None,
+                deadline,
+                on_lost: Callback(on_lost),
             }),
             changed: Condvar::new(),
         });
+        let mut threads = Vec::new();
         // A lock without expiry needs no refreshing.
-        let thread = ttl.and_then(|ttl| {
-            let worker = Arc::clone(&shared);
-            std::thread::Builder::new()
+        if let Some(ttl) = ttl {
+            let refresher = Arc::clone(&shared);
+            let watchdog = Arc::clone(&shared);
+            let spawned = std::thread::Builder::new()
                 .name("memsem-keepalive".into())
-                .spawn(move || refresh_loop(&worker, ttl, on_lost))
-                .map_err(|error| tracing::warn!(%error, "cannot start the keep-alive thread"))
-                .ok()
-        });
-        KeepAlive { shared, thread }
+                .spawn(move || refresh_loop(&refresher, ttl, margin))
+                .and_then(|refreshing| {
+                    threads.push(refreshing);
+                    std::thread::Builder::new()
+                        .name("memsem-lease-watch".into())
+                        .spawn(move || watch_loop(&watchdog, margin))
+                });
+            match spawned {
+                Ok(watching) => threads.push(watching),
+                Err(error) => tracing::warn!(
+                    error = %crate::error::Chain(&error),
+                    "cannot start the keep-alive threads"
+                ),
+            }
+        }
+        KeepAlive { shared, threads }
     }
 
     /// Whether the lock was found lost (or the lease ran out unrefreshed). Never blocks on
@@ -213,7 +268,7 @@ impl KeepAlive {
             state.stopping = true;
         }
         self.shared.changed.notify_all();
-        if let Some(thread) = self.thread.take() {
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
         lock(&self.shared).permit.take()
@@ -227,18 +282,10 @@ impl Drop for KeepAlive {
     }
 }
 
-/// How often a keep-alive refreshes a lease of `ttl`: every third of it, and at least twice
-/// within the part of it that memcached surely counts (its clock ticks in whole seconds, so
-/// a lease of `ttl` can end up to a second early).
-fn refresh_interval(ttl: Duration) -> Duration {
-    let sure = ttl.saturating_sub(Duration::from_secs(1));
-    (ttl / 3).min(sure / 2).max(Duration::from_millis(100))
-}
-
 /// What a refresh's outcome means for a keep-alive: the reason when the lock is lost, and
 /// when to refresh next — sooner after a failure, since the lease is running out. Shared by
 /// the thread and the tokio task.
-fn judge<F: Flavor>(
+pub(crate) fn judge<F: Flavor>(
     permit: &Permit<F>,
     outcome: Result<()>,
     interval: Duration,
@@ -254,7 +301,7 @@ fn judge<F: Flavor>(
             interval,
         ),
         Err(error) => {
-            tracing::warn!(lock = permit.name(), %error, "refreshing the lease failed; retrying");
+            tracing::warn!(lock = permit.name(), error = %crate::error::Chain(&error), "refreshing the lease failed; retrying");
             let retry = (interval / 4).max(Duration::from_millis(100));
             let next = match permit.expires_at() {
                 Some(at) => retry.min(at.saturating_duration_since(Instant::now())),
@@ -268,20 +315,20 @@ fn judge<F: Flavor>(
 /// Called once, from the keep-alive thread, with the reason, when the lock is lost.
 pub(crate) type OnLost = Box<dyn FnOnce(&str) + Send + 'static>;
 
-fn refresh_loop(shared: &Shared, ttl: Duration, on_lost: Option<OnLost>) {
-    let interval = refresh_interval(ttl);
+fn refresh_loop(shared: &Shared, ttl: Duration, margin: Duration) {
+    let interval = refresh_interval(ttl, margin);
     let mut next = interval;
     let mut state = lock(shared);
     loop {
         let due = Instant::now() + next;
-        while !state.stopping && Instant::now() < due {
+        while !state.stopping && state.lost.is_none() && Instant::now() < due {
             let left = due.saturating_duration_since(Instant::now());
             state = match shared.changed.wait_timeout(state, left) {
                 Ok((state, _)) => state,
                 Err(poisoned) => poisoned.into_inner().0,
             };
         }
-        if state.stopping {
+        if state.stopping || state.lost.is_some() {
             return;
         }
         let Some(mut permit) = state.permit.take() else {
@@ -291,261 +338,56 @@ fn refresh_loop(shared: &Shared, ttl: Duration, on_lost: Option<OnLost>) {
         // network.
         drop(state);
         let outcome = permit.refresh(ttl);
+        let confirmed = outcome.is_ok();
         let (lost, after) = judge(&permit, outcome, interval);
         next = after;
         state = lock(shared);
+        if state.lost.is_some() {
+            // The watchdog found the lease's end first: keep the permit, whose owner-checked
+            // release may still free the lock early.
+            state.permit = Some(permit);
+            return;
+        }
         if let Some(reason) = lost {
-            tracing::warn!(lock = permit.name(), reason, "lock lost");
-            state.lost = Some(reason.clone());
             // The lock is not ours any more: nothing to release.
             permit.forget();
+            declare_lost(shared, state, reason);
+            return;
+        }
+        if confirmed {
+            state.deadline = permit
+                .expires_at()
+                .map(|at| at.checked_sub(margin).unwrap_or(at));
             shared.changed.notify_all();
-            drop(state);
-            if let Some(on_lost) = on_lost {
-                on_lost(&reason);
-            }
-            return;
         }
         state.permit = Some(permit);
     }
 }
 
-/// The async twin of [`KeepAlive`] (feature `tokio`): a tokio task refreshes the lease
-/// every third of its TTL. Get one from `Permit<Tokio>::keep_alive`.
-///
-/// Dropping it stops the task; the permit is then released in the background (as dropping
-/// an async permit does).
-///
-/// # Examples
-///
-/// ```no_run
-/// # async fn run() -> Result<(), memsem::Error> {
-/// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
-/// let held = client.semaphore("reindex")?.wait_acquire().await?.keep_alive();
-/// tokio::select! {
-///     _ = held.lost() => eprintln!("lost the lock: {:?}", held.lost_reason()),
-///     _ = async { /* the long job */ } => {}
-/// }
-/// held.release().await?;
-/// # Ok(())
-/// # }
-/// ```
-#[cfg(feature = "tokio")]
-#[must_use = "the lock is released as soon as the keep-alive is dropped"]
-#[derive(Debug)]
-pub struct AsyncKeepAlive {
-    shared: Arc<AsyncShared>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-#[cfg(feature = "tokio")]
-#[derive(Debug)]
-struct AsyncShared {
-    state: Mutex<AsyncState>,
-    stop: tokio::sync::Notify,
-    lost: tokio::sync::Notify,
-}
-
-#[cfg(feature = "tokio")]
-#[derive(Debug)]
-struct AsyncState {
-    permit: Option<Permit<crate::Tokio>>,
-    stopping: bool,
-    lost: Option<String>,
-}
-
-#[cfg(feature = "tokio")]
-fn lock_async(shared: &AsyncShared) -> MutexGuard<'_, AsyncState> {
-    shared
-        .state
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-#[cfg(feature = "tokio")]
-impl AsyncKeepAlive {
-    pub(crate) fn start(permit: Permit<crate::Tokio>) -> AsyncKeepAlive {
-        let ttl = permit.ttl();
-        let shared = Arc::new(AsyncShared {
-            state: Mutex::new(AsyncState {
-                permit: Some(permit),
-                stopping: false,
-                lost: None,
-            }),
-            stop: tokio::sync::Notify::new(),
-            lost: tokio::sync::Notify::new(),
-        });
-        let task = match (ttl, tokio::runtime::Handle::try_current()) {
-            (Some(ttl), Ok(runtime)) => Some(runtime.spawn(refresh_task(Arc::clone(&shared), ttl))),
-            (Some(_), Err(_)) => {
-                tracing::warn!(
-                    "keep_alive called outside a tokio runtime: the lease is not refreshed"
-                );
-                None
-            }
-            (None, _) => None,
-        };
-        AsyncKeepAlive { shared, task }
-    }
-
-    /// Whether the lock was found lost. Never waits.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn run() -> Result<(), memsem::Error> {
-    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
-    /// let held = client.semaphore("job")?.wait_acquire().await?.keep_alive();
-    /// assert!(!held.is_lost());
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn is_lost(&self) -> bool {
-        lock_async(&self.shared).lost.is_some()
-    }
-
-    /// Why the lock was lost, once it is.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn run() -> Result<(), memsem::Error> {
-    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
-    /// let held = client.semaphore("job")?.wait_acquire().await?.keep_alive();
-    /// assert_eq!(held.lost_reason(), None);
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn lost_reason(&self) -> Option<String> {
-        lock_async(&self.shared).lost.clone()
-    }
-
-    /// Completes when the lock is lost (never, while it is held): the notification to
-    /// `select!` on next to the protected work. Cancel safe.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn run() -> Result<(), memsem::Error> {
-    /// use std::time::Duration;
-    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
-    /// let held = client.semaphore("job")?.wait_acquire().await?.keep_alive();
-    /// let lost = tokio::time::timeout(Duration::from_secs(1), held.lost()).await.is_ok();
-    /// assert!(!lost);
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn lost(&self) {
-        loop {
-            let notified = self.shared.lost.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            if self.is_lost() {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    /// Stops refreshing and releases the lock (as `Permit<Tokio>::release`).
-    ///
-    /// # Errors
-    ///
-    /// As [`Permit::release`]; [`Error::LockLost`] when the keep-alive had found it lost.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn run() -> Result<(), memsem::Error> {
-    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
-    /// let held = client.semaphore("job")?.wait_acquire().await?.keep_alive();
-    /// held.release().await?;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn release(self) -> Result<()> {
-        let reason = self.lost_reason();
-        match self.into_permit().await {
-            Some(permit) => permit.release().await,
-            None => Err(Error::Protocol {
-                server: String::new(),
-                detail: format!(
-                    "the keep-alive holds no permit: {}",
-                    reason.unwrap_or_default()
-                ),
-            }),
-        }
-    }
-
-    /// Stops refreshing and gives the permit back, still held (`None` once lost).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn run() -> Result<(), memsem::Error> {
-    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
-    /// let held = client.semaphore("job")?.wait_acquire().await?.keep_alive();
-    /// let permit = held.into_permit().await.expect("still held");
-    /// permit.release().await?;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn into_permit(mut self) -> Option<Permit<crate::Tokio>> {
-        lock_async(&self.shared).stopping = true;
-        self.shared.stop.notify_one();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-        lock_async(&self.shared).permit.take()
-    }
-}
-
-#[cfg(feature = "tokio")]
-impl Drop for AsyncKeepAlive {
-    fn drop(&mut self) {
-        // Stop the task; the permit, left in the shared state, is released in the background
-        // when the task lets go of it.
-        lock_async(&self.shared).stopping = true;
-        self.shared.stop.notify_one();
-    }
-}
-
-#[cfg(feature = "tokio")]
-async fn refresh_task(shared: Arc<AsyncShared>, ttl: Duration) {
-    let interval = refresh_interval(ttl);
-    let mut next = interval;
+/// Reports the lease lost when its deadline (end − margin) passes without a confirmed
+/// refresh, whatever the refresh thread is waiting for.
+fn watch_loop(shared: &Shared, margin: Duration) {
+    let mut state = lock(shared);
     loop {
-        if tokio::time::timeout(next, shared.stop.notified())
-            .await
-            .is_ok()
-        {
+        if state.stopping || state.lost.is_some() {
             return;
         }
-        let taken = {
-            let mut state = lock_async(&shared);
-            if state.stopping {
-                None
-            } else {
-                state.permit.take()
-            }
+        let Some(deadline) = state.deadline else {
+            return;
         };
-        let Some(mut permit) = taken else { return };
-        let outcome = permit.refresh(ttl).await;
-        let (lost, after) = judge(&permit, outcome, interval);
-        next = after;
-        let mut state = lock_async(&shared);
-        if let Some(reason) = lost {
-            tracing::warn!(lock = permit.name(), reason, "lock lost");
-            state.lost = Some(reason);
-            permit.forget();
-            drop(state);
-            shared.lost.notify_waiters();
+        let now = Instant::now();
+        if now >= deadline {
+            let reason = format!(
+                "no refresh was confirmed in time: the lease may end within {margin:?} \
+                 (memcached unreachable or not answering)"
+            );
+            declare_lost(shared, state, reason);
             return;
         }
-        state.permit = Some(permit);
-        if state.stopping {
-            return;
-        }
+        state = match shared.changed.wait_timeout(state, deadline - now) {
+            Ok((state, _)) => state,
+            Err(poisoned) => poisoned.into_inner().0,
+        };
     }
 }
 
@@ -554,11 +396,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn short_leases_are_refreshed_within_memcached_s_whole_second() {
-        let ms = Duration::from_millis;
-        assert_eq!(refresh_interval(Duration::from_secs(2)), ms(500));
-        assert_eq!(refresh_interval(Duration::from_secs(3)), ms(1000));
-        assert_eq!(refresh_interval(Duration::from_secs(60)), ms(20_000));
-        assert_eq!(refresh_interval(Duration::from_secs(1)), ms(100));
+    fn a_lost_lease_is_reported_sooner_than_a_failing_refresh_would() {
+        let margin = lease_margin(Duration::from_secs(60));
+        assert!(margin > Duration::from_secs(1));
+        assert!(
+            refresh_interval(Duration::from_secs(60), margin) * 2
+                < Duration::from_secs(60) - margin
+        );
     }
 }

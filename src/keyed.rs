@@ -111,6 +111,7 @@ impl Semaphore<Blocking> {
 }
 
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 impl Semaphore<crate::Tokio> {
     /// Takes the lock if it is free, or waits for its holder to let go. As
     /// [`Semaphore::lock_or_wait`]; cancel safe (see [`Semaphore::try_acquire`](Semaphore#impl-Semaphore<Tokio>)).

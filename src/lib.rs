@@ -49,13 +49,22 @@
 //!   longer than its TTL (GC pause, swapped out, suspended VM) can still believe it holds the
 //!   lock after somebody else took it: check [`Permit::is_held`] or refresh before
 //!   irreversible steps.
-//! - **memcached forgets.** A restart, a `flush_all` or an eviction under memory pressure
-//!   drops lock keys like any other item: the lock is then free while its holder still
-//!   thinks it holds it. Its next refresh or release reports [`Error::LockLost`]. Give
-//!   locks a memcached with room to spare (or its own slab class / instance) if this matters.
+//! - **Restarts.** A permit knows the incarnation of the server that granted it; its
+//!   release, refresh or cooldown is never sent to a later one (whose CAS values start
+//!   again), and reports [`LostReason::Restarted`]. A restarted server grants no lock for the
+//!   client's lock-delay ([`ClientBuilder::lock_delay`], default the longest lease,
+//!   [`ClientBuilder::max_lease`], 5 min), by which time every lease of its earlier
+//!   incarnation has ended: no overlap across a restart, at the cost of that much
+//!   unavailability after it.
+//! - **memcached forgets.** A `flush_all` or an eviction under memory pressure drops lock
+//!   keys like any other item: the lock is then free while its holder still thinks it holds
+//!   it. Its next refresh or release reports [`Error::LockLost`]. Give locks a memcached
+//!   with room to spare (or its own slab class / instance) if this matters.
 //! - **Clocks.** The TTL is counted by the server in whole seconds (an item with TTL 1 can
 //!   expire anywhere within its first second); [`Permit::expires_at`] is a conservative
-//!   local estimate. Clocks of different machines are never compared.
+//!   local estimate (counted from before the request was sent), and the keep-alive reports
+//!   a lease lost [`lease_margin`] before it (1 s + 1%, assuming clock rates within 1%).
+//!   Clocks of different machines are never compared.
 //! - **Lost replies.** A write that was sent but not answered may have been applied.
 //!   memsem reads the key back and acts on what it finds; when even that fails, it says
 //!   [`Error::Ambiguous`] and a background clean-up deletes a lock left with its token once
@@ -95,6 +104,8 @@
 //!   `default-features = false`.
 //! - `tokio`: the async flavour (pulls in tokio and the `memcache` crate's async client).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod client;
 mod error;
 mod fair;
@@ -104,6 +115,7 @@ mod janitor;
 mod keepalive;
 mod key;
 mod keyed;
+mod lease;
 mod memcached;
 mod permit;
 mod quorum;
@@ -111,22 +123,27 @@ pub mod routing;
 mod semaphore;
 mod token;
 mod wait;
+mod wire;
 
 pub use client::{Client, ClientBuilder, ServerStatus};
-pub use error::{Cause, Error, LostReason, Result};
+pub use error::{Cause, Error, LostReason, Refusal, Result};
 pub use fair::Fairness;
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use flavor::Tokio;
 pub use flavor::{Blocking, Flavor};
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use keepalive::AsyncKeepAlive;
 pub use keepalive::KeepAlive;
 pub use keyed::LockOrWait;
+pub use lease::{DEFAULT_MAX_LEASE, lease_margin};
 pub use permit::Permit;
 pub use quorum::{QuorumLock, QuorumPermit};
-pub use routing::{Routing, ServerSpec};
+pub use routing::{Endpoint, Routing, ServerSpec};
 pub use semaphore::{DEFAULT_TTL, Holder, MAX_INFO_BYTES, MAX_PERMITS, Semaphore};
 pub use wait::{Delays, WaitPolicy};
+pub use wire::{Protocol, TlsConfig};
 
 /// The README's code blocks, compiled as doctests.
 #[cfg(all(doctest, feature = "tokio"))]

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use crate::client::Target;
 use crate::error::{Error, LostReason, Result};
 use crate::flavor::{Blocking, Flavor, block_on};
-use crate::memcached::{Checked, Failure, Transport};
-use crate::semaphore::whole_seconds;
+use crate::memcached::{Checked, Epoch, Failure, Transport};
+use crate::semaphore::{lease_seconds, whole_seconds};
 use crate::token::Token;
 
 /// A held lock. Released when dropped (best effort: a failure is logged with `tracing` and
@@ -40,6 +40,8 @@ pub struct Permit<F: Flavor = Blocking> {
     token: Token,
     value: Vec<u8>,
     cas: u64,
+    /// The incarnation of the server that granted the lock (and issued `cas`).
+    epoch: Option<Epoch>,
     ttl_secs: u32,
     cooldown_secs: u32,
     acquired_at: Instant,
@@ -50,7 +52,7 @@ pub struct Permit<F: Flavor = Blocking> {
 
 /// What reading the key back says about this permit.
 enum Found {
-    Ours { cas: u64 },
+    Ours { cas: u64, epoch: Option<Epoch> },
     Lost(LostReason),
 }
 
@@ -61,7 +63,7 @@ impl<F: Flavor> Permit<F> {
         (key, slot): (Vec<u8>, u32),
         token: Token,
         value: Vec<u8>,
-        cas: u64,
+        (cas, epoch): (u64, Option<Epoch>),
         ttl_secs: u32,
         cooldown_secs: u32,
         started: Instant,
@@ -75,6 +77,7 @@ impl<F: Flavor> Permit<F> {
             token,
             value,
             cas,
+            epoch,
             ttl_secs,
             cooldown_secs,
             acquired_at: started,
@@ -119,11 +122,12 @@ impl<F: Flavor> Permit<F> {
         self.fence
     }
 
-    /// Sets the expiry from the seconds the server says are left (`None`: never).
+    /// Sets the expiry from the seconds the server says are left (`None`: never), counted
+    /// from just before the read was sent, so that it never overstates the lease.
     pub(crate) fn set_remaining(&mut self, ttl: Option<u64>) {
         // The server's figure is network data: an absurd one must not overflow the clock.
         self.expires_at =
-            ttl.and_then(|secs| Instant::now().checked_add(Duration::from_secs(secs)));
+            ttl.and_then(|secs| self.acquired_at.checked_add(Duration::from_secs(secs)));
     }
 
     /// The lock's name.
@@ -265,7 +269,7 @@ impl<F: Flavor> Permit<F> {
     }
 
     pub(crate) async fn refresh_core(&mut self, ttl: Duration) -> Result<()> {
-        let secs = whole_seconds(ttl, "the TTL")?;
+        let secs = lease_seconds(ttl, self.target.leases().max_lease)?;
         let started = Instant::now();
         // The holder record says when it was last refreshed (for reap_stale).
         let value = crate::holder::Record::refreshed(&self.value);
@@ -362,7 +366,10 @@ impl<F: Flavor> Permit<F> {
             .await
             .map_err(|failure| self.target.error(operation, failure))?;
         Ok(match item {
-            Some(item) if self.token.owns(&item.value) => Found::Ours { cas: item.cas },
+            Some(item) if self.token.owns(&item.value) => Found::Ours {
+                cas: item.cas,
+                epoch: item.epoch,
+            },
             Some(_) => Found::Lost(LostReason::HeldByOther),
             None => Found::Lost(LostReason::Missing),
         })
@@ -389,15 +396,17 @@ impl<F: Flavor> Permit<F> {
         for _ in 0..4 {
             let backend = &self.target.backend;
             let reply = match &write {
-                Write::Delete => backend.delete_if(&self.key, self.cas).await,
+                Write::Delete => backend.delete_if(&self.key, self.cas, self.epoch).await,
                 Write::Replace { value, ttl_secs } => {
                     backend
-                        .replace_if(&self.key, value, self.cas, *ttl_secs)
+                        .replace_if(&self.key, value, self.cas, *ttl_secs, self.epoch)
                         .await
                 }
             };
             match reply {
                 Ok(Checked::Applied { cas }) => return Ok(cas),
+                // Nothing was sent: the CAS belongs to a server that has restarted since.
+                Ok(Checked::Restarted) => return Err(self.lost(LostReason::Restarted)),
                 Ok(Checked::Missing) if deleting && sent_unanswered.is_some() => return Ok(None),
                 Ok(Checked::Missing) => return Err(self.lost(LostReason::Missing)),
                 Ok(Checked::Mismatch) => {}
@@ -418,12 +427,18 @@ impl<F: Flavor> Permit<F> {
                 Found::Lost(LostReason::Missing) if deleting && sent_unanswered.is_some() => {
                     return Ok(None);
                 }
-                Found::Ours { cas }
+                // Read from another incarnation: our CAS means nothing there.
+                Found::Ours {
+                    epoch: Some(now), ..
+                } if self.epoch.is_some_and(|then| !then.is_same(&now)) => {
+                    return Err(self.lost(LostReason::Restarted));
+                }
+                Found::Ours { cas, .. }
                     if !deleting && sent_unanswered.is_some() && cas != self.cas =>
                 {
                     return Ok(Some(cas));
                 }
-                Found::Ours { cas } => self.cas = cas,
+                Found::Ours { cas, .. } => self.cas = cas,
                 Found::Lost(reason) => return Err(self.lost(reason)),
             }
         }
@@ -486,8 +501,9 @@ impl Permit<Blocking> {
     ///
     /// # Errors
     ///
-    /// [`Error::LockLost`] when the lease had already ended; [`Error::InvalidConfig`] for a
-    /// zero TTL or one above 30 days; server errors as [`release`](Self::release) (the permit
+    /// [`Error::LockLost`] when the lease had already ended (or the server restarted since
+    /// the lock was granted); [`Error::InvalidConfig`] for a zero TTL or one above the
+    /// client's [`max_lease`](crate::ClientBuilder::max_lease); server errors as [`release`](Self::release) (the permit
     /// is then still yours until its current lease ends).
     ///
     /// # Examples
@@ -538,7 +554,7 @@ impl Permit<Blocking> {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn keep_alive(self) -> crate::KeepAlive {
-        crate::KeepAlive::start(self, None)
+        crate::KeepAlive::start(self, None, Duration::ZERO)
     }
 
     /// As [`keep_alive`](Self::keep_alive), and calls `on_lost` (once, from the keep-alive
@@ -560,7 +576,33 @@ impl Permit<Blocking> {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn keep_alive_with(self, on_lost: impl FnOnce(&str) + Send + 'static) -> crate::KeepAlive {
-        crate::KeepAlive::start(self, Some(Box::new(on_lost)))
+        crate::KeepAlive::start(self, Some(Box::new(on_lost)), Duration::ZERO)
+    }
+
+    /// As [`keep_alive_with`](Self::keep_alive_with), for work that needs up to `stop_time`
+    /// to stop once told: the loss is reported that much earlier, so that the work can be
+    /// stopped before the lease can end on the server (`memsem run` passes its
+    /// `--kill-after`). The lease must be longer than `stop_time` plus
+    /// [`lease_margin`](crate::lease_margin), or the loss is reported at once.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let held = client
+    ///     .semaphore("job")?
+    ///     .wait_acquire()?
+    ///     .keep_alive_stopping_within(Duration::from_secs(5), |why| eprintln!("stop now: {why}"));
+    /// held.release()?;
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn keep_alive_stopping_within(
+        self,
+        stop_time: Duration,
+        on_lost: impl FnOnce(&str) + Send + 'static,
+    ) -> crate::KeepAlive {
+        crate::KeepAlive::start(self, Some(Box::new(on_lost)), stop_time)
     }
 }
 
@@ -573,6 +615,7 @@ impl Permit<Blocking> {
 /// cooldown or refresh future mid-flight leaves the lock to its TTL (or to the clean-up, for
 /// a release whose reply was lost).
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 impl Permit<crate::Tokio> {
     /// Gives the lock back. As [`Permit::release`].
     ///
@@ -685,7 +728,7 @@ impl<F: Flavor> Drop for Permit<F> {
         self.armed = false;
         if F::BLOCKING {
             if let Err(error) = block_on(self.give_back()) {
-                tracing::warn!(lock = self.name(), %error, "releasing a dropped permit failed");
+                tracing::warn!(lock = self.name(), error = %crate::error::Chain(&error), "releasing a dropped permit failed");
             }
         } else {
             // Never block an async runtime in drop: the client's clean-up thread releases

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use crate::client::Client;
 use crate::error::{Error, LostReason, Result};
 use crate::flavor::block_on;
-use crate::memcached::{Added, Checked, Failure, Outcome, Transport};
-use crate::semaphore::{DEFAULT_TTL, whole_seconds};
+use crate::memcached::{Added, Checked, Epoch, Failure, Outcome, Transport};
+use crate::semaphore::{DEFAULT_TTL, lease_seconds};
 use crate::token::Token;
 use crate::wait::{Next, WaitPolicy, Waiter};
 
@@ -70,7 +70,8 @@ pub struct QuorumPermit {
     lock: QuorumLock,
     token: Token,
     /// The voters that stored our token, with the CAS they gave it.
-    held: Vec<(usize, u64)>,
+    /// The servers that hold it: index, CAS and the incarnation that granted it.
+    held: Vec<(usize, u64, Option<Epoch>)>,
     valid_until: Instant,
     armed: bool,
 }
@@ -121,7 +122,7 @@ impl QuorumLock {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn with_ttl(mut self, ttl: Duration) -> Result<QuorumLock> {
-        self.ttl_secs = whole_seconds(ttl, "the TTL")?;
+        self.ttl_secs = lease_seconds(ttl, self.client.leases().max_lease)?;
         Ok(self)
     }
 
@@ -176,7 +177,8 @@ impl QuorumLock {
         let token = Token::generate();
         let started = Instant::now();
         let replies = on_all(backends, |backend| {
-            block_on(backend.add(&self.key, token.as_str().as_bytes(), self.ttl_secs))
+            let delay = self.client.leases().lock_delay;
+            block_on(backend.add(&self.key, token.as_str().as_bytes(), self.ttl_secs, delay))
         });
         let elapsed = started.elapsed();
         let ttl = Duration::from_secs(u64::from(self.ttl_secs));
@@ -187,11 +189,12 @@ impl QuorumLock {
         let mut reachable = 0;
         for (index, reply) in replies.into_iter().enumerate() {
             match reply {
-                Ok(Added::Stored { cas }) => {
+                Ok(Added::Stored { cas, epoch }) => {
                     reachable += 1;
-                    held.push((index, cas));
+                    held.push((index, cas, epoch));
                 }
-                Ok(Added::Exists) => reachable += 1,
+                // A server in its lock-delay answers, but votes no.
+                Ok(Added::Exists | Added::Delayed { .. }) => reachable += 1,
                 Err(Failure::Ambiguous(_)) => unsure.push(index),
                 Err(_) => {}
             }
@@ -207,10 +210,10 @@ impl QuorumLock {
             }));
         }
         // Failed: undo every vote we got, and have the clean-up settle the unanswered ones.
-        let undone = on_all(&held, |&(index, cas)| {
-            block_on(backends[index].delete_if(&self.key, cas))
+        let undone = on_all(&held, |&(index, cas, epoch)| {
+            block_on(backends[index].delete_if(&self.key, cas, epoch))
         });
-        for (&(index, _), outcome) in held.iter().zip(undone) {
+        for (&(index, _, _), outcome) in held.iter().zip(undone) {
             if outcome.is_err() {
                 unsure.push(index);
             }
@@ -317,17 +320,17 @@ impl QuorumPermit {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn extend(&mut self, ttl: Duration) -> Result<()> {
-        let secs = whole_seconds(ttl, "the TTL")?;
+        let secs = lease_seconds(ttl, self.lock.client.leases().max_lease)?;
         let backends = self.lock.client.backends();
         let started = Instant::now();
         let value = self.token.as_str().as_bytes();
-        let replies: Vec<Outcome<Checked>> = on_all(&self.held, |&(index, cas)| {
-            block_on(backends[index].replace_if(&self.lock.key, value, cas, secs))
+        let replies: Vec<Outcome<Checked>> = on_all(&self.held, |&(index, cas, epoch)| {
+            block_on(backends[index].replace_if(&self.lock.key, value, cas, secs, epoch))
         });
         let mut held = Vec::new();
-        for (&(index, _), reply) in self.held.iter().zip(replies) {
+        for (&(index, _, epoch), reply) in self.held.iter().zip(replies) {
             if let Ok(Checked::Applied { cas: Some(cas) }) = reply {
-                held.push((index, cas));
+                held.push((index, cas, epoch));
             }
         }
         let ttl = Duration::from_secs(u64::from(secs));
@@ -371,11 +374,11 @@ impl QuorumPermit {
     /// Deletes our token wherever we hold it; unconfirmed deletes go to the clean-up.
     fn undo(&mut self) -> Result<()> {
         let backends = self.lock.client.backends();
-        let replies = on_all(&self.held, |&(index, cas)| {
-            block_on(backends[index].delete_if(&self.lock.key, cas))
+        let replies = on_all(&self.held, |&(index, cas, epoch)| {
+            block_on(backends[index].delete_if(&self.lock.key, cas, epoch))
         });
         let mut first_error = None;
-        for (&(index, _), reply) in self.held.iter().zip(replies) {
+        for (&(index, _, _), reply) in self.held.iter().zip(replies) {
             if let Err(failure) = reply {
                 let backend = &backends[index];
                 self.lock.client.janitor().clean_up(
@@ -396,6 +399,10 @@ impl QuorumPermit {
                             server: backend.address().to_string(),
                             detail,
                         },
+                        Failure::Refused(reason) => Error::Refused {
+                            server: backend.address().to_string(),
+                            reason,
+                        },
                     });
                 }
             }
@@ -410,7 +417,7 @@ impl Drop for QuorumPermit {
         if self.armed {
             self.armed = false;
             if let Err(error) = self.undo() {
-                tracing::warn!(lock = self.lock.name, %error, "releasing a dropped quorum permit failed");
+                tracing::warn!(lock = self.lock.name, error = %crate::error::Chain(&error), "releasing a dropped quorum permit failed");
             }
         }
     }

@@ -7,7 +7,7 @@ use crate::client::Target;
 use crate::error::{Error, LostReason, Result};
 use crate::flavor::{Blocking, Flavor, block_on};
 use crate::holder::{Meta, Record};
-use crate::memcached::{Added, Checked, Failure, Item, Outcome, Transport};
+use crate::memcached::{Added, Checked, Epoch, Failure, Item, Outcome, Transport};
 use crate::permit::Permit;
 use crate::token::Token;
 use crate::wait::{Next, WaitPolicy, Waiter};
@@ -210,6 +210,19 @@ impl Holder {
     }
 }
 
+/// A lease in whole seconds (rounded up): at least 1 s, at most `max_lease`.
+pub(crate) fn lease_seconds(ttl: Duration, max_lease: Duration) -> Result<u32> {
+    let secs = whole_seconds(ttl, "the TTL")?;
+    if u64::from(secs) > max_lease.as_secs().max(1) {
+        return Err(Error::InvalidConfig(format!(
+            "a TTL of {secs} s is above the longest lease ({} s, max_lease): keep the lease \
+             short and refresh it, or raise max_lease (and the lock-delay with it)",
+            max_lease.as_secs()
+        )));
+    }
+    Ok(secs)
+}
+
 /// Converts a duration to memcached's whole seconds (rounding up), or says why it cannot be one.
 pub(crate) fn whole_seconds(duration: Duration, what: &str) -> Result<u32> {
     if duration.is_zero() {
@@ -230,9 +243,11 @@ pub(crate) fn whole_seconds(duration: Duration, what: &str) -> Result<u32> {
 
 impl<F: Flavor> Semaphore<F> {
     pub(crate) fn new(target: Target<F>) -> Semaphore<F> {
+        let max_lease = target.leases().max_lease;
         Semaphore {
             target: Arc::new(target),
-            ttl_secs: DEFAULT_TTL.as_secs() as u32,
+            ttl_secs: whole_seconds(DEFAULT_TTL.min(max_lease), "the TTL")
+                .unwrap_or(DEFAULT_TTL.as_secs() as u32),
             cooldown_secs: 0,
             policy: WaitPolicy::default(),
             info: None,
@@ -247,7 +262,8 @@ impl<F: Flavor> Semaphore<F> {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] for zero or more than 30 days.
+    /// [`Error::InvalidConfig`] for zero, or more than the client's
+    /// [`max_lease`](crate::ClientBuilder::max_lease) (5 min by default).
     ///
     /// # Examples
     ///
@@ -260,7 +276,7 @@ impl<F: Flavor> Semaphore<F> {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn with_ttl(mut self, ttl: Duration) -> Result<Self> {
-        self.ttl_secs = whole_seconds(ttl, "the TTL")?;
+        self.ttl_secs = lease_seconds(ttl, self.target.leases().max_lease)?;
         Ok(self)
     }
 
@@ -330,7 +346,9 @@ impl<F: Flavor> Semaphore<F> {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] when `info` is longer than [`MAX_INFO_BYTES`].
+    /// [`Error::InvalidConfig`] when `info` is longer than [`MAX_INFO_BYTES`] or contains a
+    /// line break (CR or LF), which could be read as a command by a server or proxy that
+    /// does not speak the meta protocol.
     ///
     /// # Examples
     ///
@@ -342,6 +360,11 @@ impl<F: Flavor> Semaphore<F> {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn with_info(mut self, info: &str) -> Result<Self> {
+        if info.contains(['\r', '\n']) {
+            return Err(Error::InvalidConfig(
+                "holder info must be one line: it contains a line break (CR or LF)".into(),
+            ));
+        }
         if info.len() > MAX_INFO_BYTES {
             return Err(Error::InvalidConfig(format!(
                 "holder info is {} bytes; at most {MAX_INFO_BYTES}",
@@ -636,14 +659,24 @@ impl<F: Flavor> Semaphore<F> {
         let value = self.value_for(&token);
         let slot = rand::random_range(1..=self.permits);
         let key = self.slot_key(slot);
-        let cas = self
+        let stored = self
             .target
             .backend
-            .overwrite(&key, &value, self.ttl_secs)
+            .overwrite(&key, &value, self.ttl_secs, self.lock_delay())
             .await
             .map_err(|failure| self.target.error("acquire", failure))?;
+        let (cas, epoch) = match stored {
+            Added::Stored { cas, epoch } => (cas, epoch),
+            Added::Delayed { remaining } => return Err(self.delayed(remaining)),
+            Added::Exists => {
+                return Err(Error::Protocol {
+                    server: self.server().to_string(),
+                    detail: "an overwrite answered that the key exists".into(),
+                });
+            }
+        };
         unsure.settle(&key);
-        let mut permit = self.permit((key, slot), token, value, cas, started);
+        let mut permit = self.permit((key, slot), token, value, (cas, epoch), started);
         permit.set_fence(self.fence_now().await?);
         tracing::warn!(
             lock = self.name(),
@@ -666,7 +699,7 @@ impl<F: Flavor> Semaphore<F> {
                     (self.slot_key(slot), slot),
                     token,
                     item.value,
-                    item.cas,
+                    (item.cas, item.epoch),
                     started,
                 );
                 permit.set_remaining(item.ttl);
@@ -719,7 +752,7 @@ impl<F: Flavor> Semaphore<F> {
             let outcome = self
                 .target
                 .backend
-                .delete_if(&self.slot_key(slot), item.cas)
+                .delete_if(&self.slot_key(slot), item.cas, item.epoch)
                 .await
                 .map_err(|failure| self.target.error("reap", failure))?;
             if matches!(outcome, Checked::Applied { .. }) {
@@ -737,12 +770,24 @@ impl<F: Flavor> Semaphore<F> {
         }
     }
 
+    /// The client's lock-delay.
+    fn lock_delay(&self) -> Duration {
+        self.target.leases().lock_delay
+    }
+
+    fn delayed(&self, remaining: Duration) -> Error {
+        Error::LockDelay {
+            server: self.server().to_string(),
+            remaining,
+        }
+    }
+
     pub(crate) fn permit(
         &self,
         slot: (Vec<u8>, u32),
         token: Token,
         value: Vec<u8>,
-        cas: u64,
+        grant: (u64, Option<Epoch>),
         started: Instant,
     ) -> Permit<F> {
         let mut permit = Permit::new(
@@ -750,7 +795,7 @@ impl<F: Flavor> Semaphore<F> {
             slot,
             token,
             value,
-            cas,
+            grant,
             self.ttl_secs,
             self.cooldown_secs,
             started,
@@ -851,10 +896,23 @@ impl<F: Flavor> Semaphore<F> {
             other => other,
         };
         match added {
-            Ok((Added::Stored { cas }, fence)) => {
+            Ok((Added::Delayed { remaining }, _)) => {
+                // Nothing was sent this time; an earlier unanswered add stays marked for the
+                // clean-up.
+                if !ambiguous && !was_unsure {
+                    unsure.settle(&key);
+                }
+                Err(self.delayed(remaining))
+            }
+            Ok((Added::Stored { cas, epoch }, fence)) => {
                 unsure.settle(&key);
-                let mut permit =
-                    self.permit((key, slot), unsure.token.clone(), value, cas, started);
+                let mut permit = self.permit(
+                    (key, slot),
+                    unsure.token.clone(),
+                    value,
+                    (cas, epoch),
+                    started,
+                );
                 // Without its number the permit is useless: dropping it releases the lock.
                 permit.set_fence(fence?);
                 Ok(Some(permit))
@@ -904,7 +962,7 @@ impl<F: Flavor> Semaphore<F> {
             (key, slot),
             unsure.token.clone(),
             item.value,
-            item.cas,
+            (item.cas, item.epoch),
             started,
         );
         permit.set_fence(self.fence_now().await?);
@@ -917,14 +975,26 @@ impl<F: Flavor> Semaphore<F> {
         match &self.fence_key {
             Some(fence_key) => {
                 let (added, fence) = backend
-                    .add_fenced(key, value, self.ttl_secs, fence_key, fence_floor())
+                    .add_fenced(
+                        key,
+                        value,
+                        self.ttl_secs,
+                        fence_key,
+                        fence_floor(),
+                        self.lock_delay(),
+                    )
                     .await?;
                 Ok((
                     added,
                     fence.map(Some).map_err(|f| self.target.error("fence", f)),
                 ))
             }
-            None => Ok((backend.add(key, value, self.ttl_secs).await?, Ok(None))),
+            None => Ok((
+                backend
+                    .add(key, value, self.ttl_secs, self.lock_delay())
+                    .await?,
+                Ok(None),
+            )),
         }
     }
 
@@ -1161,6 +1231,7 @@ impl Semaphore<Blocking> {
 /// clean-up, which deletes it if the add landed (at worst the TTL ends it). Dropping the
 /// others changes nothing on the server (they only read).
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 impl Semaphore<crate::Tokio> {
     /// Takes the lock if it is free: one round trip, never sleeps. As
     /// [`Semaphore::try_acquire`]; cancel safe.

@@ -307,7 +307,8 @@ impl Iterator for Delays {
     }
 }
 
-/// Whether a failed attempt is worth another try inside the wait.
+/// Whether a failed attempt is worth another try inside the wait. Never
+/// [`Error::Refused`]: a server that cannot be used will not become usable by waiting.
 fn worth_retrying(error: &Error) -> bool {
     matches!(
         error,
@@ -315,6 +316,7 @@ fn worth_retrying(error: &Error) -> bool {
             | Error::Ambiguous { .. }
             | Error::Protocol { .. }
             | Error::NoQuorum { .. }
+            | Error::LockDelay { .. }
     )
 }
 
@@ -483,6 +485,43 @@ mod tests {
         });
         assert!(outcome.unwrap_err().is_lock_lost());
         assert!(slept.is_empty());
+    }
+
+    #[test]
+    fn a_refused_server_ends_the_wait_at_once() {
+        let policy = WaitPolicy::new().poll_time(ms(10));
+        let mut attempts = 0;
+        let (outcome, slept) = poll::<()>(&policy, || {
+            attempts += 1;
+            Err(Error::Refused {
+                server: "s:1".into(),
+                reason: crate::error::Refusal::NoMetaProtocol,
+            })
+        });
+        let error = outcome.unwrap_err();
+        assert!(matches!(error, Error::Refused { .. }), "{error}");
+        assert!(!error.is_retryable());
+        assert!(error.to_string().contains("meta commands"), "{error}");
+        assert_eq!(attempts, 1);
+        assert!(slept.is_empty());
+    }
+
+    #[test]
+    fn the_lock_delay_is_waited_through() {
+        let policy = WaitPolicy::new().poll_time(ms(10)).jitter(0.0);
+        let mut calls = 0;
+        let (outcome, slept) = poll(&policy, || {
+            calls += 1;
+            match calls {
+                1 | 2 => Err(Error::LockDelay {
+                    server: "s:1".into(),
+                    remaining: ms(20),
+                }),
+                _ => Ok(Some("permit")),
+            }
+        });
+        assert_eq!(outcome.unwrap(), "permit");
+        assert_eq!(slept, [ms(10), ms(10)]);
     }
 
     #[test]

@@ -48,7 +48,8 @@ pub enum Acquired {
 /// Tries to take the lock until `limit` runs out (`None`: forever; zero: one try).
 ///
 /// The first attempt's server error is returned at once (the configuration is likely wrong);
-/// later ones are retried, and returned only if the wait runs out on them.
+/// later ones are retried, and returned only if the wait runs out on them. A refused server
+/// ([`Error::Refused`]) ends the wait at once; a server in its lock-delay is waited out.
 pub fn acquire(
     sem: &Semaphore,
     limit: Option<Duration>,
@@ -70,6 +71,8 @@ pub fn acquire(
                 return Ok(Acquired::Permit(permit));
             }
             Ok(None) => last_error = None,
+            // A server in its lock-delay is waited out like a held lock.
+            Err(error @ Error::LockDelay { .. }) => last_error = Some(error),
             Err(error) if attempts == 1 || !(error.is_retryable() || is_transient(&error)) => {
                 line.clear();
                 return Err(error);
@@ -133,7 +136,7 @@ pub fn describe(holder: &Holder) -> String {
         None => format!("token {}…", holder.token_prefix()),
     };
     match holder.ttl() {
-        Some(ttl) => format!("{who} (expires in {}s)", ttl.as_secs()),
+        Some(ttl) => format!("{who} (expires in {})", humantime::format_duration(ttl)),
         None => format!("{who} (never expires)"),
     }
 }
@@ -146,9 +149,13 @@ fn printable(text: &str) -> String {
 }
 
 /// The default holder information: `host=HOST pid=PID cmd=COMMAND`, at most
-/// [`MAX_INFO_BYTES`].
+/// [`MAX_INFO_BYTES`], on one line (a command's line breaks become spaces).
 pub fn default_info(pid: u32, command: &str) -> String {
-    let mut info = format!("host={} pid={pid} cmd={command}", hostname());
+    let mut info = format!(
+        "host={} pid={pid} cmd={}",
+        printable(&hostname()),
+        printable(command)
+    );
     if info.len() > MAX_INFO_BYTES {
         let mut end = MAX_INFO_BYTES;
         while !info.is_char_boundary(end) {
@@ -218,6 +225,8 @@ mod tests {
         assert!(info.ends_with(" pid=42 cmd=backup --all"), "{info}");
         let long = default_info(1, &"é".repeat(2000));
         assert!(long.len() <= MAX_INFO_BYTES);
+        let lines = default_info(7, "sh -c 'a\r\nb'");
+        assert!(!lines.contains(['\r', '\n']), "{lines}");
     }
 
     #[test]

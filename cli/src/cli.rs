@@ -1,23 +1,14 @@
 //! The command line: global options, subcommands and their help.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-const EXIT_STATUSES: &str = "\
-Exit statuses:
-  0        success (run: the command's own status)
-  1        status: the lock is held; verify/release/refresh: the token does not hold it
-  64       bad arguments or configuration
-  69       a memcached server is unreachable (named on stderr)
-  75       the lock was not acquired, or was lost while the command ran
-  126/127  the command could not be executed / was not found
-  128+N    the command (or memsem while waiting) was killed by signal N";
-
 /// Distributed locks on memcached: flock(1) for a whole fleet.
 #[derive(Debug, Parser)]
-#[command(name = "memsem", version, about, after_help = EXIT_STATUSES)]
+#[command(name = "memsem", version, about, after_help = crate::exit::HELP)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -28,13 +19,19 @@ pub struct Cli {
 /// Options every subcommand takes.
 #[derive(Debug, Args)]
 pub struct Global {
-    /// memcached servers, `host:port[:weight],...`
+    /// memcached servers, `host:port[:weight],...` (`[v6]:port`, `/path/to.sock[:weight]` too)
     #[arg(long, env = "MEMSEM_SERVERS", global = true, value_name = "LIST")]
     pub servers: Option<String>,
 
-    /// How a lock name picks its server: `ketama` (libmemcached) or `cache-memcached` (Perl)
+    /// How a lock name picks its server: `ketama` (libmemcached), `cache-memcached` (Perl) or
+    /// `twemproxy:HASH:DIST` (like a twemproxy pool, e.g. `twemproxy:fnv1a_64:ketama`)
     #[arg(long, env = "MEMSEM_ROUTING", global = true, value_name = "ROUTING")]
     pub routing: Option<String>,
+
+    /// Protocol dialect: `auto` (meta where the server has it, else classic), `meta`, or
+    /// `classic` (twemproxy, mcrouter, memcached < 1.6.13) [default: auto]
+    #[arg(long, env = "MEMSEM_PROTOCOL", global = true, value_name = "PROTOCOL")]
+    pub protocol: Option<String>,
 
     /// Prefix of every key, as in the Perl client's `namespace`
     #[arg(long, env = "MEMSEM_NAMESPACE", global = true, value_name = "NS")]
@@ -47,6 +44,67 @@ pub struct Global {
     /// How long to wait for a request and its reply [default: 1s]
     #[arg(long, global = true, value_name = "DURATION", value_parser = duration)]
     pub io_timeout: Option<Duration>,
+
+    /// The longest lease (--ttl) allowed [default: 5m]; raise the lock-delay with it
+    #[arg(long, env = "MEMSEM_MAX_LEASE", global = true, value_name = "DURATION", value_parser = duration)]
+    pub max_lease: Option<Duration>,
+
+    /// After a memcached server (re)starts, grant no lock on it for this long [default:
+    /// --max-lease]; 0 turns it off (a holder from before the restart may then overlap)
+    #[arg(long, env = "MEMSEM_LOCK_DELAY", global = true, value_name = "DURATION", value_parser = duration)]
+    pub lock_delay: Option<Duration>,
+
+    /// Speak TLS to every server (memcached -Z), trusting the system's roots or --tls-ca
+    #[arg(long, env = "MEMSEM_TLS", global = true)]
+    pub tls: bool,
+
+    /// Trust the CA certificates of this PEM file (turns TLS on)
+    #[arg(long, env = "MEMSEM_TLS_CA", global = true, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Client certificate chain (PEM) for mutual TLS, with --tls-key (turns TLS on)
+    #[arg(
+        long,
+        env = "MEMSEM_TLS_CERT",
+        global = true,
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-cert (turns TLS on)
+    #[arg(
+        long,
+        env = "MEMSEM_TLS_KEY",
+        global = true,
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// The name the servers' certificates must carry, instead of each server's host
+    #[arg(long, global = true, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+
+    /// User for ASCII auth (memcached -Y), with --password-file
+    #[arg(
+        long,
+        env = "MEMSEM_USERNAME",
+        global = true,
+        value_name = "USER",
+        requires = "password_file"
+    )]
+    pub username: Option<String>,
+
+    /// File holding the ASCII auth password (its first line)
+    #[arg(
+        long,
+        env = "MEMSEM_PASSWORD_FILE",
+        global = true,
+        value_name = "FILE",
+        requires = "username"
+    )]
+    pub password_file: Option<PathBuf>,
 
     /// Say nothing on stderr but errors
     #[arg(long, short, global = true)]
@@ -80,6 +138,9 @@ pub enum Command {
     /// Check every server: reachable or not, and the round-trip time (exit 69 if any is down)
     #[command(after_help = PING_HELP)]
     Ping,
+    /// Serve an old lock server's wire protocol (keyedmutexd, Lock::Server), locks on the fleet
+    #[command(subcommand)]
+    Serve(crate::serve::Protocol),
 }
 
 const RUN_HELP: &str = "\
@@ -95,11 +156,14 @@ Examples:
   */5 * * * * memsem run -q --no-wait --conflict-exit-code 0 sync -- /opt/sync.sh
 
 The lease (--ttl) is refreshed every TTL/3 while the command runs, so the command may run
-far longer than the TTL; if memsem dies, the lock ends with its TTL. If the lease is lost
-(the key expired, was evicted or deleted), memsem says so and by default stops the command
-(SIGTERM, SIGKILL after --kill-after) and exits 75. SIGINT, SIGTERM and SIGHUP are passed
-on to the command; the lock is given back when it ends. Signals go to the command's own
-process only: in `sh -c '...'`, `exec` the last command so that it receives them.";
+far longer than the TTL. If the lease is lost (the key expired, was evicted or deleted, the
+server restarted) — or no refresh was confirmed by the lease's end minus --kill-after and a
+margin (memcached unreachable) — memsem says so and by default stops the command (SIGTERM,
+SIGKILL after --kill-after) before the lease can end, and exits 75. SIGINT, SIGTERM and
+SIGHUP are passed on to the command's process group; the lock is given back when it ends.
+On Linux the command is killed if memsem dies. The command gets MEMSEM_TOKEN (and with
+--fencing MEMSEM_FENCE, a number larger than every earlier holder's, for a resource to
+reject stale holders).";
 
 const ACQUIRE_HELP: &str = "\
 Examples:
@@ -193,6 +257,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "TEXT")]
     pub info: Option<String>,
 
+    /// Draw a fencing number (larger than every earlier holder's) and pass it to the command
+    /// in MEMSEM_FENCE, beside its token in MEMSEM_TOKEN
+    #[arg(long)]
+    pub fencing: bool,
+
     /// Exit status when the lock is not acquired
     #[arg(long, value_name = "N", default_value_t = crate::exit::TEMPFAIL)]
     pub conflict_exit_code: u8,
@@ -201,8 +270,9 @@ pub struct RunArgs {
     #[arg(long, value_enum, value_name = "ACTION", default_value = "kill")]
     pub on_lost: OnLost,
 
-    /// After SIGTERM, how long to wait before SIGKILL when the lease was lost
-    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "10s")]
+    /// After SIGTERM, how long to wait before SIGKILL when the lease was lost; the loss is
+    /// acted on this long (plus a margin) before the lease can end, so --ttl must exceed it
+    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "3s")]
     pub kill_after: Duration,
 
     /// The command and its arguments (after `--`)
@@ -282,8 +352,11 @@ pub struct VerifyArgs {
     pub token: TokenArg,
 }
 
-/// A humantime duration: `500ms`, `30s`, `10m`, `1h 30m`.
+/// A humantime duration: `500ms`, `30s`, `10m`, `1h 30m` (or `0`).
 fn duration(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
     humantime::parse_duration(text)
         .map_err(|error| format!("{error} (expected a duration like 500ms, 30s, 10m)"))
 }

@@ -3,7 +3,7 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use memsem::{Client, Error, Semaphore};
+use memsem::{Client, Error, Semaphore, TlsConfig};
 use serde_json::json;
 
 use crate::acquire::{self, Acquired};
@@ -26,10 +26,12 @@ pub fn dispatch(cli: Cli) -> u8 {
                     acquire::default_info(std::process::id(), &run::command_text(&args.command))
                 }
             };
-            match semaphore(&client, &args.name, Some(args.ttl), args.cooldown, &info) {
-                Ok(sem) => Ok(run::run(sem, &args, global.quiet)),
-                Err(error) => Err(error),
-            }
+            let sem = semaphore(&client, &args.name, Some(args.ttl), args.cooldown, &info)
+                .and_then(|sem| match args.fencing {
+                    true => sem.with_fencing(),
+                    false => Ok(sem),
+                });
+            sem.map(|sem| run::run(sem, &args, global.quiet))
         }
         Command::Acquire(args) => acquire_command(&client, &args, &global),
         Command::Release(args) => release(&client, &args, &global),
@@ -37,20 +39,45 @@ pub fn dispatch(cli: Cli) -> u8 {
         Command::Status(args) => status(&client, &args.name, &global),
         Command::Verify(args) => verify(&client, &args.name, &args.token.token, &global),
         Command::Ping => Ok(ping(&client, &global)),
+        Command::Serve(protocol) => Ok(crate::serve::run(builder(&global), protocol)),
     };
-    outcome.unwrap_or_else(|error| exit::report(&error))
+    let code = outcome.unwrap_or_else(|error| exit::report(&error));
+    settle(&client, &global);
+    code
+}
+
+/// Before exiting, lets the library's clean-up settle what this process could not confirm
+/// (an acquire or release whose reply was lost: read back, deleted while it holds our
+/// token), within a bound the time-outs set: the clean-up thread ends with the process.
+fn settle(client: &Client, global: &Global) {
+    let connect = global.connect_timeout.unwrap_or(Duration::from_secs(1));
+    let io = global.io_timeout.unwrap_or(Duration::from_secs(1));
+    if !client.wait_for_cleanup(connect + io * 3) {
+        eprintln!(
+            "memsem: could not make sure that no lock was left under this process's token: \
+             it ends with its TTL"
+        );
+    }
 }
 
 /// The client the global options (or the environment) describe.
 fn client(global: &Global) -> Result<Client, Error> {
+    builder(global)?.build()
+}
+
+/// The client builder the global options (or the environment) describe.
+fn builder(global: &Global) -> Result<memsem::ClientBuilder, Error> {
     let servers = global.servers.as_deref().ok_or_else(|| {
         Error::InvalidConfig(
-            "no servers: give --servers host:port[:weight],... or set MEMSEM_SERVERS".into(),
+            "no servers: give --servers host:port[:weight],/path/to.sock[:weight],... or set MEMSEM_SERVERS".into(),
         )
     })?;
     let mut builder = Client::builder().servers(servers);
     if let Some(routing) = &global.routing {
         builder = builder.routing(routing.parse()?);
+    }
+    if let Some(protocol) = &global.protocol {
+        builder = builder.protocol(protocol.parse()?);
     }
     if let Some(namespace) = &global.namespace {
         builder = builder.namespace(namespace);
@@ -61,7 +88,33 @@ fn client(global: &Global) -> Result<Client, Error> {
     if let Some(timeout) = global.io_timeout {
         builder = builder.io_timeout(timeout);
     }
-    builder.build()
+    if let Some(max_lease) = global.max_lease {
+        builder = builder.max_lease(max_lease);
+    }
+    if let Some(delay) = global.lock_delay {
+        builder = builder.lock_delay(delay);
+    }
+    let files = [&global.tls_ca, &global.tls_cert, &global.tls_key];
+    if global.tls || files.iter().any(|file| file.is_some()) {
+        let mut tls = TlsConfig::new();
+        if let Some(ca) = &global.tls_ca {
+            tls = tls.ca_file(ca);
+        }
+        if let (Some(cert), Some(key)) = (&global.tls_cert, &global.tls_key) {
+            tls = tls.client_cert(cert, key);
+        }
+        if let Some(name) = &global.tls_server_name {
+            tls = tls.server_name(name);
+        }
+        builder = builder.tls(tls);
+    }
+    if let (Some(user), Some(file)) = (&global.username, &global.password_file) {
+        let text = std::fs::read_to_string(file).map_err(|error| {
+            Error::InvalidConfig(format!("password file {}: {error}", file.display()))
+        })?;
+        builder = builder.auth(user, text.lines().next().unwrap_or(""));
+    }
+    Ok(builder)
 }
 
 fn semaphore(
@@ -119,17 +172,25 @@ fn acquire_command(client: &Client, args: &AcquireArgs, global: &Global) -> Resu
             }
             Ok(0)
         }
-        Acquired::Busy(holder) => {
-            if !global.quiet {
-                let by = holder
-                    .map(|holder| format!(" by {}", acquire::describe(&holder)))
-                    .unwrap_or_default();
-                eprintln!("memsem: lock {} is held{by}", args.name);
-            }
-            Ok(exit::TEMPFAIL)
-        }
+        Acquired::Busy(holder) => Ok(busy(
+            &args.name,
+            holder.as_ref(),
+            global.quiet,
+            exit::TEMPFAIL,
+        )),
         Acquired::Interrupted(signal) => Ok(exit::for_signal(signal)),
     }
+}
+
+/// Says that the lock is held and by whom (unless `quiet`; always with `--json`); `code`.
+pub fn busy(name: &str, holder: Option<&memsem::Holder>, quiet: bool, code: u8) -> u8 {
+    if !quiet || exit::json() {
+        let by = holder
+            .map(|holder| format!(" by {}", acquire::describe(holder)))
+            .unwrap_or_default();
+        exit::tell("held", &format!("lock {name} is held{by}"), code);
+    }
+    code
 }
 
 fn parent_pid() -> u32 {
@@ -143,8 +204,8 @@ fn unless_lost(outcome: Result<(), Error>, global: &Global) -> Result<u8, Error>
     match outcome {
         Ok(()) => Ok(0),
         Err(error) if error.is_lock_lost() => {
-            if !global.quiet {
-                eprintln!("memsem: {error}");
+            if !global.quiet || exit::json() {
+                exit::tell(exit::kind(&error), &exit::chain(&error), exit::NO);
             }
             Ok(exit::NO)
         }
@@ -233,8 +294,11 @@ fn ping(client: &Client, global: &Global) -> u8 {
                     "up": true,
                     "rtt_ms": status.round_trip().as_secs_f64() * 1000.0,
                     "version": status.version(),
+                    "dialect": status.dialect(),
+                    "tls": status.tls(),
+                    "auth": status.auth(),
                 }),
-                Err(error) => json!({ "server": server, "up": false, "error": error.to_string() }),
+                Err(error) => json!({ "server": server, "up": false, "error": exit::chain(error) }),
             })
             .collect();
         println!("{}", json!({ "all_up": all_up, "servers": servers }));
@@ -244,12 +308,27 @@ fn ping(client: &Client, global: &Global) -> u8 {
                 Ok(status) => {
                     if !global.quiet {
                         let ms = status.round_trip().as_secs_f64() * 1000.0;
-                        println!("{server}: up, {ms:.3} ms, memcached {}", status.version());
+                        let mut extras = String::new();
+                        if status.tls() {
+                            extras.push_str(", TLS");
+                        }
+                        if status.auth() {
+                            extras.push_str(", authenticated");
+                        }
+                        println!(
+                            "{server}: up, {ms:.3} ms, memcached {}, {} protocol{extras}",
+                            status.version(),
+                            status.dialect()
+                        );
                     }
                 }
-                Err(error) => println!("{server}: DOWN: {error}"),
+                Err(error) => println!("{server}: DOWN: {}", exit::chain(error)),
             }
         }
     }
-    if all_up { 0 } else { exit::UNAVAILABLE }
+    // The same status as any other command would give for the first failing server.
+    answers
+        .iter()
+        .find_map(|(_, answer)| answer.as_ref().err())
+        .map_or(0, exit::code)
 }

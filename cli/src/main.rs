@@ -2,10 +2,12 @@
 //! and takes, gives back and inspects locks from shell scripts.
 
 mod acquire;
+mod child;
 mod cli;
 mod commands;
 mod exit;
 mod run;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -18,15 +20,30 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => {
             // clap prints help and version on stdout with success; usage errors go to stderr
-            // with its own code 2, which sysexits calls EX_USAGE (64).
-            let _ = error.print();
-            return if error.use_stderr() {
-                ExitCode::from(exit::USAGE)
+            // with its own code 2, which sysexits calls EX_USAGE (64) — or, with --json,
+            // to stdout as an object like every other error.
+            if !error.use_stderr() {
+                let _ = error.print();
+                return ExitCode::SUCCESS;
+            }
+            if std::env::args_os().any(|arg| arg == "--json") {
+                exit::set_json(true);
+                let rendered = error.render().to_string();
+                // The message without the usage lines that follow it.
+                let message: Vec<&str> = rendered
+                    .lines()
+                    .take_while(|line| !line.trim().is_empty())
+                    .map(str::trim)
+                    .collect();
+                let message = message.join(" ");
+                exit::tell("usage", message.trim_start_matches("error: "), exit::USAGE);
             } else {
-                ExitCode::SUCCESS
-            };
+                let _ = error.print();
+            }
+            return ExitCode::from(exit::USAGE);
         }
     };
+    exit::set_json(cli.global.json);
     if !cli.global.quiet {
         // The library reports what it retries or cleans up (a failed refresh, a lock lost by
         // the keep-alive) through `tracing`: show its warnings on stderr.

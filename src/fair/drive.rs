@@ -6,19 +6,32 @@ use std::time::{Duration, Instant};
 use super::{DRAW, QUEUE_TTL, Queue, Step, Wait};
 use crate::error::{Error, Result};
 use crate::flavor::Flavor;
-use crate::memcached::{Checked, Failure, Transport};
+use crate::memcached::{Checked, Epoch, Failure, Transport};
 use crate::permit::Permit;
 use crate::semaphore::{Semaphore, Unsure};
 
 /// How long to wait before asking a server again after an error.
 const AFTER_ERROR: Duration = Duration::from_millis(50);
 
-/// Whether an error ends the wait at once rather than being retried.
+/// Whether an error ends the wait at once rather than being retried (never the lock-delay
+/// of a restarted server: the wait goes on through it, as a polling wait does).
 fn fatal(error: &Error) -> bool {
     !matches!(
         error,
-        Error::Unavailable { .. } | Error::Ambiguous { .. } | Error::Protocol { .. }
+        Error::Unavailable { .. }
+            | Error::Ambiguous { .. }
+            | Error::Protocol { .. }
+            | Error::LockDelay { .. }
     )
+}
+
+/// How long to wait before reading the lock's keys again after `error`: to the end of a
+/// lock-delay (the deadline still cuts it), else a short pause.
+fn after(error: &Error) -> Duration {
+    match error {
+        Error::LockDelay { remaining, .. } => (*remaining).max(AFTER_ERROR),
+        _ => AFTER_ERROR,
+    }
 }
 
 /// The bookkeeping shared by the steps: the deadline and the last error.
@@ -190,31 +203,39 @@ impl<F: Flavor> Semaphore<F> {
                     }
                     Ok(None) => Step::ReadSlots(Duration::ZERO),
                     Err(error) => {
+                        let delay = after(&error);
                         clock.failed(error)?;
-                        Step::ReadSlots(AFTER_ERROR)
+                        Step::ReadSlots(delay)
                     }
                 },
-                Step::Claim { slot, cas } => match self.claim(slot, cas, unsure).await {
-                    Ok(Some(mut permit)) => {
-                        permit.set_ticket(wait.ticket());
-                        return Ok(Some(permit));
+                Step::Claim { slot, cas, epoch } => {
+                    match self.claim(slot, (cas, epoch), unsure).await {
+                        Ok(Some(mut permit)) => {
+                            permit.set_ticket(wait.ticket());
+                            return Ok(Some(permit));
+                        }
+                        Ok(None) => Step::ReadSlots(Duration::ZERO),
+                        Err(error) => {
+                            clock.failed(error)?;
+                            Step::ReadSlots(AFTER_ERROR)
+                        }
                     }
-                    Ok(None) => Step::ReadSlots(Duration::ZERO),
-                    Err(error) => {
-                        clock.failed(error)?;
-                        Step::ReadSlots(AFTER_ERROR)
-                    }
-                },
+                }
             };
         }
     }
 
     /// Replaces the reservation with this CAS in `slot` by our holder record: one
-    /// CAS-checked write. `None` when the reservation changed or expired in between.
+    /// CAS-checked write, sent only to the incarnation of the server the reservation was read
+    /// from (CAS values start again after a restart). `None` when the reservation changed,
+    /// expired or its server restarted in between.
+    ///
+    /// No lock-delay check is needed here: a reservation exists only as a CAS-checked rewrite
+    /// of a key held on the same incarnation, which an add created after the lock-delay.
     async fn claim(
         &self,
         slot: u32,
-        cas: u64,
+        (cas, epoch): (u64, Option<Epoch>),
         unsure: &mut Unsure<'_, F>,
     ) -> Result<Option<Permit<F>>> {
         let key = self.slot_key(slot);
@@ -227,13 +248,18 @@ impl<F: Flavor> Semaphore<F> {
         let reply = self
             .target
             .backend
-            .replace_if(&key, &value, cas, self.ttl_secs)
+            .replace_if(&key, &value, cas, self.ttl_secs, epoch)
             .await;
         match reply {
             Ok(Checked::Applied { cas: Some(cas) }) => {
                 unsure.settle(&key);
-                let mut permit =
-                    self.permit((key, slot), unsure.token.clone(), value, cas, started);
+                let mut permit = self.permit(
+                    (key, slot),
+                    unsure.token.clone(),
+                    value,
+                    (cas, epoch),
+                    started,
+                );
                 // Without its number the permit is useless: dropping it releases the lock.
                 permit.set_fence(self.fence_now().await?);
                 Ok(Some(permit))
@@ -242,6 +268,13 @@ impl<F: Flavor> Semaphore<F> {
                 "claim",
                 Failure::Protocol("store reply without the CAS that was asked for".into()),
             )),
+            // Nothing was sent for a restarted server: the reservation is gone with it.
+            Ok(Checked::Restarted) => {
+                if !was_unsure {
+                    unsure.settle(&key);
+                }
+                Ok(None)
+            }
             Ok(Checked::Mismatch | Checked::Missing) => {
                 if !was_unsure {
                     unsure.settle(&key);

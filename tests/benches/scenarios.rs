@@ -21,8 +21,14 @@
 //! 6. contention with separate processes (this executable again, `--worker`) vs threads;
 //! 7. 1,000 waiters as tokio tasks vs as threads (feature `tokio`), measured in child
 //!    processes (`--crowd`) so that their memory figures are their own;
-//! 8. fair waiting: FIFO hand-off vs polling, with the physical limits (a 1 ms sleep, a
-//!    round trip) measured in the same run.
+//! 8. uncontended acquire+release over TCP, a unix socket and TLS, each against a raw
+//!    socket (or rustls stream) sending the same two meta commands;
+//! 9. lock+unlock through `memsem serve keyedmutexd` and `memsem serve lock-server` vs the
+//!    library call (needs the `memsem` binary built);
+//! 10. meta vs classic: acquire+release pairs in each dialect, on memcached and through
+//!     nutcracker, as multiples of the raw round trip on the same path;
+//! 11. fair waiting: FIFO hand-off vs polling, with the physical limits (a 1 ms sleep, a
+//!     round trip) measured in the same run.
 
 #[allow(dead_code)]
 #[path = "../it/procs.rs"]
@@ -44,12 +50,21 @@ use procs::Memcached;
 mod cli;
 #[path = "scenarios/crowd.rs"]
 mod crowd;
+#[path = "scenarios/dialects.rs"]
+mod dialects;
 #[path = "scenarios/fair.rs"]
 mod fair;
+#[path = "scenarios/gateways.rs"]
+mod gateways;
+#[allow(dead_code)]
+#[path = "../it/nutcracker.rs"]
+mod nutcracker;
 #[path = "scenarios/permits.rs"]
 mod permits;
 #[path = "scenarios/processes.rs"]
 mod processes;
+#[path = "scenarios/transports.rs"]
+mod transports;
 
 const SEMAPHORE_PL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/perl/semaphore.pl");
 
@@ -108,6 +123,17 @@ const SMOKE: Sizes = Sizes {
     limit_samples: 20,
 };
 
+/// A client builder for the benchmarks: every scenario starts a fresh memcached, which the
+/// default lock-delay would keep from granting locks.
+fn builder() -> memsem::ClientBuilder {
+    Client::builder().lock_delay(Duration::ZERO)
+}
+
+/// A client for `address` with the benchmarks' settings.
+fn client(address: &str) -> Result<Client, Error> {
+    builder().servers(address).build()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // This executable again, as one of the processes of scenarios 6 and 7.
@@ -131,7 +157,7 @@ fn main() {
         memcached_version(&address),
     );
 
-    // `-- --only N[,N...]` runs only those tables (1-8).
+    // `-- --only N[,N...]` runs only those tables (1-11).
     let only: Option<Vec<u32>> = args
         .iter()
         .position(|a| a == "--only")
@@ -168,6 +194,15 @@ fn main() {
         crowd::tasks_vs_threads(&address, sizes);
     }
     if run(8) {
+        transports::over_transports(sizes);
+    }
+    if run(9) {
+        gateways::lock_unlock(&address, sizes);
+    }
+    if run(10) {
+        dialects::meta_vs_classic(sizes);
+    }
+    if run(11) {
         fair::fifo_vs_polling(&address, sizes);
     }
 }
@@ -221,7 +256,7 @@ fn uncontended_pairs(address: &str, sizes: &Sizes) {
     // Interleaved, one floor pair then one memsem pair, so that a machine whose load drifts
     // during the run weighs on both alike.
     let floor = Floor::connect(address);
-    let client = Client::connect(address).expect("memsem client");
+    let client = crate::client(address).expect("memsem client");
     let sem = client.semaphore("bench-pair").expect("a valid name");
     let (mut floor_samples, mut memsem_samples) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for i in 0..warm + n {
@@ -323,7 +358,7 @@ fn many_names(address: &str, sizes: &Sizes) {
             pairs
         });
 
-        let client = Client::connect(address).expect("memsem client");
+        let client = crate::client(address).expect("memsem client");
         let memsem_pairs = on_threads(threads, sizes.many_names_for, move |t, stop| {
             let sems: Vec<_> = (0..NAMES_PER_THREAD)
                 .map(|i| client.semaphore(&format!("bench-many-{t}-{i}")).unwrap())
@@ -447,7 +482,7 @@ fn contention(address: &str, sizes: &Sizes) {
          Longest wait counts waits still running at the end.\n"
     );
     contention_header();
-    let client = Client::connect(address).expect("memsem client");
+    let client = crate::client(address).expect("memsem client");
     let mut rows = Vec::new();
     for &hold in sizes.holds {
         for &waiters in sizes.waiters {

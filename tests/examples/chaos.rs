@@ -8,7 +8,7 @@
 //! `loop` takes one of the comma-separated NAMES at random, acquires it (with fencing),
 //! stays in the critical section for a few milliseconds (sometimes about a second,
 //! refreshing the lease), then releases it, until the Unix time UNTIL_MS. Every step is one
-//! line appended to LOG: `enter NAME TOKEN FENCE PID T`, `refresh NAME TOKEN PID T OUTCOME`,
+//! line appended to LOG: `enter NAME TOKEN FENCE PID T SENT` (SENT: when the winning add was sent), `refresh NAME TOKEN PID T OUTCOME`,
 //! `exit NAME TOKEN PID T`, `release NAME TOKEN PID T OUTCOME`, `timeout NAME PID T`,
 //! `error NAME PID T KIND` (T in Unix nanoseconds). A careful holder leaves the critical
 //! section as soon as a refresh reports the lock lost, or when its known lease is nearly over.
@@ -51,9 +51,16 @@ fn main() -> ExitCode {
 
 type Failure = Box<dyn std::error::Error>;
 
+/// The client of a worker. The lock-delay comes from `MEMSEM_LOCK_DELAY_MS` (the driver sets
+/// it; default 0: the servers were just started by the test).
 fn client(servers: &str) -> Result<Client, Error> {
+    let delay_ms = std::env::var("MEMSEM_LOCK_DELAY_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(0);
     Client::builder()
         .servers(servers)
+        .lock_delay(Duration::from_millis(delay_ms))
         .io_timeout(Duration::from_millis(300))
         .connect_timeout(Duration::from_millis(300))
         .build()
@@ -72,6 +79,16 @@ fn kind(error: &Error) -> &'static str {
         Error::Ambiguous { .. } => "ambiguous",
         Error::Timeout { .. } => "timeout",
         Error::Protocol { .. } => "protocol",
+        Error::LockDelay { .. } => "lock-delay",
+        Error::Refused {
+            reason: memsem::Refusal::TlsMismatch,
+            ..
+        } => "refused-tls",
+        Error::Refused {
+            reason: memsem::Refusal::NoMetaProtocol,
+            ..
+        } => "refused-meta",
+        Error::Refused { .. } => "refused",
         _ => "other",
     }
 }
@@ -110,7 +127,12 @@ fn run_loop(args: &[String]) -> Result<(), Failure> {
         };
         let token = permit.token().to_string();
         let fence = permit.fence().unwrap_or(0);
-        record(format!("enter {name} {token} {fence} {pid} {}", now_ns()))?;
+        // When the winning add was sent, by the wall clock.
+        let now = now_ns();
+        let granted = now.saturating_sub(permit.acquired_at().elapsed().as_nanos());
+        record(format!(
+            "enter {name} {token} {fence} {pid} {now} {granted}"
+        ))?;
         critical_section(&mut permit, ttl, |outcome| {
             record(format!(
                 "refresh {name} {token} {pid} {} {outcome}",
@@ -144,8 +166,9 @@ fn critical_section(
     }
     let work = Duration::from_millis(rand::random_range(600..1200));
     let started = Instant::now();
-    // memcached counts its clock in whole seconds: keep a second and a half in hand.
-    let margin = Duration::from_millis(1500);
+    // The lease margin (memcached's whole seconds, clock drift), and half a second for a
+    // step of this loop (a sleep and a refresh that may wait for a frozen server).
+    let margin = memsem::lease_margin(ttl) + Duration::from_millis(500);
     while started.elapsed() < work {
         std::thread::sleep(Duration::from_millis(200));
         match permit.refresh(ttl) {

@@ -12,7 +12,8 @@
 //!
 //! Two optional environment variables make it contend with Perl's
 //! Cache::Memcached::Semaphore (tests/perl/semaphore.pl): `MEMSEM_ROUTING`
-//! (`ketama`, the default, or `cache-memcached`) and `MEMSEM_NAMESPACE`.
+//! (`ketama`, the default, `cache-memcached` or `twemproxy:HASH:DISTRIBUTION`) and
+//! `MEMSEM_NAMESPACE`; `MEMSEM_PROTOCOL` (`classic` through a proxy) too.
 
 use std::fs::{self, OpenOptions};
 use std::process::ExitCode;
@@ -46,9 +47,15 @@ fn run(args: &[String]) -> Result<u32, Box<dyn std::error::Error>> {
     let policy = WaitPolicy::new()
         .poll_time(Duration::from_millis(poll_ms))
         .max_wait(Duration::from_secs(120));
-    let mut builder = Client::builder().servers(servers);
+    // A memcached the test just started: no lock-delay (it holds no earlier locks).
+    let mut builder = Client::builder()
+        .servers(servers)
+        .lock_delay(Duration::ZERO);
     if let Ok(routing) = std::env::var("MEMSEM_ROUTING") {
         builder = builder.routing(routing.parse()?);
+    }
+    if let Ok(protocol) = std::env::var("MEMSEM_PROTOCOL") {
+        builder = builder.protocol(protocol.parse()?);
     }
     if let Ok(namespace) = std::env::var("MEMSEM_NAMESPACE") {
         builder = builder.namespace(&namespace);

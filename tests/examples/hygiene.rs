@@ -49,8 +49,10 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let address = args.next().unwrap_or_else(|| "127.0.0.1:11211".into());
     let times: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(20_000);
+    // A memcached the test just started: no lock-delay (it holds no earlier locks).
     let client = match Client::builder()
         .servers(&address)
+        .lock_delay(Duration::ZERO)
         .io_timeout(Duration::from_secs(2))
         .build()
     {

@@ -14,7 +14,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let [servers, name, permits, dir, times] = args.as_slice() else {
         return Err("usage: slots SERVERS NAME PERMITS DIR TIMES".into());
     };
-    let sem = Client::connect(servers)?
+    // A memcached the test just started: no lock-delay (it holds no earlier locks).
+    let sem = Client::builder()
+        .servers(servers)
+        .lock_delay(Duration::ZERO)
+        .build()?
         .semaphore(name)?
         .with_permits(permits.parse()?)?
         .with_wait_policy(

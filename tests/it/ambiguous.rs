@@ -12,7 +12,7 @@ use crate::proxy::{Mode, Proxy};
 const IO_TIMEOUT: Duration = Duration::from_millis(400);
 
 fn client(proxy: &Proxy) -> Client {
-    Client::builder()
+    crate::harness::builder()
         .servers(proxy.address())
         .io_timeout(IO_TIMEOUT)
         .connect_timeout(IO_TIMEOUT)

@@ -2,9 +2,14 @@
 //! section → release over three memcached servers, logging every step, while this driver
 //! pauses servers (up to 2 s), stops and restarts one of them, and SIGKILLs workers (which it
 //! then replaces). A checker then reads the logs: no two critical sections of one name may
-//! overlap, except around a restart of the lock's server (memcached forgets every lock), and
-//! each of those must have been noticed by the earlier holder (refresh or release reported the
-//! lock lost).
+//! overlap — also around a restart of the lock's server, which forgets every lock: the
+//! workers' lock-delay (the lease, 4 s) keeps the restarted server from granting a lock
+//! until every lease of its earlier incarnation has ended. The cost is reported: how long
+//! the restarted server's names went without a holder after each restart.
+//!
+//! With `MEMSEM_CHAOS_LOCK_DELAY_MS=0` (lock-delay off) the check is the weaker one: overlaps
+//! only around a restart, each noticed by the earlier holder (its refresh or release reports
+//! the lock lost).
 //!
 //! Size knobs: `MEMSEM_CHAOS_SECS` (default 15) and `MEMSEM_CHAOS_WORKERS` (default 4). The
 //! long run (RELIABILITY.md): `MEMSEM_CHAOS_SECS=60 MEMSEM_CHAOS_WORKERS=16 cargo test
@@ -48,6 +53,8 @@ struct Section {
     fence: u64,
     pid: u32,
     enter: u128,
+    /// When the winning add was sent.
+    sent: u128,
     exit: Option<u128>,
     /// A refresh or the release reported the lock lost.
     lost_seen: bool,
@@ -80,6 +87,8 @@ struct Workers {
     spawned: u32,
     /// pid -> when the driver saw it dead after a SIGKILL.
     killed: HashMap<u32, u128>,
+    /// The workers' lock-delay.
+    lock_delay_ms: u64,
 }
 
 impl Workers {
@@ -91,6 +100,7 @@ impl Workers {
         let child = Command::new(&self.binary)
             .args(&args)
             .env("MEMSEM_FAIRNESS", self.fairness)
+            .env("MEMSEM_LOCK_DELAY_MS", self.lock_delay_ms.to_string())
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn a chaos worker");
@@ -112,13 +122,13 @@ impl Workers {
 }
 
 #[test]
-fn chaos_no_two_holders_outside_restart_windows_and_every_loss_is_reported() {
+fn chaos_no_two_holders_ever_with_lock_delay_and_every_loss_is_reported() {
     chaos("polling", knob("MEMSEM_CHAOS_SECS", 15));
 }
 
 /// The same faults with the workers waiting in FIFO mode (tickets, hand-offs, reservations).
 #[test]
-fn chaos_in_fifo_mode_no_two_holders_outside_restart_windows() {
+fn chaos_in_fifo_mode_no_two_holders_ever_with_lock_delay() {
     chaos("fifo", knob("MEMSEM_CHAOS_SECS", 15));
 }
 
@@ -126,6 +136,7 @@ fn chaos_in_fifo_mode_no_two_holders_outside_restart_windows() {
 /// their logs.
 fn chaos(fairness: &'static str, secs: u64) {
     let workers_n = knob("MEMSEM_CHAOS_WORKERS", 4) as usize;
+    let lock_delay_ms = knob("MEMSEM_CHAOS_LOCK_DELAY_MS", TTL_SECS * 1000);
     let servers = [
         Memcached::start(),
         Memcached::start(),
@@ -141,6 +152,15 @@ fn chaos(fairness: &'static str, secs: u64) {
     let names_arg = names.keys().cloned().collect::<Vec<_>>().join(",");
     let dir = std::env::temp_dir().join(unique("memsem-chaos"));
     std::fs::create_dir_all(&dir).unwrap();
+    // Fresh servers are in their lock-delay too: start once they are past it (memcached's
+    // uptime runs 2 s ahead of its real one).
+    for server in &servers {
+        let mut raw = server.raw();
+        let ready = lock_delay_ms.div_ceil(1000) + 2;
+        while raw.stat("uptime") < ready {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     let until = SystemTime::now() + Duration::from_secs(secs);
     let until_ms = until.duration_since(UNIX_EPOCH).unwrap().as_millis();
     let mut workers = Workers {
@@ -157,6 +177,7 @@ fn chaos(fairness: &'static str, secs: u64) {
         running: Vec::new(),
         spawned: 0,
         killed: HashMap::new(),
+        lock_delay_ms,
     };
     for _ in 0..workers_n {
         workers.spawn();
@@ -177,7 +198,12 @@ fn chaos(fairness: &'static str, secs: u64) {
                 server.unpause();
                 pauses += 1;
             }
-            2 => {
+            // A restart once the lock-delay of the last one has passed (so that its cost can
+            // be measured), a pause otherwise.
+            2 if restarts.last().is_none_or(|r: &Restart| {
+                now_ns() > r.end + u128::from(lock_delay_ms + 2000) * 1_000_000
+            }) =>
+            {
                 let start = now_ns();
                 servers[restarted].stop();
                 std::thread::sleep(Duration::from_millis(rand::random_range(0..500)));
@@ -186,6 +212,13 @@ fn chaos(fairness: &'static str, secs: u64) {
                     start,
                     end: now_ns(),
                 });
+            }
+            2 => {
+                let server = &servers[rand::random_range(0..servers.len())];
+                server.pause();
+                std::thread::sleep(Duration::from_millis(rand::random_range(100..2000)));
+                server.unpause();
+                pauses += 1;
             }
             _ => {
                 workers.kill_one();
@@ -210,8 +243,10 @@ fn chaos(fairness: &'static str, secs: u64) {
     let (sections, tally) = read_logs(&dir, &workers.killed);
     let server_of: HashMap<&str, usize> = names.iter().map(|(n, s)| (n.as_str(), *s)).collect();
     let report = check(&sections, &restarts, |name| server_of[name] == restarted);
+    let cost = unavailability(&sections, &restarts, |name| server_of[name] == restarted);
     println!(
-        "chaos ({fairness}): {secs} s, {workers_n} workers ({} spawned), 3 servers, {} names, TTL {TTL_SECS} s",
+        "chaos ({fairness}): {secs} s, {workers_n} workers ({} spawned), 3 servers, {} names, TTL {TTL_SECS} s, \
+         lock-delay {lock_delay_ms} ms",
         workers.spawned,
         names.len()
     );
@@ -228,13 +263,24 @@ fn chaos(fairness: &'static str, secs: u64) {
         tally.refreshes, tally.releases, tally.lost_detected
     );
     println!(
-        "overlaps: outside restart windows {}, inside {} (detected {}), fence inversions {}",
+        "overlaps: {} in total (outside restart windows {}, inside {}, detected {}), \
+         fence inversions {}",
+        report.outside.len() as u64 + report.inside,
         report.outside.len(),
         report.inside,
         report.inside_detected,
         report.fence_inversions.len()
     );
+    println!("after each restart, the restarted server's names had no holder for: {cost}");
     assert!(tally.acquisitions > 0, "the workers made no progress");
+    if lock_delay_ms >= TTL_SECS * 1000 {
+        assert_eq!(
+            report.inside,
+            0,
+            "two holders at once around a restart despite the lock-delay (logs kept in {})",
+            dir.display()
+        );
+    }
     assert!(
         report.outside.is_empty(),
         "two holders at once outside a restart window (logs kept in {}): {:#?}",
@@ -254,6 +300,38 @@ fn chaos(fairness: &'static str, secs: u64) {
         report.fence_inversions
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// How long after each restart (from when the server answered again) the first lock on one
+/// of its names was granted (its add sent): the lock-delay's cost, as `min / median / max`
+/// over restarts (a restart followed by none before the run ended is left out).
+fn unavailability(
+    sections: &[Section],
+    restarts: &[Restart],
+    on_restarted_server: impl Fn(&str) -> bool,
+) -> String {
+    let mut gaps: Vec<u128> = restarts
+        .iter()
+        .filter_map(|restart| {
+            sections
+                .iter()
+                .filter(|s| on_restarted_server(&s.name) && s.sent > restart.end)
+                .map(|s| s.enter - restart.end)
+                .min()
+        })
+        .collect();
+    if gaps.is_empty() {
+        return "no restart was followed by an acquisition".into();
+    }
+    gaps.sort_unstable();
+    let ms = |ns: u128| format!("{:.0} ms", ns as f64 / 1e6);
+    format!(
+        "{} / {} / {} (min / median / max over {} restarts)",
+        ms(gaps[0]),
+        ms(gaps[gaps.len() / 2]),
+        ms(gaps[gaps.len() - 1]),
+        gaps.len()
+    )
 }
 
 /// `NAMES_PER_SERVER` lock names for each server, found by asking the client's routing.
@@ -287,7 +365,7 @@ fn read_logs(dir: &Path, killed: &HashMap<u32, u128>) -> (Vec<Section>, Tally) {
         for line in text.lines() {
             let f: Vec<&str> = line.split(' ').collect();
             match f.as_slice() {
-                ["enter", name, token, fence, pid, t] => {
+                ["enter", name, token, fence, pid, t, sent] => {
                     tally.acquisitions += 1;
                     let enter = t.parse().unwrap();
                     last_seen = last_seen.max(enter);
@@ -298,6 +376,7 @@ fn read_logs(dir: &Path, killed: &HashMap<u32, u128>) -> (Vec<Section>, Tally) {
                         fence: fence.parse().unwrap(),
                         pid: pid.parse().unwrap(),
                         enter,
+                        sent: sent.parse().unwrap(),
                         exit: None,
                         lost_seen: false,
                     });

@@ -16,9 +16,14 @@ fn memsem(server: &Memcached) -> Command {
     let mut command = Command::new(&*MEMSEM);
     command
         .env("MEMSEM_SERVERS", server.address())
+        // Every test starts a fresh memcached: no lock-delay (tests/it/safety.rs covers it).
+        .env("MEMSEM_LOCK_DELAY", "0")
+        .env_remove("MEMSEM_MAX_LEASE")
         .env_remove("MEMSEM_NAMESPACE")
         .env_remove("MEMSEM_ROUTING")
-        .env_remove("MEMSEM_TOKEN");
+        .env_remove("MEMSEM_TOKEN")
+        // No restart lock-delay: these tests take locks on fresh servers.
+        .env("MEMSEM_LOCK_DELAY", "0");
     command
 }
 
@@ -208,11 +213,16 @@ fn command_longer_than_the_ttl_keeps_its_lease() {
     let server = Memcached::start();
     let name = unique("cli-long");
     let dir = scratch();
-    // Three times the TTL. (memcached counts whole seconds, so a lease of a few seconds has
-    // little slack on a loaded machine: 3 s, not 2.)
+    // More than twice the TTL. (The lease must cover memcached's whole seconds, a margin
+    // and the --kill-after grace: 4 s with 500 ms.)
     let script = format!("touch {d}/started; sleep 9", d = dir.display());
     let started = Instant::now();
-    let mut long = spawn_run(&server, &["--ttl", "3s"], &name, &script);
+    let mut long = spawn_run(
+        &server,
+        &["--ttl", "4s", "--kill-after", "500ms"],
+        &name,
+        &script,
+    );
     wait_for_file(&dir.join("started"));
     let mut checks = 0;
     while long.try_wait().unwrap().is_none() {
@@ -246,7 +256,12 @@ fn deleting_the_key_during_a_run_stops_the_command_and_exits_75() {
          while :; do sleep 0.05; done",
         d = dir.display()
     );
-    let run = spawn_run(&server, &["--ttl", "2s"], &name, &script);
+    let run = spawn_run(
+        &server,
+        &["--ttl", "4s", "--kill-after", "500ms"],
+        &name,
+        &script,
+    );
     wait_for_file(&dir.join("started"));
     assert!(server.raw().delete(&lock_key(&name)));
     let run = wait_with_deadline(run);
@@ -266,7 +281,7 @@ fn command_that_ignores_sigterm_after_a_lost_lease_is_killed() {
     );
     let run = spawn_run(
         &server,
-        &["--ttl", "2s", "--kill-after", "300ms"],
+        &["--ttl", "4s", "--kill-after", "300ms"],
         &name,
         &script,
     );
@@ -409,11 +424,11 @@ fn json_output_parses() {
     };
     let free = json(&["status", &name]);
     assert_eq!(free["held"], false);
-    let acquired = json(&["acquire", "--info", "say \"hi\"\n", &name]);
+    let acquired = json(&["acquire", "--info", "say \"hi\"\t", &name]);
     let token = acquired["token"].as_str().unwrap().to_string();
     let held = json(&["status", &name]);
     assert_eq!(held["held"], true);
-    assert_eq!(held["info"], "say \"hi\"\n");
+    assert_eq!(held["info"], "say \"hi\"\t");
     assert!(held["ttl_secs"].as_u64().unwrap() <= 60);
     assert_eq!(json(&["verify", &name, "--token", &token])["held"], true);
     let ping = json(&["ping"]);
@@ -477,4 +492,89 @@ fn unreachable_server_exits_69_naming_it() {
         let said = format!("{}{}", stdout(&out), stderr(&out));
         assert!(said.contains(&address), "{args:?} names the server: {said}");
     }
+}
+
+/// `memsem` against `address` alone, with short time-outs.
+fn memsem_at(address: &str) -> Command {
+    let mut command = Command::new(&*MEMSEM);
+    command
+        .args(["--servers", address, "--connect-timeout", "300ms"])
+        .args(["--io-timeout", "300ms"])
+        .env_remove("MEMSEM_NAMESPACE")
+        .env_remove("MEMSEM_ROUTING")
+        .env("MEMSEM_LOCK_DELAY", "0");
+    command
+}
+
+#[test]
+fn a_server_that_is_not_memcached_exits_76_from_every_command() {
+    for args in [
+        &["status", "job"][..],
+        &["run", "job", "--", "true"],
+        &["acquire", "--no-wait", "job"],
+        &["ping"],
+    ] {
+        let address = crate::faults::fake_server(b"HTTP/1.0 400 Bad Request\r\n\r\n");
+        let out = output(memsem_at(&address).args(args));
+        assert_eq!(out.status.code(), Some(76), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn an_error_says_each_cause_once_on_one_line() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let out = output(memsem_at(&address).args(["acquire", "--no-wait", "job"]));
+    assert_eq!(out.status.code(), Some(69));
+    let said = stderr(&out);
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert_eq!(said.matches("memsem:").count(), 1, "{said}");
+    assert_eq!(said.matches("refused").count(), 1, "said once: {said}");
+    assert_eq!(said.matches(&address).count(), 1, "{said}");
+}
+
+#[test]
+fn a_frozen_server_is_named_without_the_internal_key() {
+    let server = Memcached::start();
+    server.pause();
+    let out = output(memsem_at(&server.address()).args(["acquire", "--no-wait", "frozen-job"]));
+    server.unpause();
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(!said.contains("__lock__"), "no internal key: {said}");
+    assert!(said.contains(&server.address()), "{said}");
+    assert_eq!(said.lines().count(), 1, "{said}");
+}
+
+#[test]
+fn json_errors_are_one_object_on_stdout() {
+    let server = Memcached::start();
+    let name = unique("cli-json-error");
+    let token = stdout(&output(memsem(&server).args(["acquire", &name])));
+    let busy = output(memsem(&server).args(["--json", "run", "-n", &name, "--", "true"]));
+    assert_eq!(busy.status.code(), Some(75));
+    let error: serde_json::Value = serde_json::from_str(&stdout(&busy)).expect("JSON on stdout");
+    assert_eq!(error["kind"], "held");
+    assert_eq!(error["exit_code"], 75);
+    assert!(error["error"].as_str().unwrap().contains(&name), "{error}");
+    assert!(stderr(&busy).is_empty(), "{}", stderr(&busy));
+
+    let usage = output(memsem(&server).args(["--json", "run", &name]));
+    assert_eq!(usage.status.code(), Some(64));
+    let error: serde_json::Value = serde_json::from_str(&stdout(&usage)).expect("JSON on stdout");
+    assert_eq!(error["kind"], "usage");
+    assert_eq!(error["exit_code"], 64);
+
+    let down = output(memsem_at("127.0.0.1:1").args(["--json", "status", &name]));
+    assert_eq!(down.status.code(), Some(69));
+    let error: serde_json::Value = serde_json::from_str(&stdout(&down)).expect("JSON on stdout");
+    assert_eq!(error["kind"], "unavailable");
+    assert!(stderr(&down).is_empty(), "{}", stderr(&down));
+
+    let released = output(memsem(&server).args(["release", &name, "--token", token.trim()]));
+    assert_eq!(released.status.code(), Some(0), "{}", stderr(&released));
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use memsem::{Fairness, Semaphore, WaitPolicy};
+use memsem::{Fairness, Protocol, Semaphore, WaitPolicy};
 
 use crate::harness::{Memcached, Raw, unique};
 use crate::processes::example;
@@ -96,6 +96,31 @@ fn fifo_threads_never_overlap_and_the_lock_is_handed_over() {
         None,
         "the lock is left free (not reserved) when nobody waits"
     );
+}
+
+/// The classic dialect has no auto-creating `ma`: tickets are `incr`, the counter is created
+/// by an `add` when `incr` finds none (see `Transport::bump`). The queue must work the same.
+#[test]
+fn fifo_in_the_classic_dialect_never_overlaps_and_hands_over() {
+    let server = Memcached::start();
+    let name = unique("fair-classic");
+    let client = crate::harness::builder()
+        .servers(&server.address())
+        .protocol(Protocol::Classic)
+        .build()
+        .expect("client");
+    let sem = fifo(client.semaphore(&name).expect("a valid name"));
+    let (threads, rounds) = (8, 20);
+    let (most, count) = contend(&sem, threads, rounds);
+    let (drawn, handed) = queue(&mut server.raw(), &name);
+    println!("fifo classic: {count} acquisitions, {drawn} tickets drawn, {handed} handed");
+    assert_eq!(most, 1, "two holders of a FIFO lock at once");
+    assert_eq!(count, (threads * rounds) as u64);
+    assert!(
+        drawn > 0,
+        "no ticket was drawn: the counter was never created"
+    );
+    assert!(handed > 0, "no hand-off happened: the queue was not used");
 }
 
 #[test]
@@ -277,7 +302,7 @@ fn fifo_tasks_on_tokio_never_overlap_and_a_cancelled_waiter_does_not_stall_the_q
         .build()
         .expect("tokio runtime");
     runtime.block_on(async {
-        let client = memsem::Client::builder()
+        let client = crate::harness::builder()
             .servers(&server.address())
             .build_async()
             .await

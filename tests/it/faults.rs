@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use memsem::{Client, Error, WaitPolicy};
+use memsem::{Error, WaitPolicy};
 
 use crate::harness::{Memcached, unique};
 
@@ -144,7 +144,7 @@ fn unreachable_server_is_unavailable_and_names_the_server() {
         .unwrap()
         .port();
     let address = format!("127.0.0.1:{port}");
-    let client = Client::builder()
+    let client = crate::harness::builder()
         .servers(&address)
         .connect_timeout(IO_TIMEOUT)
         .build()
@@ -176,7 +176,7 @@ fn unreachable_server_is_unavailable_and_names_the_server() {
 }
 
 /// A fake server that answers every request with `reply`.
-fn fake_server(reply: &'static [u8]) -> String {
+pub(crate) fn fake_server(reply: &'static [u8]) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap().to_string();
     thread::spawn(move || {
@@ -205,7 +205,7 @@ fn garbage_replies_are_errors_not_panics_or_hangs() {
     ];
     for reply in replies {
         let address = fake_server(reply);
-        let client = Client::builder()
+        let client = crate::harness::builder()
             .servers(&address)
             .io_timeout(IO_TIMEOUT)
             .build()
@@ -273,7 +273,7 @@ fn hostile_names_are_rejected_or_travel_safely_and_inject_nothing() {
         permit.release().unwrap();
     }
     for namespace in ["a b", "x\r\nflush_all\r\n", "\0"] {
-        let error = Client::builder()
+        let error = crate::harness::builder()
             .servers(&server.address())
             .namespace(namespace)
             .build()

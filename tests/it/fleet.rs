@@ -8,7 +8,7 @@ use crate::harness::{Memcached, unique};
 
 fn fleet_client(servers: &[Memcached]) -> Client {
     let list: Vec<String> = servers.iter().map(Memcached::address).collect();
-    Client::builder()
+    crate::harness::builder()
         .servers(&list.join(","))
         .io_timeout(Duration::from_millis(800))
         .connect_timeout(Duration::from_millis(800))

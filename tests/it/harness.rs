@@ -123,7 +123,7 @@ impl Memcached {
     }
 
     pub fn client_with_namespace(&self, namespace: &str) -> Client {
-        Client::builder()
+        builder()
             .servers(&self.address())
             .namespace(namespace)
             .io_timeout(Duration::from_millis(400))
@@ -150,6 +150,13 @@ impl Memcached {
     pub fn raw(&self) -> Raw {
         Raw::connect(&self.address())
     }
+}
+
+/// A client builder for the tests: every test starts a fresh memcached, which the default
+/// lock-delay would keep from granting locks; the tests of the lock-delay (safety.rs) set
+/// their own.
+pub fn builder() -> memsem::ClientBuilder {
+    Client::builder().lock_delay(Duration::ZERO)
 }
 
 /// Whether a memcached answers `version` at `address` (a bare connect is not enough:

@@ -58,7 +58,7 @@ fn arbitrary_names_namespaces_and_durations_never_panic_or_inject() {
             duration(),
         ),
         |(namespace, name, ttl, refresh)| {
-            let built = Client::builder()
+            let built = crate::harness::builder()
                 .servers(&server.address())
                 .namespace(&namespace)
                 .io_timeout(IO_TIMEOUT)
@@ -82,7 +82,7 @@ fn arbitrary_names_namespaces_and_durations_never_panic_or_inject() {
             let sem = match sem.with_ttl(ttl) {
                 Ok(sem) => sem,
                 Err(Error::InvalidConfig(_)) => {
-                    prop_assert!(ttl.is_zero() || ttl > Duration::from_secs(30 * 24 * 3600));
+                    prop_assert!(ttl.is_zero() || ttl > memsem::DEFAULT_MAX_LEASE);
                     rejected.set(rejected.get() + 1);
                     return Ok(());
                 }
@@ -134,7 +134,7 @@ fn arbitrary_names_namespaces_and_durations_never_panic_or_inject() {
 fn bad_replies_end_in_time_and_leave_the_client_in_step(mode: Mode) {
     let server = Memcached::start();
     let proxy = Proxy::start(&server.address());
-    let client = Client::builder()
+    let client = crate::harness::builder()
         .servers(proxy.address())
         .io_timeout(IO_TIMEOUT)
         .connect_timeout(IO_TIMEOUT)
@@ -241,13 +241,15 @@ fn reply_then_hang_up_leaves_the_client_in_step() {
 fn add_answered_with_garbage_is_an_error_and_leaves_no_orphaned_lock() {
     let server = Memcached::start();
     let proxy = Proxy::start(&server.address());
-    let client = Client::builder()
+    let client = crate::harness::builder()
         .servers(proxy.address())
         .io_timeout(IO_TIMEOUT)
         .build()
         .unwrap();
     let name = unique("garbage-add");
     let sem = client.semaphore(&name).unwrap();
+    // Connect (and probe the server) while the proxy still passes replies.
+    assert!(!sem.is_locked().unwrap());
     proxy.set(Mode::Garbage);
     let error = sem.try_acquire().unwrap_err();
     assert!(

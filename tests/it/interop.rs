@@ -19,7 +19,7 @@ use crate::processes::example;
 /// The counter example, checked to be built from the current source: `cargo test --test it`
 /// alone does not rebuild examples, and a stale one (ketama, no namespace) would contend
 /// for a different key.
-fn counter_example() -> PathBuf {
+pub fn counter_example() -> PathBuf {
     let binary = example("counter");
     let source = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/counter.rs");
     let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
@@ -63,7 +63,7 @@ impl Fleet {
     }
 
     fn client(&self) -> Client {
-        Client::builder()
+        crate::harness::builder()
             .servers(&self.list)
             .routing(Routing::CacheMemcached)
             .namespace(NAMESPACE)
@@ -112,7 +112,7 @@ fn perl_command(args: &[&str]) -> Command {
     command
 }
 
-fn spawn_perl(args: &[&str], stdout: Stdio) -> Child {
+pub fn spawn_perl(args: &[&str], stdout: Stdio) -> Child {
     match perl_command(args)
         .stdin(Stdio::null())
         .stdout(stdout)
@@ -128,7 +128,7 @@ fn spawn_perl(args: &[&str], stdout: Stdio) -> Child {
 }
 
 /// Checks a finished Perl run; returns its stdout.
-fn perl_succeeded(output: Output, what: &str) -> String {
+pub fn perl_succeeded(output: Output, what: &str) -> String {
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     if output.status.code() == Some(3) {
@@ -147,7 +147,7 @@ fn perl_succeeded(output: Output, what: &str) -> String {
     stdout
 }
 
-fn run_perl(args: &[&str]) -> String {
+pub fn run_perl(args: &[&str]) -> String {
     let output = spawn_perl(args, Stdio::piped())
         .wait_with_output()
         .expect("wait for perl");
@@ -155,16 +155,16 @@ fn run_perl(args: &[&str]) -> String {
 }
 
 /// A scratch directory removed on drop.
-struct Scratch(PathBuf);
+pub struct Scratch(PathBuf);
 
 impl Scratch {
-    fn new(tag: &str) -> Scratch {
+    pub fn new(tag: &str) -> Scratch {
         let dir = std::env::temp_dir().join(unique(tag));
         std::fs::create_dir_all(&dir).expect("create a scratch directory");
         Scratch(dir)
     }
 
-    fn path(&self, file: &str) -> PathBuf {
+    pub fn path(&self, file: &str) -> PathBuf {
         self.0.join(file)
     }
 }
@@ -176,7 +176,7 @@ impl Drop for Scratch {
 }
 
 /// `(acquisitions, overlaps)` from a worker's last line, `... acquisitions N ... overlaps O`.
-fn worker_figures(stdout: &str) -> (u64, u64) {
+pub fn worker_figures(stdout: &str) -> (u64, u64) {
     let line = stdout
         .lines()
         .rfind(|line| line.contains("acquisitions"))
@@ -192,7 +192,7 @@ fn worker_figures(stdout: &str) -> (u64, u64) {
     (field("acquisitions"), field("overlaps"))
 }
 
-fn read_count(file: &Path) -> u64 {
+pub fn read_count(file: &Path) -> u64 {
     std::fs::read_to_string(file)
         .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
         .trim()

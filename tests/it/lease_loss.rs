@@ -117,10 +117,10 @@ fn evicted_lock_is_reported_lost_by_refresh_and_release() {
     let name = unique("evicted");
     let sem = server
         .semaphore(&name)
-        .with_ttl(Duration::from_secs(600))
+        .with_ttl(Duration::from_secs(300))
         .unwrap();
     let mut first = sem.try_acquire().unwrap().expect("free");
-    let second = sem.clone().with_ttl(Duration::from_secs(600)).unwrap();
+    let second = sem.clone().with_ttl(Duration::from_secs(300)).unwrap();
     let key = format!("__lock__{name}");
     let written = flood_until_gone(
         &server,
@@ -131,7 +131,7 @@ fn evicted_lock_is_reported_lost_by_refresh_and_release() {
     println!("eviction: the lock went after {written} other items; evictions = {evictions}");
     assert!(evictions > 0, "the lock vanished without an eviction");
 
-    let lost = first.refresh(Duration::from_secs(600)).unwrap_err();
+    let lost = first.refresh(Duration::from_secs(300)).unwrap_err();
     assert!(
         matches!(
             lost,

@@ -2,9 +2,12 @@
 //! libraries in other languages (routing agreement, Perl interop), which need servers on
 //! known host/port pairs with weights.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -13,6 +16,8 @@ pub struct Memcached {
     child: Child,
     pub host: String,
     pub port: u16,
+    /// The unix socket it listens on instead of TCP (`memcached -s`), removed when dropped.
+    pub socket: Option<PathBuf>,
 }
 
 impl Memcached {
@@ -49,6 +54,7 @@ impl Memcached {
                 child,
                 host: host.to_string(),
                 port,
+                socket: None,
             };
             match server.wait_ready() {
                 Ok(()) => return server,
@@ -60,6 +66,56 @@ impl Memcached {
             }
         }
         panic!("memcached on {host}:{port:?} did not start within 60 s: {last_failure}");
+    }
+
+    /// Starts `memcached -s PATH -U 0 -m 64` on a fresh socket path in the temporary
+    /// directory and waits until this very process answers.
+    pub fn start_unix() -> Memcached {
+        Memcached::start_unix_with(&[])
+    }
+
+    /// Starts memcached on a fresh unix socket with extra command-line arguments.
+    pub fn start_unix_with(extra: &[&str]) -> Memcached {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "memsem-mc-{}-{}.sock",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&path);
+        let child = Command::new("memcached")
+            .arg("-s")
+            .arg(&path)
+            .args(["-U", "0", "-m", "64", "-u", "root"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start memcached -s: {e}"));
+        let mut server = Memcached {
+            child,
+            host: path.to_string_lossy().into_owned(),
+            port: 0,
+            socket: Some(path),
+        };
+        if let Err(failure) = server.wait_ready() {
+            panic!("memcached on {} did not start: {failure}", server.host);
+        }
+        server
+    }
+
+    /// A connection to this server, over TCP or its unix socket.
+    fn connect(&self) -> io::Result<Conn> {
+        match &self.socket {
+            None => connect(&self.address()).map(Conn::Tcp),
+            Some(path) => {
+                let stream = UnixStream::connect(path)?;
+                stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+                stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+                Ok(Conn::Unix(stream))
+            }
+        }
     }
 
     /// Waits until this process answers `stats` with its own pid.
@@ -74,7 +130,7 @@ impl Memcached {
                 return Err(format!("memcached exited ({status}): {}", stderr.trim()));
             }
             // Another process's server may hold the address; then ours exits shortly.
-            if let Ok(Some(pid)) = stats_pid(&self.address())
+            if let Ok(Some(pid)) = self.connect().and_then(stats_pid)
                 && pid == self.child.id()
             {
                 return Ok(());
@@ -88,7 +144,9 @@ impl Memcached {
     }
 
     pub fn address(&self) -> String {
-        if self.host.contains(':') {
+        if self.socket.is_some() {
+            self.host.clone()
+        } else if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
         } else {
             format!("{}:{}", self.host, self.port)
@@ -97,9 +155,10 @@ impl Memcached {
 
     /// Which of `keys` this server holds, asked with pipelined meta gets (`mg <key>`).
     pub fn holds(&self, keys: &[Vec<u8>]) -> Vec<bool> {
-        let stream = connect(&self.address())
+        let stream = self
+            .connect()
             .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", self.address()));
-        let mut writer = stream.try_clone().expect("clone a TCP stream");
+        let mut writer = stream.try_clone().expect("clone a stream");
         let mut reader = BufReader::new(stream);
         let mut held = Vec::with_capacity(keys.len());
         for batch in keys.chunks(100) {
@@ -132,6 +191,49 @@ impl Drop for Memcached {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(path) = &self.socket {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A stream to a memcached process: TCP or unix socket.
+enum Conn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Conn {
+    fn try_clone(&self) -> io::Result<Conn> {
+        match self {
+            Conn::Tcp(stream) => stream.try_clone().map(Conn::Tcp),
+            Conn::Unix(stream) => stream.try_clone().map(Conn::Unix),
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Tcp(stream) => stream.read(buf),
+            Conn::Unix(stream) => stream.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Tcp(stream) => stream.write(buf),
+            Conn::Unix(stream) => stream.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Tcp(stream) => stream.flush(),
+            Conn::Unix(stream) => stream.flush(),
+        }
     }
 }
 
@@ -143,8 +245,7 @@ pub fn connect(address: &str) -> io::Result<TcpStream> {
 }
 
 /// The pid a memcached server reports in `stats`.
-pub fn stats_pid(address: &str) -> io::Result<Option<u32>> {
-    let mut stream = connect(address)?;
+fn stats_pid(mut stream: impl Read + Write) -> io::Result<Option<u32>> {
     stream.write_all(b"stats\r\n")?;
     let mut pid = None;
     for line in BufReader::new(stream).lines() {

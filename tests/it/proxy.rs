@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -27,6 +27,13 @@ pub enum Mode {
     Truncate,
     /// Each reply is forwarded, then the connection is closed.
     ReplyThenClose,
+    /// A blackhole: requests are dropped and nothing is answered (new connections are
+    /// accepted all the same), until the mode changes.
+    Blackhole,
+    /// Replies pass until a connection carries a meta store (`ms`, an acquire); from then on
+    /// every reply, on every connection, is held back until the mode changes: the store is
+    /// applied, its reply lost, and nothing can be read back meanwhile.
+    HoldAfterStore,
 }
 
 impl Mode {
@@ -39,6 +46,8 @@ impl Mode {
             Mode::Drip,
             Mode::Truncate,
             Mode::ReplyThenClose,
+            Mode::Blackhole,
+            Mode::HoldAfterStore,
         ][usize::from(value)]
     }
 }
@@ -46,6 +55,8 @@ impl Mode {
 pub struct Proxy {
     address: String,
     mode: Arc<AtomicU8>,
+    /// A meta store went through since the mode was last set.
+    stored: Arc<AtomicBool>,
 }
 
 impl Proxy {
@@ -54,8 +65,10 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let mode = Arc::new(AtomicU8::new(Mode::Pass as u8));
+        let stored = Arc::new(AtomicBool::new(false));
         let upstream = upstream.to_string();
         let shared = Arc::clone(&mode);
+        let shared_stored = Arc::clone(&stored);
         // The threads end when the test process does; each connection's threads end when
         // either side closes.
         thread::spawn(move || {
@@ -66,12 +79,19 @@ impl Proxy {
                 };
                 let (to_server, from_client) =
                     (server.try_clone().unwrap(), client.try_clone().unwrap());
-                thread::spawn(move || pipe(from_client, to_server));
+                let requests_mode = Arc::clone(&shared);
+                let stored = Arc::clone(&shared_stored);
+                let seen = Arc::clone(&shared_stored);
+                thread::spawn(move || pipe(from_client, to_server, &requests_mode, &seen));
                 let mode = Arc::clone(&shared);
-                thread::spawn(move || replies(server, client, &mode));
+                thread::spawn(move || replies(server, client, &mode, &stored));
             }
         });
-        Proxy { address, mode }
+        Proxy {
+            address,
+            mode,
+            stored,
+        }
     }
 
     pub fn address(&self) -> &str {
@@ -79,6 +99,7 @@ impl Proxy {
     }
 
     pub fn set(&self, mode: Mode) {
+        self.stored.store(false, Ordering::SeqCst);
         self.mode.store(mode as u8, Ordering::SeqCst);
     }
 
@@ -87,11 +108,20 @@ impl Proxy {
     }
 }
 
-/// Requests: always forwarded.
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
+/// Requests: forwarded, except into a blackhole. Notes in `stored` when one was a meta store.
+fn pipe(mut from: TcpStream, mut to: TcpStream, mode: &AtomicU8, stored: &AtomicBool) {
     let mut buf = [0u8; 16 * 1024];
     while let Ok(n) = from.read(&mut buf) {
-        if n == 0 || to.write_all(&buf[..n]).is_err() {
+        if n == 0 {
+            break;
+        }
+        if Proxy::mode(mode) == Mode::Blackhole {
+            continue;
+        }
+        if buf[..n].starts_with(b"ms ") || buf[..n].windows(4).any(|w| w == b"\nms ") {
+            stored.store(true, Ordering::SeqCst);
+        }
+        if to.write_all(&buf[..n]).is_err() {
             break;
         }
     }
@@ -107,7 +137,7 @@ fn wait_out(mode: &AtomicU8, current: Mode) {
 }
 
 /// Replies: passed through the current mode.
-fn replies(mut server: TcpStream, mut client: TcpStream, mode: &AtomicU8) {
+fn replies(mut server: TcpStream, mut client: TcpStream, mode: &AtomicU8, stored: &AtomicBool) {
     let mut buf = [0u8; 16 * 1024];
     loop {
         let n = match server.read(&mut buf) {
@@ -144,6 +174,12 @@ fn replies(mut server: TcpStream, mut client: TcpStream, mode: &AtomicU8) {
                 let _ = client.write_all(reply);
                 false
             }
+            Mode::Blackhole => true,
+            Mode::HoldAfterStore if stored.load(Ordering::SeqCst) => {
+                wait_out(mode, Mode::HoldAfterStore);
+                client.write_all(reply).is_ok()
+            }
+            Mode::HoldAfterStore => client.write_all(reply).is_ok(),
         };
         if !ok {
             break;

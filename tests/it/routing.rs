@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
 
-use memsem::routing::{Ring, Routing, ServerSpec};
+use memsem::routing::{Endpoint, Ring, Routing, ServerSpec};
 
 use crate::procs::Memcached;
 
@@ -23,7 +23,7 @@ const AGREE_PL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/routing/agree.pl");
 
 /// Serialises the tests of this process that bind port 11211 on 127.0.0.2-4. Other
 /// processes are handled by checking the pid of the server that answers.
-static PORT_11211: Mutex<()> = Mutex::new(());
+pub static PORT_11211: Mutex<()> = Mutex::new(());
 
 /// Deterministic pseudo-random numbers (xorshift64*), so failures can be reproduced.
 struct Rng(u64);
@@ -47,7 +47,7 @@ impl Rng {
 
 /// About 3,000 distinct memcached text keys: ASCII, long (up to 200 bytes), UTF-8, raw
 /// high bytes 0x80-0xff and `__lock__` names. No whitespace or control bytes.
-fn test_keys() -> Vec<Vec<u8>> {
+pub fn test_keys() -> Vec<Vec<u8>> {
     const WORDS: &[&str] = &[
         "report", "nightly", "job", "cron", "user:42", "batch/7", "a.b-c_d", "X", "#", "%2F",
     ];
@@ -167,7 +167,10 @@ const ALL_LIBRARIES: [Library; 3] = [
 fn store_with(library: Library, servers: &[ServerSpec], keys: &[Vec<u8>], tag: &str) {
     let list: Vec<String> = servers
         .iter()
-        .map(|s| format!("{}:{}:{}", s.host(), s.port(), s.weight()))
+        .map(|s| match s.endpoint() {
+            Endpoint::Tcp { host, port } => format!("{host}:{port}:{}", s.weight()),
+            Endpoint::Unix(path) => format!("{}:{}", path.display(), s.weight()),
+        })
         .collect();
     let key_file = KeyFile::write(tag, keys);
     let output = Command::new("perl")
@@ -220,8 +223,12 @@ impl Drop for KeyFile {
     }
 }
 
-/// Where a scenario's servers listen: `(host, fixed port or None for a free one, weight)`.
+/// Where a scenario's servers listen: `(host, fixed port or None for a free one, weight)`;
+/// the host [`UNIX`] starts a server on a fresh unix socket instead.
 type Layout<'a> = &'a [(&'a str, Option<u16>, u32)];
+
+/// The layout host that stands for a unix-socket server.
+const UNIX: &str = "unix";
 
 /// For each library: fresh servers, keys stored by the library, every key looked up on
 /// every server, and compared with memsem's `Ring`. Panics unless 100% agree.
@@ -230,13 +237,17 @@ fn check_agreement(scenario: &str, layout: Layout<'_>, libraries: &[Library]) {
     for &library in libraries {
         let servers: Vec<Memcached> = layout
             .iter()
-            .map(|&(host, port, _)| Memcached::start(host, port))
+            .map(|&(host, port, _)| match host {
+                UNIX => Memcached::start_unix(),
+                host => Memcached::start(host, port),
+            })
             .collect();
         let specs: Vec<ServerSpec> = servers
             .iter()
             .zip(layout)
-            .map(|(server, &(_, _, weight))| {
-                ServerSpec::new(server.host.clone(), server.port).with_weight(weight)
+            .map(|(server, &(_, _, weight))| match &server.socket {
+                Some(path) => ServerSpec::unix(path).with_weight(weight),
+                None => ServerSpec::new(server.host.clone(), server.port).with_weight(weight),
             })
             .collect();
         store_with(
@@ -289,7 +300,7 @@ fn check_agreement(scenario: &str, layout: Layout<'_>, libraries: &[Library]) {
     }
 }
 
-fn hex(key: &[u8]) -> String {
+pub fn hex(key: &[u8]) -> String {
     key.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -345,6 +356,17 @@ fn routing_agrees_with_real_libraries_on_default_port_11211() {
 fn routing_agrees_with_libmemcached_on_ipv6_loopback() {
     let layout = [("::1", None, 1), ("::1", None, 2), ("::1", None, 1)];
     check_agreement("ipv6-1-2-1", &layout, &[Library::Libmemcached]);
+}
+
+/// Unix-socket entries (`memcached -s`): Cache::Memcached and ::Fast take `"/path"`
+/// entries (their buckets ignore the address), libmemcached names a socket's ketama points
+/// `"PATH:0-j"`. Mixed with a TCP server, weights 1,2,1.
+#[test]
+fn routing_agrees_with_real_libraries_on_unix_sockets() {
+    let layout = [(UNIX, None, 1), (UNIX, None, 2), ("127.0.0.1", None, 1)];
+    check_agreement("unix-1-2-1", &layout, &ALL_LIBRARIES);
+    let layout = [(UNIX, None, 1), (UNIX, None, 1), (UNIX, None, 1)];
+    check_agreement("unix-equal", &layout, &ALL_LIBRARIES);
 }
 
 #[test]

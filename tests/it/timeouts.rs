@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use memsem::{Client, WaitPolicy};
+use memsem::WaitPolicy;
 
 use crate::harness::{Memcached, unique};
 
@@ -25,7 +25,7 @@ fn timed<T>(what: &str, bound: Duration, call: impl FnOnce() -> T) -> T {
 #[test]
 fn every_call_returns_within_its_timeouts_while_the_server_is_frozen() {
     let server = Memcached::start();
-    let client = Client::builder()
+    let client = crate::harness::builder()
         .servers(&server.address())
         .io_timeout(IO)
         .connect_timeout(CONNECT)

@@ -7,7 +7,7 @@ use memsem::{Client, Error, LockOrWait, LostReason, Tokio, WaitPolicy};
 use crate::harness::{Memcached, unique};
 
 async fn client(server: &Memcached) -> Client<Tokio> {
-    Client::builder()
+    crate::harness::builder()
         .servers(&server.address())
         .io_timeout(Duration::from_millis(400))
         .connect_timeout(Duration::from_millis(400))
@@ -280,7 +280,7 @@ fn cancelling_an_acquire_during_a_paused_server_leaves_no_lock_past_the_cleanup(
         assert!(cancelled.is_err(), "no false acquire while frozen");
         server.unpause();
         // The add lands when the server resumes; the clean-up deletes it long before the 60 s TTL.
-        let other = Client::builder()
+        let other = crate::harness::builder()
             .servers(&server.address())
             .build_async()
             .await

@@ -4,7 +4,8 @@
 #
 # Usage: agree.pl LIBRARY SERVERS KEYFILE
 #   LIBRARY  cache-memcached | cache-memcached-fast | libmemcached
-#   SERVERS  host:port:weight,...   (IPv4 or host names; order matters)
+#   SERVERS  host:port:weight,...   (IPv4 or host names; order matters), or
+#            /path/to.sock:weight   for a unix-socket server
 #   KEYFILE  one hex-encoded key per line (raw bytes)
 #
 # Each key is stored with the value "1", without namespace. The libraries are configured as
@@ -44,6 +45,10 @@ unless ( eval "require $module; 1" ) {
 
 my @servers;
 for my $entry ( split /,/, $server_list ) {
+    if ( $entry =~ m{^(/.+):(\d+)$} ) {
+        push @servers, { socket => $1, weight => $2 + 0 };
+        next;
+    }
     $entry =~ /^(.+):(\d+):(\d+)$/ or usage();
     push @servers, { host => $1, port => $2 + 0, weight => $3 + 0 };
 }
@@ -62,11 +67,14 @@ while ( my $line = <$fh> ) {
 }
 close $fh;
 
+# The address as the Perl clients take it: "host:port", or the socket path.
+sub address { $_[0]{socket} // "$_[0]{host}:$_[0]{port}" }
+
 my $store;
 if ( $library eq 'cache-memcached' ) {
     my $memd = Cache::Memcached->new(
         {
-            servers   => [ map { [ "$_->{host}:$_->{port}", $_->{weight} ] } @servers ],
+            servers   => [ map { [ address($_), $_->{weight} ] } @servers ],
             no_rehash => 1,
         }
     );
@@ -76,7 +84,7 @@ elsif ( $library eq 'cache-memcached-fast' ) {
     my $memd = Cache::Memcached::Fast->new(
         {
             servers => [
-                map { { address => "$_->{host}:$_->{port}", weight => $_->{weight} } } @servers
+                map { { address => address($_), weight => $_->{weight} } } @servers
             ],
         }
     );
@@ -87,10 +95,13 @@ else {
     Memcached::libmemcached::memcached_behavior_set( $memc,
         Memcached::libmemcached::MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED(), 1 );
     for my $s (@servers) {
-        Memcached::libmemcached::memcached_server_add_with_weight( $memc, $s->{host}, $s->{port},
-            $s->{weight} )
-          or die "memcached_server_add_with_weight $s->{host}:$s->{port}: "
-          . $memc->errstr . "\n";
+        my $added =
+          defined $s->{socket}
+          ? Memcached::libmemcached::memcached_server_add_unix_socket_with_weight( $memc,
+            $s->{socket}, $s->{weight} )
+          : Memcached::libmemcached::memcached_server_add_with_weight( $memc, $s->{host},
+            $s->{port}, $s->{weight} );
+        $added or die 'adding server ' . address($s) . ': ' . $memc->errstr . "\n";
     }
     my $distribution = Memcached::libmemcached::memcached_behavior_get( $memc,
         Memcached::libmemcached::MEMCACHED_BEHAVIOR_DISTRIBUTION() );

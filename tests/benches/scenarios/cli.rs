@@ -8,7 +8,7 @@ use crate::{Sizes, median_us};
 
 /// The `memsem` binary of this build: cargo names it for benchmarks and tests (feature
 /// `cli`, on by default); otherwise it sits next to `deps/`, where this executable is.
-fn memsem_binary() -> Option<PathBuf> {
+pub fn memsem_binary() -> Option<PathBuf> {
     let named = option_env!("CARGO_BIN_EXE_memsem").map(PathBuf::from);
     let beside = std::env::current_exe()
         .ok()
@@ -80,7 +80,17 @@ pub fn wall_time(address: &str, sizes: &Sizes) {
         (
             "memsem run NAME -- true".to_string(),
             memsem.clone(),
-            vec!["--servers", address, "run", "bench-cli", "--", true_arg],
+            // A memcached started by the benchmark: no lock-delay.
+            vec![
+                "--servers",
+                address,
+                "--lock-delay",
+                "0",
+                "run",
+                "bench-cli",
+                "--",
+                true_arg,
+            ],
         ),
         ("true".to_string(), true_bin.clone(), vec![]),
     ];

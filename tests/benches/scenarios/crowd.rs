@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use memsem::{Client, Error, WaitPolicy};
+use memsem::{Error, WaitPolicy};
 
 use crate::{Sizes, commands, ms, stats};
 
@@ -125,7 +125,7 @@ pub fn child(args: &[String]) {
 
 /// The blocking API: one thread per waiter. Returns the tally and VmRSS before the threads.
 fn on_threads(address: &str, crowd: Crowd) -> (Tally, u64) {
-    let client = Client::builder()
+    let client = crate::builder()
         .servers(address)
         .max_idle_connections(pool_size())
         .build()
@@ -184,7 +184,7 @@ fn on_tasks(address: &str, crowd: Crowd) -> (Tally, u64) {
         .build()
         .expect("tokio runtime");
     runtime.block_on(async {
-        let client = Client::builder()
+        let client = crate::builder()
             .servers(address)
             .max_idle_connections(pool_size())
             .build_async()

@@ -1,10 +1,10 @@
-//! Scenario 8 (issue 15): FIFO hand-off next to polling, against the physical limits
+//! Scenario 11 (issue 15): FIFO hand-off next to polling, against the physical limits
 //! measured in the same run (a thread's 1 ms sleep, a memcached round trip).
 
 use std::io::{BufRead, BufReader, Write};
 use std::time::{Duration, Instant};
 
-use memsem::{Client, Fairness, WaitPolicy};
+use memsem::{Fairness, WaitPolicy};
 
 use crate::{Sizes, Times, contend_on_threads, median_us, ms, procs};
 
@@ -57,7 +57,7 @@ struct Shape {
 pub fn fifo_vs_polling(address: &str, sizes: &Sizes) {
     let limits = limits(address, sizes.limit_samples);
     let secs = sizes.contend_for.as_secs_f64();
-    println!("## 8. Fair waiting: FIFO hand-off vs polling ({secs} s per row)\n");
+    println!("## 11. Fair waiting: FIFO hand-off vs polling ({secs} s per row)\n");
     println!(
         "Physical limits measured in this run: `thread::sleep(1 ms)` lasts {:.3} ms (median), a \
          meta no-op round trip (`mn`, raw socket) {:.1} µs (median). The physical limit of a \
@@ -72,7 +72,7 @@ pub fn fifo_vs_polling(address: &str, sizes: &Sizes) {
         "| waiters | permits | hold | think | waiting | acq/s | × physical limit | commands/acq | Jain | longest wait ms | longest ÷ (waiters × hold ÷ permits) |"
     );
     println!("|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|");
-    let client = Client::connect(address).expect("memsem client");
+    let client = crate::client(address).expect("memsem client");
     let ms1 = Duration::from_millis(1);
     // `MEMSEM_BENCH_FAIR_WAITERS=N`: another crowd size (the N-permit row gets N / 2).
     let waiters = std::env::var("MEMSEM_BENCH_FAIR_WAITERS")

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use memsem::{Client, Permit};
+use memsem::Permit;
 
 use crate::{Sizes, median_us, stats};
 
@@ -30,8 +30,8 @@ pub fn acquire_cost(address: &str, sizes: &Sizes) {
         "| permits | held by others | round trips | µs per acquire | × 1 permit | µs to read all slots | gets/acq | sets/acq | commands/acq |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let client = Client::connect(address).expect("memsem client");
-    let others = Client::connect(address).expect("the other holders' client");
+    let client = crate::client(address).expect("memsem client");
+    let others = crate::client(address).expect("the other holders' client");
     let mut one_permit_us = None;
     for &permits in sizes.permit_counts {
         let name = format!("bench-permits-{permits}");

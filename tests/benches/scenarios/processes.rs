@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use memsem::{Client, WaitPolicy};
+use memsem::WaitPolicy;
 
 use crate::{
     Acquisition, Log, Row, Sizes, Times, commands, contend_on_threads, contention_header,
@@ -54,7 +54,7 @@ pub fn worker(args: &[String]) {
     };
     let number = |s: &String| -> u128 { s.parse().expect("a number") };
     let clock = Clock::now();
-    let sem = Client::connect(address)
+    let sem = crate::client(address)
         .expect("memsem client")
         .semaphore(name)
         .expect("a valid name");
@@ -148,7 +148,7 @@ pub fn versus_threads(address: &str, sizes: &Sizes) {
          wall clock.\n"
     );
     contention_header();
-    let client = Client::connect(address).expect("memsem client");
+    let client = crate::client(address).expect("memsem client");
     for &hold in sizes.holds {
         for in_processes in [false, true] {
             let name = format!(

@@ -1,0 +1,761 @@
+//! The tokio transport to one server: a few connections ("lanes"), each shared by every task.
+//! Requests are pipelined on a lane and matched to replies in order (memcached answers in
+//! order; each meta reply's opaque token is checked too), so a thousand tasks use
+//! [`LANES`] connections per server instead of a thousand.
+//!
+//! Each connection has a writer task (it batches queued requests into one write) and a reader
+//! task (it parses replies and hands them to the waiting callers). A caller whose reply does
+//! not come within the I/O time-out retires the connection: later requests get a new one.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use super::conn::{is_timeout, probe_failure, probe_read_failure, tls_failure};
+use super::meta::{self, Reply, Status, Store};
+use super::ops::{self, Op, Session};
+use super::probe;
+use super::{Address, Dialect, Protocol, Settings, classic, sniff};
+use crate::error::Refusal;
+use crate::memcached::{Added, Checked, Epoch, Failure, Item, Outcome, Pong, Transport};
+use crate::routing::ServerSpec;
+
+/// Connections per server.
+const LANES: usize = 2;
+const READ_CHUNK: usize = 4096;
+
+trait Duplex: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Duplex for T {}
+
+type Boxed = Pin<Box<dyn Duplex>>;
+
+/// One reply, owned, for the caller's task.
+#[derive(Debug)]
+enum Owned {
+    Meta {
+        status: Status,
+        cas: Option<u64>,
+        ttl: Option<i64>,
+        data: Vec<u8>,
+    },
+    Unknown,
+    ClientError(String),
+    ServerError(String),
+}
+
+impl Owned {
+    fn of(reply: Reply<'_>) -> Owned {
+        match reply {
+            Reply::Meta {
+                status,
+                cas,
+                ttl,
+                data,
+                ..
+            } => Owned::Meta {
+                status,
+                cas,
+                ttl,
+                data: data.to_vec(),
+            },
+            Reply::Unknown => Owned::Unknown,
+            Reply::ClientError(message) => Owned::ClientError(message.to_string()),
+            Reply::ServerError(message) => Owned::ServerError(message.to_string()),
+        }
+    }
+
+    fn reply(&self) -> Reply<'_> {
+        match self {
+            Owned::Meta {
+                status,
+                cas,
+                ttl,
+                data,
+            } => Reply::Meta {
+                status: *status,
+                cas: *cas,
+                ttl: *ttl,
+                opaque: None,
+                data,
+            },
+            Owned::Unknown => Reply::Unknown,
+            Owned::ClientError(message) => Reply::ClientError(message),
+            Owned::ServerError(message) => Reply::ServerError(message),
+        }
+    }
+}
+
+type Answer = Outcome<Vec<Owned>>;
+
+/// A request queued on a lane.
+struct Job {
+    bytes: Vec<u8>,
+    expect: Expect,
+}
+
+/// What the reader waits for, in order.
+struct Expect {
+    /// Each reply's opaque token (`None` for `mn`).
+    opaques: Vec<Option<u32>>,
+    /// On a classic connection, each request's exchange (its replies carry no token and
+    /// their shape depends on the request); empty on a meta connection.
+    classic: Vec<classic::OwnedExchange>,
+    writes: bool,
+    answer: oneshot::Sender<Answer>,
+}
+
+/// One probed connection and its two tasks.
+struct Link {
+    jobs: mpsc::UnboundedSender<Job>,
+    session: Session,
+    opaque: AtomicUsize,
+    /// Requests sent and not answered yet.
+    in_flight: AtomicUsize,
+    retired: AtomicBool,
+    tasks: [tokio::task::AbortHandle; 2],
+}
+
+impl Link {
+    fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+
+    fn usable(&self) -> bool {
+        !self.retired.load(Ordering::Relaxed) && !self.jobs.is_closed()
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.retire();
+    }
+}
+
+/// One memcached server, reached through [`LANES`] multiplexed connections.
+pub struct AsyncBackend {
+    address: String,
+    target: Address,
+    settings: Settings,
+    /// The live connections, at most [`LANES`].
+    lanes: std::sync::Mutex<Vec<Option<Arc<Link>>>>,
+    /// One dial at a time per lane: the other callers wait for it.
+    dialing: Vec<Mutex<()>>,
+    wants_auth: AtomicBool,
+}
+
+impl std::fmt::Debug for AsyncBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncBackend")
+            .field("address", &self.address)
+            .finish()
+    }
+}
+
+fn unavailable(error: io::Error) -> Failure {
+    Failure::Unavailable(Box::new(error))
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "no reply within the I/O time-out")
+}
+
+async fn dial_stream(address: &Address, settings: &Settings) -> Outcome<Boxed> {
+    let connect = async {
+        let plain: Boxed = match address {
+            Address::Tcp { host, port } => {
+                let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+                stream.set_nodelay(true)?;
+                Box::pin(stream)
+            }
+            #[cfg(unix)]
+            Address::Unix(path) => Box::pin(tokio::net::UnixStream::connect(path).await?),
+            #[cfg(not(unix))]
+            Address::Unix(_) => return Err(io::ErrorKind::Unsupported.into()),
+        };
+        Ok::<_, io::Error>(plain)
+    };
+    let plain = tokio::time::timeout(settings.timeouts.connect, connect)
+        .await
+        .map_err(|_| unavailable(timed_out()))?
+        .map_err(unavailable)?;
+    let Some(tls) = &settings.tls else {
+        return Ok(plain);
+    };
+    let name = tls.name_for(address.host()).map_err(unavailable)?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config));
+    match tokio::time::timeout(settings.timeouts.io, connector.connect(name, plain)).await {
+        Ok(Ok(stream)) => Ok(Box::pin(stream)),
+        Ok(Err(error)) if !is_timeout(&error) => Err(tls_failure(error)),
+        _ => {
+            let (target, settings) = (address.clone(), settings.clone());
+            Err(blocking(move || sniff::silent_at_handshake(&target, &settings, timed_out())).await)
+        }
+    }
+}
+
+/// Runs a short blocking check (a second opinion on a fresh connection) off the runtime.
+async fn blocking(check: impl FnOnce() -> Failure + Send + 'static) -> Failure {
+    tokio::task::spawn_blocking(check)
+        .await
+        .unwrap_or_else(|error| Failure::Unavailable(Box::new(error)))
+}
+
+impl AsyncBackend {
+    /// A transport to `spec`; connections are dialed on first use.
+    pub(crate) fn new(spec: &ServerSpec, settings: Settings) -> AsyncBackend {
+        AsyncBackend {
+            address: spec.address(),
+            target: Address::of(spec),
+            settings,
+            lanes: std::sync::Mutex::new(vec![None; LANES]),
+            dialing: (0..LANES).map(|_| Mutex::new(())).collect(),
+            wants_auth: AtomicBool::new(false),
+        }
+    }
+
+    /// Dials, probes and starts a connection's tasks; in `auto`, dials again with the
+    /// classic probe when the peer closed on the meta one (twemproxy).
+    async fn open(&self, send_auth: bool) -> Outcome<Link> {
+        match self.open_as(send_auth, self.settings.protocol).await? {
+            Some(link) => Ok(link),
+            None => {
+                let link = self
+                    .open_as(send_auth, Protocol::Classic)
+                    .await?
+                    .ok_or_else(|| unavailable(io::ErrorKind::UnexpectedEof.into()))?;
+                // Asked for meta, a server that answers only the classic probe lacks it.
+                if self.settings.protocol == Protocol::Meta {
+                    return Err(Failure::Refused(Refusal::NoMetaProtocol));
+                }
+                Ok(link)
+            }
+        }
+    }
+
+    /// Dials and probes with `protocol`; `None` when the classic probe must be tried.
+    async fn open_as(&self, send_auth: bool, protocol: Protocol) -> Outcome<Option<Link>> {
+        let mut stream = dial_stream(&self.target, &self.settings).await?;
+        let tls = self.settings.tls.is_some();
+        let auth = self.settings.auth.as_deref().filter(|_| send_auth);
+        let mut hello = Vec::new();
+        probe::hello(&mut hello, auth, protocol);
+        let mut input = Vec::with_capacity(READ_CHUNK);
+        let exchange = async {
+            stream.write_all(&hello).await.map_err(unavailable)?;
+            loop {
+                let closed = match stream.read_buf(&mut input).await {
+                    Ok(read) => read == 0,
+                    Err(error) => match probe_read_failure(error, tls) {
+                        None => true,
+                        Some(failure) => return Err(failure),
+                    },
+                };
+                match probe::greeting(&input, auth.is_some(), protocol, closed) {
+                    Ok(Some(found)) => return Ok(Ok(found)),
+                    Ok(None) if closed || input.len() > 64 * 1024 => {
+                        return Err(Failure::Protocol("probe reply cut short".into()));
+                    }
+                    Ok(None) => {}
+                    Err(unusable) => return Ok(Err(unusable)),
+                }
+            }
+        };
+        let heard = match tokio::time::timeout(self.settings.timeouts.io, exchange).await {
+            Ok(heard) => heard?,
+            Err(_) if !tls && input.is_empty() => {
+                let (target, settings) = (self.target.clone(), self.settings.clone());
+                let check = move || sniff::silent_at_hello(&target, &settings, timed_out());
+                return Err(blocking(check).await);
+            }
+            Err(_) => return Err(unavailable(timed_out())),
+        };
+        let found = match heard {
+            Ok(found) => found,
+            Err(unusable) if probe::retry_classic(protocol, &unusable, tls) => return Ok(None),
+            Err(unusable) => {
+                let (target, settings) = (self.target.clone(), self.settings.clone());
+                return Err(
+                    blocking(move || probe_failure(unusable, tls, &target, &settings)).await,
+                );
+            }
+        };
+        if probe::redial_classic(protocol, &found) {
+            return Ok(None);
+        }
+        // The uptime counts from when its reply arrived: the lock-delay is never cut short.
+        let heard = Instant::now();
+        let dialect = probe::dialect(protocol, &found).map_err(Failure::Refused)?;
+        if found.closed {
+            return Err(unavailable(io::ErrorKind::UnexpectedEof.into()));
+        }
+        let session = Session::new(dialect, found, heard, tls);
+        let (reader, writer) = tokio::io::split(stream);
+        let (jobs, queued) = mpsc::unbounded_channel();
+        let (expects, expected) = mpsc::unbounded_channel();
+        let writing = tokio::spawn(write_loop(writer, queued, expects));
+        let reading = tokio::spawn(read_loop(reader, expected));
+        Ok(Some(Link {
+            jobs,
+            session,
+            opaque: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
+            tasks: [writing.abort_handle(), reading.abort_handle()],
+        }))
+    }
+
+    async fn dial(&self) -> Outcome<Link> {
+        let has_auth = self.settings.auth.is_some();
+        let send_auth = has_auth && self.wants_auth.load(Ordering::Relaxed);
+        match self.open(send_auth).await {
+            Err(Failure::Refused(Refusal::AuthRequired)) if has_auth && !send_auth => {
+                self.wants_auth.store(true, Ordering::Relaxed);
+                self.open(true).await
+            }
+            other => other,
+        }
+    }
+
+    /// The live connection with the fewest requests in flight; a new one is dialed into a
+    /// free lane only while every live one is busy (so a quiet client keeps one warm
+    /// connection, a busy one at most [`LANES`]).
+    async fn link(&self) -> Outcome<Arc<Link>> {
+        let (best, free) = {
+            let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+            for lane in lanes.iter_mut() {
+                if lane.as_ref().is_some_and(|link| !link.usable()) {
+                    *lane = None;
+                }
+            }
+            let best = lanes
+                .iter()
+                .flatten()
+                .min_by_key(|link| link.in_flight.load(Ordering::Relaxed))
+                .cloned();
+            (best, lanes.iter().position(Option::is_none))
+        };
+        let free = match (best, free) {
+            (Some(link), Some(_)) if link.in_flight.load(Ordering::Relaxed) == 0 => {
+                return Ok(link);
+            }
+            (Some(link), None) => return Ok(link),
+            // With no live link every lane is free.
+            (_, free) => free.unwrap_or(0),
+        };
+        let _dialing = self.dialing[free].lock().await;
+        let current = self.lanes.lock().unwrap_or_else(|e| e.into_inner())[free].clone();
+        if let Some(link) = current.filter(|link| link.usable()) {
+            return Ok(link);
+        }
+        let link = Arc::new(self.dial().await?);
+        self.lanes.lock().unwrap_or_else(|e| e.into_inner())[free] = Some(Arc::clone(&link));
+        Ok(link)
+    }
+
+    /// Sends `ops` on `link` and waits for their replies.
+    async fn run(&self, link: &Link, ops: &[Op<'_>]) -> Answer {
+        let mut bytes = Vec::with_capacity(64);
+        let first = link.opaque.fetch_add(ops.len(), Ordering::Relaxed) as u32;
+        let mut opaques = Vec::with_capacity(ops.len());
+        let mut classic = Vec::new();
+        for (index, op) in ops.iter().enumerate() {
+            let opaque = first.wrapping_add(index as u32);
+            op.encode(link.session.dialect, &mut bytes, opaque)?;
+            opaques.push(op.echoes().then_some(opaque));
+            if link.session.dialect == Dialect::Classic {
+                classic.push(op.classic().to_owned());
+            }
+        }
+        let writes = ops.iter().any(Op::writes);
+        let (answer, answered) = oneshot::channel();
+        let job = Job {
+            bytes,
+            expect: Expect {
+                opaques,
+                classic,
+                writes,
+                answer,
+            },
+        };
+        if link.jobs.send(job).is_err() {
+            link.retire();
+            return Err(unavailable(io::ErrorKind::BrokenPipe.into()));
+        }
+        let in_flight = InFlight::enter(&link.in_flight);
+        let answer = tokio::time::timeout(self.settings.timeouts.io, answered).await;
+        drop(in_flight);
+        match answer {
+            Ok(Ok(answer)) => {
+                if answer.is_err() {
+                    link.retire();
+                }
+                answer
+            }
+            Ok(Err(_)) => {
+                link.retire();
+                let error = io::Error::new(io::ErrorKind::ConnectionAborted, "connection lost");
+                Err(if writes {
+                    Failure::Ambiguous(Box::new(error))
+                } else {
+                    unavailable(error)
+                })
+            }
+            Err(_) => {
+                link.retire();
+                Err(if writes {
+                    Failure::Ambiguous(Box::new(timed_out()))
+                } else {
+                    unavailable(timed_out())
+                })
+            }
+        }
+    }
+
+    async fn store(
+        &self,
+        mode: Store,
+        key: &[u8],
+        value: &[u8],
+        ttl: u32,
+        lock_delay: Duration,
+    ) -> Outcome<Added> {
+        let link = self.link().await?;
+        if let Some(remaining) = link.session.delayed(lock_delay) {
+            return Ok(Added::Delayed { remaining });
+        }
+        let op = Op::Store {
+            mode,
+            key,
+            value,
+            ttl,
+        };
+        let replies = self.run(&link, &[op]).await?;
+        let reply = first(&replies)?;
+        match mode {
+            Store::Add => ops::added(reply, link.session.epoch),
+            _ => ops::stored(reply, link.session.epoch),
+        }
+    }
+
+    async fn checked(&self, op: Op<'_>, epoch: Option<Epoch>) -> Outcome<Checked> {
+        let link = self.link().await?;
+        if link.session.restarted_since(epoch) {
+            return Ok(Checked::Restarted);
+        }
+        let wants_cas = matches!(op, Op::Store { .. });
+        let replies = self.run(&link, &[op]).await?;
+        ops::checked(first(&replies)?, wants_cas)
+    }
+}
+
+/// Counts a request in flight on a link until dropped (also when the caller is cancelled).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a AtomicUsize) -> InFlight<'a> {
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn first(replies: &[Owned]) -> Outcome<Reply<'_>> {
+    replies
+        .first()
+        .map(Owned::reply)
+        .ok_or_else(|| Failure::Protocol("reply missing".into()))
+}
+
+/// Writes queued requests, as many as are waiting in one write, and tells the reader what to
+/// expect.
+async fn write_loop(
+    mut writer: tokio::io::WriteHalf<Boxed>,
+    mut queued: mpsc::UnboundedReceiver<Job>,
+    expects: mpsc::UnboundedSender<Expect>,
+) {
+    let mut batch = Vec::with_capacity(READ_CHUNK);
+    let mut waiting = Vec::new();
+    while let Some(job) = queued.recv().await {
+        batch.clear();
+        batch.extend_from_slice(&job.bytes);
+        waiting.push(job.expect);
+        while let Ok(job) = queued.try_recv() {
+            batch.extend_from_slice(&job.bytes);
+            waiting.push(job.expect);
+        }
+        let written = async {
+            writer.write_all(&batch).await?;
+            writer.flush().await
+        }
+        .await;
+        if let Err(error) = written {
+            for expect in waiting.drain(..) {
+                let error = io::Error::new(error.kind(), error.to_string());
+                let _ = expect.answer.send(Err(if expect.writes {
+                    Failure::Ambiguous(Box::new(error))
+                } else {
+                    unavailable(error)
+                }));
+            }
+            return;
+        }
+        for expect in waiting.drain(..) {
+            if expects.send(expect).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Reads replies in order and hands them to their callers. Any failure ends the connection:
+/// the caller waiting gets it, the ones behind get a closed channel.
+async fn read_loop(
+    mut reader: tokio::io::ReadHalf<Boxed>,
+    mut expected: mpsc::UnboundedReceiver<Expect>,
+) {
+    let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut queue: VecDeque<Expect> = VecDeque::new();
+    loop {
+        let Some(expect) = (match queue.pop_front() {
+            Some(expect) => Some(expect),
+            None => expected.recv().await,
+        }) else {
+            return;
+        };
+        match read_replies(&mut reader, &mut input, &expect).await {
+            Ok(replies) => {
+                let _ = expect.answer.send(Ok(replies));
+            }
+            Err(failure) => {
+                let _ = expect.answer.send(Err(failure));
+                return;
+            }
+        }
+        while let Ok(next) = expected.try_recv() {
+            queue.push_back(next);
+        }
+    }
+}
+
+async fn read_replies(
+    reader: &mut tokio::io::ReadHalf<Boxed>,
+    input: &mut Vec<u8>,
+    expect: &Expect,
+) -> Answer {
+    let mut replies = Vec::with_capacity(expect.opaques.len());
+    for (index, &opaque) in expect.opaques.iter().enumerate() {
+        let exchange = expect
+            .classic
+            .get(index)
+            .map(classic::OwnedExchange::exchange);
+        let opaque = if exchange.is_some() { None } else { opaque };
+        loop {
+            let parsed = match exchange {
+                Some(exchange) => exchange.parse(input),
+                None => meta::parse(input),
+            };
+            match parsed {
+                Ok(Some((reply, used))) => {
+                    if let (Reply::Meta { opaque: got, .. }, Some(want)) = (reply, opaque)
+                        && got != Some(want)
+                    {
+                        return Err(Failure::Protocol(format!(
+                            "reply out of step: opaque {got:?}, expected {want}"
+                        )));
+                    }
+                    replies.push(Owned::of(reply));
+                    input.drain(..used);
+                    break;
+                }
+                Ok(None) => {
+                    let read = reader.read_buf(input).await;
+                    let error = match read {
+                        Ok(0) => io::Error::from(io::ErrorKind::UnexpectedEof),
+                        Ok(_) => continue,
+                        Err(error) => error,
+                    };
+                    return Err(if expect.writes {
+                        Failure::Ambiguous(Box::new(error))
+                    } else {
+                        unavailable(error)
+                    });
+                }
+                Err(garbage) => return Err(Failure::Protocol(garbage.0)),
+            }
+        }
+    }
+    Ok(replies)
+}
+
+impl Transport for AsyncBackend {
+    fn address(&self) -> &str {
+        &self.address
+    }
+
+    async fn add(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: u32,
+        lock_delay: Duration,
+    ) -> Outcome<Added> {
+        self.store(Store::Add, key, value, ttl, lock_delay).await
+    }
+
+    async fn add_fenced(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: u32,
+        fence_key: &[u8],
+        initial: u64,
+        lock_delay: Duration,
+    ) -> Outcome<(Added, Outcome<u64>)> {
+        let link = self.link().await?;
+        if let Some(remaining) = link.session.delayed(lock_delay) {
+            let skipped = Failure::Unavailable("lock-delay: nothing sent".into());
+            return Ok((Added::Delayed { remaining }, Err(skipped)));
+        }
+        let batch = [
+            Op::Store {
+                mode: Store::Add,
+                key,
+                value,
+                ttl,
+            },
+            Op::Increment {
+                key: fence_key,
+                initial,
+            },
+        ];
+        let replies = self.run(&link, &batch).await?;
+        let added = ops::added(first(&replies)?, link.session.epoch)?;
+        let fence = replies
+            .get(1)
+            .map(|reply| ops::counted(reply.reply()))
+            .unwrap_or_else(|| Err(Failure::Protocol("fence counter reply missing".into())));
+        Ok((added, fence))
+    }
+
+    async fn next_fence(&self, fence_key: &[u8], initial: u64) -> Outcome<u64> {
+        let link = self.link().await?;
+        let op = Op::Increment {
+            key: fence_key,
+            initial,
+        };
+        let replies = self.run(&link, &[op]).await?;
+        ops::counted(first(&replies)?)
+    }
+
+    async fn bump(
+        &self,
+        key: &[u8],
+        delta: u64,
+        create: Option<(u64, u32)>,
+    ) -> Outcome<Option<u64>> {
+        let link = self.link().await?;
+        for _ in 0..ops::CREATE_TRIES {
+            let op = Op::Bump { key, delta, create };
+            let bumped = ops::bumped(first(&self.run(&link, &[op]).await?)?)?;
+            // Meta created it already (`J`); classic creates it here.
+            let (None, Some((initial, ttl)), Dialect::Classic) =
+                (bumped, create, link.session.dialect)
+            else {
+                return Ok(bumped);
+            };
+            let value = initial.to_string();
+            let add = Op::Store {
+                mode: Store::Add,
+                key,
+                value: value.as_bytes(),
+                ttl,
+            };
+            if ops::created(first(&self.run(&link, &[add]).await?)?)? {
+                return Ok(Some(initial));
+            }
+        }
+        Err(Failure::Unavailable(
+            "the counter vanished between incr and add".into(),
+        ))
+    }
+
+    async fn overwrite(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: u32,
+        lock_delay: Duration,
+    ) -> Outcome<Added> {
+        self.store(Store::Set, key, value, ttl, lock_delay).await
+    }
+
+    async fn read(&self, key: &[u8]) -> Outcome<Option<Item>> {
+        let link = self.link().await?;
+        let replies = self.run(&link, &[Op::Read { key }]).await?;
+        ops::item(first(&replies)?, link.session.epoch)
+    }
+
+    async fn read_many(&self, keys: &[Vec<u8>]) -> Outcome<Vec<Option<Item>>> {
+        let link = self.link().await?;
+        let batch: Vec<Op<'_>> = keys.iter().map(|key| Op::Read { key }).collect();
+        let replies = self.run(&link, &batch).await?;
+        if replies.len() != keys.len() {
+            return Err(Failure::Protocol("replies missing".into()));
+        }
+        replies
+            .iter()
+            .map(|reply| ops::item(reply.reply(), link.session.epoch))
+            .collect()
+    }
+
+    async fn delete_if(&self, key: &[u8], cas: u64, epoch: Option<Epoch>) -> Outcome<Checked> {
+        self.checked(Op::DeleteIf { key, cas }, epoch).await
+    }
+
+    async fn replace_if(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        cas: u64,
+        ttl: u32,
+        epoch: Option<Epoch>,
+    ) -> Outcome<Checked> {
+        let op = Op::Store {
+            mode: Store::IfCas(cas),
+            key,
+            value,
+            ttl,
+        };
+        self.checked(op, epoch).await
+    }
+
+    async fn ping(&self) -> Outcome<Pong> {
+        let link = self.link().await?;
+        let started = Instant::now();
+        let replies = self.run(&link, &[Op::Noop]).await?;
+        ops::noop(first(&replies)?)?;
+        let round_trip = started.elapsed();
+        let session = &link.session;
+        Ok(Pong {
+            round_trip,
+            version: session.version.clone(),
+            dialect: session.dialect.as_str(),
+            tls: session.tls,
+            auth: session.auth,
+        })
+    }
+}
