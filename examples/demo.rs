@@ -49,10 +49,15 @@ fn parent() -> Result<()> {
     let exe = std::env::current_exe()?;
     let children: Vec<Child> = (1..=WORKERS)
         .map(|i| {
-            Command::new(&exe)
+            let mut worker = Command::new(&exe);
+            worker
                 .args(["--worker", &i.to_string()])
-                .env("MEMSEM_SERVERS", &servers)
-                .spawn()
+                .env("MEMSEM_SERVERS", &servers);
+            if server.is_some() {
+                // The memcached started here holds no earlier locks: no restart lock-delay.
+                worker.env("MEMSEM_LOCK_DELAY", "0");
+            }
+            worker.spawn()
         })
         .collect::<std::io::Result<_>>()?;
     let mut failed = 0;

@@ -22,7 +22,7 @@ fn main() -> Result<(), memsem::Error> {
                 lock.voters(),
                 permit.validity()
             );
-            permit.extend(Duration::from_secs(10))?;
+            permit.refresh(Duration::from_secs(10))?;
             permit.release()?;
         }
         None => println!("somebody else holds a majority"),

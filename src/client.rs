@@ -750,6 +750,11 @@ impl Client {
     /// A client for a server list (`host:port[:weight],...`) with every other setting at its
     /// default.
     ///
+    /// Despite its name it opens no connection: it checks the list, and
+    /// connections are opened on first use (a lock operation, or [`ping`](Client::ping) to
+    /// check the servers now) and pooled. The name is kept for the peers that use it
+    /// (`redis::Client::open` does the same).
+    ///
     /// # Errors
     ///
     /// As [`ClientBuilder::build`].

@@ -147,7 +147,7 @@ pub enum Error {
     /// lock until the delay has passed. Nothing was sent. Retryable;
     /// [`wait_acquire`](crate::Semaphore::wait_acquire) waits through it.
     #[error(
-        "memcached server {server} restarted recently: no lock is granted for another {remaining:?} (lock-delay)"
+        "memcached server {server} restarted recently: no lock is granted for another {} (lock-delay)", Human(*.remaining)
     )]
     LockDelay {
         /// The server as configured (`host:port`).
@@ -234,7 +234,8 @@ impl std::fmt::Display for Human {
     }
 }
 
-/// Why a permit was found lost.
+/// Why a permit was found lost (in [`Error::LockLost`], and from a keep-alive:
+/// [`KeepAlive::lost_reason`](crate::KeepAlive::lost_reason)).
 ///
 /// # Examples
 ///
@@ -251,6 +252,9 @@ pub enum LostReason {
     Missing,
     /// The key exists but holds another holder's token.
     HeldByOther,
+    /// A keep-alive got no refresh confirmed before the lease's safe end (the server did
+    /// not answer in time): the lock may be free or taken by now.
+    Expired,
     /// The server restarted since the lock was granted: it has forgotten the lock (and its
     /// CAS values start again), so nothing was written.
     Restarted,
@@ -261,6 +265,9 @@ impl std::fmt::Display for LostReason {
         f.write_str(match self {
             LostReason::Missing => "the key is gone (expired, evicted or deleted)",
             LostReason::HeldByOther => "the key now belongs to another holder",
+            LostReason::Expired => {
+                "no refresh was confirmed before the lease could end (memcached unreachable or not answering)"
+            }
             LostReason::Restarted => "the memcached server restarted since the lock was granted",
         })
     }

@@ -1,9 +1,6 @@
 //! Blocking or async: how a [`Client`](crate::Client) and its handles do their I/O.
 
 use std::future::Future;
-use std::pin::pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use crate::memcached::Transport;
@@ -99,49 +96,6 @@ impl Flavor for Tokio {
     }
 }
 
-/// Wakes a parked thread.
-struct Unpark(std::thread::Thread);
-
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// Runs a future on this thread to completion. The blocking flavour's futures complete on
-/// their first poll; parking covers any that would not.
-pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut context = Context::from_waker(&waker);
-    loop {
-        match future.as_mut().poll(&mut context) {
-            Poll::Ready(output) => return output,
-            Poll::Pending => std::thread::park(),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn block_on_runs_ready_and_pending_futures() {
-        assert_eq!(block_on(async { 7 }), 7);
-        let mut polled = false;
-        let yields_once = std::future::poll_fn(|context| {
-            if polled {
-                Poll::Ready("done")
-            } else {
-                polled = true;
-                context.waker().wake_by_ref();
-                Poll::Pending
-            }
-        });
-        assert_eq!(block_on(yields_once), "done");
-    }
-}
+/// Runs a future on this thread to completion (the blocking flavour's futures complete on
+/// their first poll).
+pub(crate) use pollster::block_on;

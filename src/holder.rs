@@ -5,6 +5,9 @@
 //! 1f0c…32 hex…\nmemsem1 host=web-3 pid=4242 acquired=1763840000123 refreshed=1763840030456\nnightly import
 //! ```
 //!
+//! A lock released with a cooldown keeps its value with `released=<ms>` added to the
+//! metadata line, so that readers can tell a cooldown from a running holder.
+//!
 //! A value without the metadata line (the Perl module stores the bare token) is a holder
 //! about which nothing else is known.
 
@@ -19,12 +22,8 @@ fn host_name() -> String {
 }
 
 fn read_host_name() -> String {
-    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_default();
-    let clean: String = raw
-        .trim()
+    let clean: String = gethostname::gethostname()
+        .to_string_lossy()
         .chars()
         .filter(|c| c.is_ascii_graphic())
         .collect();
@@ -49,6 +48,8 @@ pub(crate) struct Meta {
     pub(crate) pid: u32,
     pub(crate) acquired_ms: u64,
     pub(crate) refreshed_ms: u64,
+    /// When the holder released the lock into a cooldown; `None` while it holds it.
+    pub(crate) released_ms: Option<u64>,
 }
 
 impl Meta {
@@ -60,14 +61,19 @@ impl Meta {
             pid: std::process::id(),
             acquired_ms: now,
             refreshed_ms: now,
+            released_ms: None,
         }
     }
 
     fn line(&self) -> String {
-        format!(
+        let mut line = format!(
             "{MARK}host={} pid={} acquired={} refreshed={}",
             self.host, self.pid, self.acquired_ms, self.refreshed_ms
-        )
+        );
+        if let Some(released) = self.released_ms {
+            line.push_str(&format!(" released={released}"));
+        }
+        line
     }
 
     fn parse(line: &str) -> Option<Meta> {
@@ -77,6 +83,7 @@ impl Meta {
             pid: 0,
             acquired_ms: 0,
             refreshed_ms: 0,
+            released_ms: None,
         };
         for field in fields.split(' ') {
             let (name, value) = field.split_once('=')?;
@@ -85,6 +92,7 @@ impl Meta {
                 "pid" => meta.pid = value.parse().ok()?,
                 "acquired" => meta.acquired_ms = value.parse().ok()?,
                 "refreshed" => meta.refreshed_ms = value.parse().ok()?,
+                "released" => meta.released_ms = Some(value.parse().ok()?),
                 _ => {}
             }
         }
@@ -94,6 +102,11 @@ impl Meta {
     /// When it was acquired; `None` for a time the clock cannot hold (garbage in the value).
     pub(crate) fn acquired_at(&self) -> Option<SystemTime> {
         UNIX_EPOCH.checked_add(Duration::from_millis(self.acquired_ms))
+    }
+
+    /// When it was released into a cooldown; `None` while held (or for garbage).
+    pub(crate) fn released_at(&self) -> Option<SystemTime> {
+        UNIX_EPOCH.checked_add(Duration::from_millis(self.released_ms?))
     }
 
     /// When it was last refreshed; `None` for a time the clock cannot hold.
@@ -155,6 +168,17 @@ impl Record {
         }
     }
 
+    /// The same record, marked as released now into a cooldown (a value without metadata,
+    /// as the Perl module writes, stays as it is).
+    pub(crate) fn cooled(value: &[u8]) -> Vec<u8> {
+        let mut record = Record::decode(value);
+        match record.meta.as_mut() {
+            Some(meta) => meta.released_ms = Some(now_ms()),
+            None => return value.to_vec(),
+        }
+        record.encode()
+    }
+
     /// The same record, refreshed now.
     pub(crate) fn refreshed(value: &[u8]) -> Vec<u8> {
         let mut record = Record::decode(value);
@@ -169,6 +193,22 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cooled_record_says_when_it_was_released_and_keeps_the_rest() {
+        let record = Record {
+            token: b"abc".to_vec(),
+            meta: Some(Meta::here()),
+            info: Some("job".into()),
+        };
+        let cooled = Record::decode(&Record::cooled(&record.encode()));
+        assert_eq!(cooled.token, record.token);
+        assert_eq!(cooled.info, record.info);
+        let meta = cooled.meta.unwrap();
+        assert!(meta.released_at().is_some());
+        assert!(record.meta.unwrap().released_at().is_none());
+        assert_eq!(Record::cooled(b"perltoken"), b"perltoken");
+    }
 
     #[test]
     fn round_trips_token_meta_and_info() {

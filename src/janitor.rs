@@ -83,7 +83,7 @@ impl Chore {
             Ok(Some(item)) if self.token.owns(&item.value) && self.cooldown_secs > 0 => {
                 let cooled = self.backend.replace_if_now(
                     &self.key,
-                    &item.value,
+                    &crate::holder::Record::cooled(&item.value),
                     item.cas,
                     self.cooldown_secs,
                     item.epoch,

@@ -4,7 +4,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, LostReason, Result};
 use crate::flavor::Flavor;
 use crate::lease::{lease_margin, refresh_interval};
 use crate::permit::Permit;
@@ -64,7 +64,7 @@ struct Shared {
 struct State {
     permit: Option<Permit>,
     stopping: bool,
-    lost: Option<String>,
+    lost: Option<LostReason>,
     /// When the lease is declared lost unless a refresh is confirmed first; `None` for a
     /// lock without expiry.
     deadline: Option<Instant>,
@@ -81,14 +81,14 @@ impl std::fmt::Debug for Callback {
 }
 
 /// Records the loss, wakes the waiters, then (without the lock held) calls `on_lost`.
-fn declare_lost(shared: &Shared, mut state: MutexGuard<'_, State>, reason: String) {
-    tracing::warn!(reason, "lock lost");
-    state.lost = Some(reason.clone());
+fn declare_lost(shared: &Shared, mut state: MutexGuard<'_, State>, reason: LostReason) {
+    tracing::warn!(%reason, "lock lost");
+    state.lost = Some(reason);
     let on_lost = state.on_lost.0.take();
     shared.changed.notify_all();
     drop(state);
     if let Some(on_lost) = on_lost {
-        on_lost(&reason);
+        on_lost(reason);
     }
 }
 
@@ -168,8 +168,8 @@ impl KeepAlive {
     /// assert_eq!(held.lost_reason(), None);
     /// # Ok::<(), memsem::Error>(())
     /// ```
-    pub fn lost_reason(&self) -> Option<String> {
-        lock(&self.shared).lost.clone()
+    pub fn lost_reason(&self) -> Option<LostReason> {
+        lock(&self.shared).lost
     }
 
     /// Blocks until the lock is lost (`true`) or `timeout` passes (`false`): the
@@ -289,17 +289,16 @@ pub(crate) fn judge<F: Flavor>(
     permit: &Permit<F>,
     outcome: Result<()>,
     interval: Duration,
-) -> (Option<String>, Duration) {
+) -> (Option<LostReason>, Duration) {
     let expired = permit.expires_at().is_some_and(|at| Instant::now() >= at);
     match outcome {
         Ok(()) => (None, interval),
-        Err(error @ Error::LockLost { .. }) => (Some(error.to_string()), interval),
-        Err(error) if expired => (
-            Some(format!(
-                "the lease ran out while refreshing failed: {error}"
-            )),
-            interval,
-        ),
+        Err(Error::LockLost { reason, .. }) => (Some(reason), interval),
+        Err(error) if expired => {
+            tracing::warn!(lock = permit.name(), error = %crate::error::Chain(&error), "refreshing the lease failed until it ran out");
+            crate::metrics::lost(permit.name(), LostReason::Expired);
+            (Some(LostReason::Expired), interval)
+        }
         Err(error) => {
             tracing::warn!(lock = permit.name(), error = %crate::error::Chain(&error), "refreshing the lease failed; retrying");
             let retry = (interval / 4).max(Duration::from_millis(100));
@@ -313,7 +312,7 @@ pub(crate) fn judge<F: Flavor>(
 }
 
 /// Called once, from the keep-alive thread, with the reason, when the lock is lost.
-pub(crate) type OnLost = Box<dyn FnOnce(&str) + Send + 'static>;
+pub(crate) type OnLost = Box<dyn FnOnce(LostReason) + Send + 'static>;
 
 fn refresh_loop(shared: &Shared, ttl: Duration, margin: Duration) {
     let interval = refresh_interval(ttl, margin);
@@ -377,11 +376,11 @@ fn watch_loop(shared: &Shared, margin: Duration) {
         };
         let now = Instant::now();
         if now >= deadline {
-            let reason = format!(
-                "no refresh was confirmed in time: the lease may end within {margin:?} \
-                 (memcached unreachable or not answering)"
-            );
-            declare_lost(shared, state, reason);
+            tracing::warn!(margin = %crate::error::Human(margin), "no refresh confirmed before the lease's safe end");
+            if let Some(permit) = &state.permit {
+                crate::metrics::lost(permit.name(), LostReason::Expired);
+            }
+            declare_lost(shared, state, LostReason::Expired);
             return;
         }
         state = match shared.changed.wait_timeout(state, deadline - now) {

@@ -1,16 +1,18 @@
-//! Distributed semaphores and mutexes on the memcached fleets you already run.
+//! Distributed semaphores and mutexes on the memcached fleets you already run: one process
+//! in the fleet runs the nightly job, at most N encoders run at once, one caller refills a
+//! cold cache key while the others wait.
 //!
-//! A lock is a memcached key: whoever `add`s it first holds it; the holder gives it back with
-//! an owner-checked (CAS) delete, or keeps it closed for a cooldown. Keys are spread over a
-//! weighted server list by the same routing as libmemcached or Perl's Cache::Memcached, and
-//! the key format is that of Perl's Cache::Memcached::Semaphore, so Perl and Rust processes
-//! contend for the same locks.
+//! A lock is a memcached key: whoever `add`s it first holds it, and the holder gives it back
+//! with an owner-checked delete. Every lock has a lease (TTL), so a crashed holder blocks
+//! the others for at most that long. Keys are routed like libmemcached or Perl's
+//! Cache::Memcached, in the key format of Perl's Cache::Memcached::Semaphore, so Perl and
+//! Rust processes share locks during a migration.
 //!
 //! ```no_run
 //! use std::time::Duration;
 //! use memsem::{Client, WaitPolicy};
 //!
-//! let client = Client::connect("10.0.0.1:11211,10.0.0.2:11211")?;
+//! let client = Client::connect("10.0.0.1:11211,10.0.0.2:11211")?; // opens no connection yet
 //! let report = client
 //!     .semaphore("nightly-report")?
 //!     .with_ttl(Duration::from_secs(300))?
@@ -22,87 +24,61 @@
 //!     permit.release()?; // or just drop it
 //! }
 //!
-//! // Or wait for it, polling every 100 ms ± 50%, for up to 30 s.
+//! // Or wait for it (tokio's `acquire`), polling every 100 ms ± 50%, for up to 30 s.
 //! let permit = report.wait_acquire()?;
 //! drop(permit);
 //! # Ok::<(), memsem::Error>(())
 //! ```
 //!
-//! The main types: [`Client`] (servers, routing, namespace, timeouts; cheap to clone),
-//! [`Semaphore`] (a named lock: [`try_acquire`](Semaphore::try_acquire),
-//! [`wait_acquire`](Semaphore::wait_acquire)), [`Permit`] (the guard: released on drop,
-//! [`release`](Permit::release), [`release_with_cooldown`](Permit::release_with_cooldown),
-//! [`refresh`](Permit::refresh), [`forget`](Permit::forget)), [`WaitPolicy`] and [`Error`].
+//! # What is in it
 //!
-//! # Guarantees
+//! - **Mutexes and counting semaphores**: [`Client::semaphore`] gives a [`Semaphore`]; take
+//!   a [`Permit`] with [`try_acquire`](Semaphore::try_acquire) or
+//!   [`wait_acquire`](Semaphore::wait_acquire) (by a [`WaitPolicy`]). With
+//!   [`with_permits(n)`](Semaphore::with_permits), up to N holders at once;
+//!   [`holders`](Semaphore::holders) says who.
+//! - **Keep-alive**: [`Permit::keep_alive`] refreshes the lease in the background so the
+//!   work may outlast the TTL, and tells you when the lock is lost ([`KeepAlive`],
+//!   [`LostReason`]). [`Permit::refresh`] does it by hand.
+//! - **Keyed mutex** (stampede guard): [`Semaphore::lock_or_wait`] — one caller computes,
+//!   the others wait for it and then read the cache ([`LockOrWait`]).
+//! - **Quorum locks** (Redlock on memcached): [`Client::quorum_lock`] holds a majority of
+//!   the servers, so the lock survives the loss of a minority ([`QuorumLock`]).
+//! - **Fencing tokens**: [`Semaphore::with_fencing`] gives each permit a strictly increasing
+//!   [`Permit::fence`] number, so the protected resource can reject a stale holder.
+//! - **Operators**: [`Semaphore::holder`], [`Semaphore::break_holder`],
+//!   [`Semaphore::reap_stale`], [`Client::ping`]; the `memsem` command line tool (package
+//!   `memsem-cli`) does all of it from the shell, flock-style.
 //!
-//! What a memcached lease can promise, and what it cannot:
+//! # Guarantees, in short
 //!
-//! - **One holder at a time, while memcached keeps the key.** `add` is atomic on the server
-//!   that owns the key, and every key has exactly one server (memsem never re-routes a key
-//!   when its server is down; it fails with [`Error::Unavailable`] instead).
-//! - **Release only what you own.** Release, refresh and cooldown check the holder's random
-//!   128-bit token (and the item's CAS); a permit whose lease ran out gets
-//!   [`Error::LockLost`] and never touches the next holder's key.
-//! - **Leases end.** Every permit has a TTL (60 s by default), so a crashed holder blocks the
-//!   others for at most that long. Extend it with [`Permit::refresh`]. A holder that stalls
-//!   longer than its TTL (GC pause, swapped out, suspended VM) can still believe it holds the
-//!   lock after somebody else took it: check [`Permit::is_held`] or refresh before
-//!   irreversible steps.
-//! - **Restarts.** A permit knows the incarnation of the server that granted it; its
-//!   release, refresh or cooldown is never sent to a later one (whose CAS values start
-//!   again), and reports [`LostReason::Restarted`]. A restarted server grants no lock for the
-//!   client's lock-delay ([`ClientBuilder::lock_delay`], default the longest lease,
-//!   [`ClientBuilder::max_lease`], 5 min), by which time every lease of its earlier
-//!   incarnation has ended: no overlap across a restart, at the cost of that much
-//!   unavailability after it.
-//! - **memcached forgets.** A `flush_all` or an eviction under memory pressure drops lock
-//!   keys like any other item: the lock is then free while its holder still thinks it holds
-//!   it. Its next refresh or release reports [`Error::LockLost`]. Give locks a memcached
-//!   with room to spare (or its own slab class / instance) if this matters.
-//! - **Clocks.** The TTL is counted by the server in whole seconds (an item with TTL 1 can
-//!   expire anywhere within its first second); [`Permit::expires_at`] is a conservative
-//!   local estimate (counted from before the request was sent), and the keep-alive reports
-//!   a lease lost [`lease_margin`] before it (1 s + 1%, assuming clock rates within 1%).
-//!   Clocks of different machines are never compared.
-//! - **Lost replies.** A write that was sent but not answered may have been applied.
-//!   memsem reads the key back and acts on what it finds; when even that fails, it says
-//!   [`Error::Ambiguous`] and a background clean-up deletes a lock left with its token once
-//!   the server answers again.
-//!
-//! # Waiting
-//!
-//! [`Semaphore::wait_acquire`] retries by the semaphore's [`WaitPolicy`]: no `max_wait` by
-//! default (wait forever, like the Perl module), 100 ms polls with ±50% jitter, optional
-//! exponential backoff, and an explicit, unsafe `steal_after_wait` for Perl's
-//! `force_after_timeout`. Time-outs are wall-clock and honoured to within one poll.
-//!
-//! # Servers and routing
-//!
-//! See [`routing`]: libmemcached's weighted ketama (default) or Perl Cache::Memcached's
-//! CRC32 buckets, chosen with [`ClientBuilder::routing`]. The namespace is sent on the wire
-//! but not hashed, as in those clients.
-//!
-//! # Migrating from Perl
-//!
-//! The README's table maps every Cache::Memcached::Semaphore option to memsem. The lock key
-//! is the same (`namespace . "__lock__" . name`), so both can run side by side during a
-//! migration, provided the Rust side uses [`Routing::CacheMemcached`] with the same server
-//! list and weights.
-//!
-//! # Async
-//!
-//! With the `tokio` feature, `ClientBuilder::build_async` returns a `Client<Tokio>`: its
-//! [`Semaphore`]s and [`Permit`]s have the same operations, `async` (see [`Flavor`]). The
-//! lock logic is written once for both; acquires are cancel-safe, and dropping an async
-//! permit releases it from a background thread without blocking the runtime.
+//! One holder at a time while memcached keeps the key: a key has exactly one server, and
+//! memsem never re-routes it when that server is down ([`Error::Unavailable`]). Release,
+//! refresh and cooldown are owner-checked, so a permit whose lease ran out gets
+//! [`Error::LockLost`] and never touches the next holder's key. A permit knows the
+//! incarnation of the server that granted it: after a restart its writes are never sent
+//! ([`LostReason::Restarted`]), and a restarted server grants no lock for the client's
+//! lock-delay ([`ClientBuilder::lock_delay`], by default the longest lease,
+//! [`ClientBuilder::max_lease`], 5 min), so no two holders overlap across a restart. A lease
+//! is still only a lease: a holder stalled past its TTL or an eviction can free the lock
+//! while its holder still runs — use keep-alive (which reports the loss [`lease_margin`]
+//! before the lease ends), check [`Permit::is_held`] before irreversible steps, or fence. A
+//! write whose reply was lost is read back; when even that fails memsem says
+//! [`Error::Ambiguous`] and cleans up in the background. The README and RELIABILITY.md have
+//! the details and the measured fault behaviour.
 //!
 //! # Cargo features
 //!
-//! - `cli` (default): the `memsem` command-line tool (pulls in clap, humantime,
-//!   signal-hook, libc, serde_json and tracing-subscriber). Library users can turn it off with
-//!   `default-features = false`.
-//! - `tokio`: the async flavour (pulls in tokio and the `memcache` crate's async client).
+//! - `tokio`: `ClientBuilder::build_async` gives a `Client<Tokio>` whose semaphores and
+//!   permits have the same operations, `async` and cancel-safe (see [`Flavor`]); it pulls
+//!   in tokio and tokio-rustls, and opens a few multiplexed connections per server, whatever
+//!   the number of tasks.
+//! - `metrics`: counters and a wait-time histogram through the `metrics` facade
+//!   (`memsem::metrics`).
+//!
+//! Routing: see [`routing`] — libmemcached's weighted ketama (default) or Cache::Memcached's
+//! CRC32 buckets ([`ClientBuilder::routing`]); the namespace is sent but not hashed, as in
+//! those clients.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -117,6 +93,11 @@ mod key;
 mod keyed;
 mod lease;
 mod memcached;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
+#[cfg(not(feature = "metrics"))]
+mod metrics;
 mod permit;
 mod quorum;
 pub mod routing;

@@ -297,7 +297,7 @@ impl<F: Flavor> Permit<F> {
     async fn give_back(&mut self) -> Result<()> {
         let outcome = if self.cooldown_secs > 0 {
             let write = Write::Replace {
-                value: self.value.clone(),
+                value: crate::holder::Record::cooled(&self.value),
                 ttl_secs: self.cooldown_secs,
             };
             self.checked_write("cooldown", write).await
@@ -376,6 +376,7 @@ impl<F: Flavor> Permit<F> {
     }
 
     fn lost(&self, reason: LostReason) -> Error {
+        crate::metrics::lost(self.name(), reason);
         Error::LockLost {
             name: self.name().to_string(),
             reason,
@@ -575,7 +576,10 @@ impl Permit<Blocking> {
     /// held.release()?;
     /// # Ok::<(), memsem::Error>(())
     /// ```
-    pub fn keep_alive_with(self, on_lost: impl FnOnce(&str) + Send + 'static) -> crate::KeepAlive {
+    pub fn keep_alive_with(
+        self,
+        on_lost: impl FnOnce(crate::LostReason) + Send + 'static,
+    ) -> crate::KeepAlive {
         crate::KeepAlive::start(self, Some(Box::new(on_lost)), Duration::ZERO)
     }
 
@@ -600,7 +604,7 @@ impl Permit<Blocking> {
     pub fn keep_alive_stopping_within(
         self,
         stop_time: Duration,
-        on_lost: impl FnOnce(&str) + Send + 'static,
+        on_lost: impl FnOnce(crate::LostReason) + Send + 'static,
     ) -> crate::KeepAlive {
         crate::KeepAlive::start(self, Some(Box::new(on_lost)), stop_time)
     }

@@ -251,6 +251,7 @@ impl QuorumLock {
     /// permit.release()?;
     /// # Ok::<(), memsem::Error>(())
     /// ```
+    #[doc(alias = "acquire")]
     pub fn wait_acquire(&self) -> Result<QuorumPermit> {
         let mut waiter = Waiter::new(&self.name, &self.policy, Instant::now());
         loop {
@@ -303,7 +304,28 @@ impl QuorumPermit {
         self.valid_until.saturating_duration_since(Instant::now())
     }
 
-    /// Extends the lock to `ttl` on the servers that hold it (owner-checked, in parallel).
+    /// The old name of [`refresh`](Self::refresh), kept for one release.
+    ///
+    /// # Errors
+    ///
+    /// As [`refresh`](Self::refresh).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # #![allow(deprecated)]
+    /// use std::time::Duration;
+    /// let client = memsem::Client::connect("mc1:11211,mc2:11211,mc3:11211")?;
+    /// client.quorum_lock("job")?.wait_acquire()?.extend(Duration::from_secs(60))?;
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    #[deprecated(since = "0.1.0", note = "use `refresh`, the name every lock kind uses")]
+    pub fn extend(&mut self, ttl: Duration) -> Result<()> {
+        self.refresh(ttl)
+    }
+
+    /// Extends the lease to `ttl` on the servers that hold it (owner-checked, in parallel):
+    /// the same name as [`Permit::refresh`](crate::Permit::refresh).
     ///
     /// # Errors
     ///
@@ -316,10 +338,10 @@ impl QuorumPermit {
     /// use std::time::Duration;
     /// let client = memsem::Client::connect("mc1:11211,mc2:11211,mc3:11211")?;
     /// let mut permit = client.quorum_lock("job")?.wait_acquire()?;
-    /// permit.extend(Duration::from_secs(60))?;
+    /// permit.refresh(Duration::from_secs(60))?;
     /// # Ok::<(), memsem::Error>(())
     /// ```
-    pub fn extend(&mut self, ttl: Duration) -> Result<()> {
+    pub fn refresh(&mut self, ttl: Duration) -> Result<()> {
         let secs = lease_seconds(ttl, self.lock.client.leases().max_lease)?;
         let backends = self.lock.client.backends();
         let started = Instant::now();

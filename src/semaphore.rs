@@ -8,6 +8,7 @@ use crate::error::{Error, LostReason, Result};
 use crate::flavor::{Blocking, Flavor, block_on};
 use crate::holder::{Meta, Record};
 use crate::memcached::{Added, Checked, Epoch, Failure, Item, Outcome, Transport};
+use crate::metrics;
 use crate::permit::Permit;
 use crate::token::Token;
 use crate::wait::{Next, WaitPolicy, Waiter};
@@ -82,6 +83,11 @@ pub struct Holder {
     meta: Option<Meta>,
     ttl: Option<Duration>,
     token_prefix: String,
+    /// The item's CAS when it was read, and the server's incarnation then: what
+    /// [`Semaphore::break_holder`] checks.
+    cas: u64,
+    /// The server incarnation the CAS was read from: a break is never sent to another.
+    epoch: Option<Epoch>,
 }
 
 impl Holder {
@@ -176,6 +182,41 @@ impl Holder {
     /// ```
     pub fn refreshed_at(&self) -> Option<SystemTime> {
         self.meta.as_ref().and_then(Meta::refreshed_at)
+    }
+
+    /// Whether the holder has let go and the lock is only cooling down (released with
+    /// [`Permit::release_with_cooldown`](crate::Permit::release_with_cooldown) or a
+    /// semaphore cooldown): nobody runs, but nobody may take it before [`ttl`](Self::ttl)
+    /// runs out. Always `false` for holders that store no metadata (the Perl module).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let sem = client.semaphore("digest")?;
+    /// sem.try_acquire()?.unwrap().release_with_cooldown(Duration::from_secs(60))?;
+    /// assert!(sem.holder()?.unwrap().is_cooling_down());
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn is_cooling_down(&self) -> bool {
+        self.released_at().is_some()
+    }
+
+    /// When the holder released the lock into its cooldown, by the holder's clock; `None`
+    /// while it holds it.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// if let Some(holder) = client.semaphore("digest")?.holder()? {
+    ///     println!("released at {:?}", holder.released_at());
+    /// }
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn released_at(&self) -> Option<SystemTime> {
+        self.meta.as_ref().and_then(Meta::released_at)
     }
 
     /// How long the lock has left, by the server's count; `None` when it never expires.
@@ -332,7 +373,7 @@ impl<F: Flavor> Semaphore<F> {
     /// let sem = client
     ///     .semaphore("job")?
     ///     .with_wait_policy(WaitPolicy::new().max_wait(Duration::from_secs(5)));
-    /// assert_eq!(sem.wait_policy().get_max_wait(), Some(Duration::from_secs(5)));
+    /// assert_eq!(sem.wait_policy().wait_limit(), Some(Duration::from_secs(5)));
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn with_wait_policy(mut self, policy: WaitPolicy) -> Self {
@@ -631,27 +672,39 @@ impl<F: Flavor> Drop for Unsure<'_, F> {
 impl<F: Flavor> Semaphore<F> {
     pub(crate) async fn try_acquire_core(&self) -> Result<Option<Permit<F>>> {
         let mut unsure = Unsure::new(self);
-        self.attempt(&mut unsure).await
+        let outcome = self.attempt(&mut unsure).await;
+        self.counted(outcome)
     }
 
     pub(crate) async fn wait_acquire_core(&self) -> Result<Permit<F>> {
         let mut unsure = Unsure::new(self);
-        let mut waiter = Waiter::new(self.name(), &self.policy, Instant::now());
+        let waiting = Instant::now();
+        let mut waiter = Waiter::new(self.name(), &self.policy, waiting);
         let error = match &self.queue {
             Some(queue) => match self.fifo_wait(queue, &mut unsure).await {
-                Ok(permit) => return Ok(permit),
+                Ok(permit) => {
+                    metrics::acquired(self.name());
+                    metrics::waited(self.name(), waiting.elapsed(), true);
+                    return Ok(permit);
+                }
                 Err(error) => error,
             },
             None => loop {
                 let outcome = self.attempt(&mut unsure).await;
-                match waiter.after(outcome, Instant::now()) {
-                    Ok(Next::Done(permit)) => return Ok(permit),
+                match waiter.after(self.counted(outcome), Instant::now()) {
+                    Ok(Next::Done(permit)) => {
+                        metrics::waited(self.name(), waiting.elapsed(), true);
+                        return Ok(permit);
+                    }
                     Ok(Next::Sleep(delay)) => F::sleep(delay).await,
                     Err(error) => break error,
                 }
             },
         };
-        if !(matches!(error, Error::Timeout { .. }) && self.policy.get_steal_after_wait()) {
+        if matches!(error, Error::Timeout { .. }) {
+            metrics::waited(self.name(), waiting.elapsed(), false);
+        }
+        if !(matches!(error, Error::Timeout { .. }) && self.policy.steals_after_wait()) {
             return Err(error);
         }
         let started = Instant::now();
@@ -678,6 +731,7 @@ impl<F: Flavor> Semaphore<F> {
         unsure.settle(&key);
         let mut permit = self.permit((key, slot), token, value, (cas, epoch), started);
         permit.set_fence(self.fence_now().await?);
+        metrics::acquired(self.name());
         tracing::warn!(
             lock = self.name(),
             "took the lock by force after max_wait (steal_after_wait)"
@@ -733,6 +787,29 @@ impl<F: Flavor> Semaphore<F> {
             .zip(1..)
             .filter_map(|(item, slot)| item.map(|item| Holder::from_item(slot, &item)))
             .collect())
+    }
+
+    pub(crate) async fn available_permits_core(&self) -> Result<u32> {
+        let slots = self.read_slots().await?;
+        Ok(slots.iter().filter(|item| item.is_none()).count() as u32)
+    }
+
+    pub(crate) async fn break_holder_core(&self, holder: &Holder) -> Result<bool> {
+        let outcome = self
+            .target
+            .backend
+            .delete_if(&self.slot_key(holder.slot), holder.cas, holder.epoch)
+            .await
+            .map_err(|failure| self.target.error("break", failure))?;
+        let broken = matches!(outcome, Checked::Applied { .. });
+        if broken {
+            tracing::info!(
+                lock = self.name(),
+                slot = holder.slot,
+                "broke a holder's lock"
+            );
+        }
+        Ok(broken)
     }
 
     pub(crate) async fn reap_stale_core(&self, older_than: Duration) -> Result<u32> {
@@ -841,6 +918,16 @@ impl<F: Flavor> Semaphore<F> {
             }
         };
         outcome.map_err(|failure| self.target.error("read", failure))
+    }
+
+    /// Counts an attempt's outcome in the metrics.
+    fn counted(&self, outcome: Result<Option<Permit<F>>>) -> Result<Option<Permit<F>>> {
+        match &outcome {
+            Ok(Some(_)) => metrics::acquired(self.name()),
+            Ok(None) => metrics::contended(self.name()),
+            Err(_) => {}
+        }
+        outcome
     }
 
     /// One acquire attempt with `unsure`'s token.
@@ -1089,6 +1176,7 @@ impl Semaphore<Blocking> {
     /// }
     /// # Ok::<(), memsem::Error>(())
     /// ```
+    #[doc(alias = "acquire")]
     pub fn wait_acquire(&self) -> Result<Permit> {
         block_on(self.wait_acquire_core())
     }
@@ -1220,6 +1308,52 @@ impl Semaphore<Blocking> {
     pub fn reap_stale(&self, older_than: Duration) -> Result<u32> {
         block_on(self.reap_stale_core(older_than))
     }
+
+    /// How many of the semaphore's permits are free now (tokio's `available_permits`). One
+    /// read; the answer may be stale by the time you act on it.
+    ///
+    /// # Errors
+    ///
+    /// Server errors, as [`try_acquire`](Self::try_acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let encoders = client.semaphore("encoders")?.with_permits(4)?;
+    /// let _permit = encoders.try_acquire()?;
+    /// assert!(encoders.available_permits()? <= 3);
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn available_permits(&self) -> Result<u32> {
+        block_on(self.available_permits_core())
+    }
+
+    /// Breaks the lock of `holder` (as read by [`holder`](Self::holder) or
+    /// [`holders`](Self::holders)) — what an operator does about a lock whose holder is
+    /// known dead, including a Perl-style lock without expiry. **Unsafe if the holder still
+    /// runs**: it will go on as if it held the lock. Deletes the key only if it is unchanged
+    /// since it was read (CAS-checked): `Ok(false)` when it has gone, been refreshed or been
+    /// taken by another holder since, so that only the holder that was shown is broken.
+    ///
+    /// # Errors
+    ///
+    /// Server errors, as [`try_acquire`](Self::try_acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let sem = client.semaphore("deploy")?;
+    /// if let Some(holder) = sem.holder()? {
+    ///     println!("breaking the lock of {:?}", holder.info());
+    ///     sem.break_holder(&holder)?;
+    /// }
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn break_holder(&self, holder: &Holder) -> Result<bool> {
+        block_on(self.break_holder_core(holder))
+    }
 }
 
 /// The async operations (feature `tokio`): the same names and semantics as the blocking
@@ -1277,6 +1411,7 @@ impl Semaphore<crate::Tokio> {
     /// # Ok(())
     /// # }
     /// ```
+    #[doc(alias = "acquire")]
     pub async fn wait_acquire(&self) -> Result<Permit<crate::Tokio>> {
         self.wait_acquire_core().await
     }
@@ -1397,6 +1532,47 @@ impl Semaphore<crate::Tokio> {
     pub async fn reap_stale(&self, older_than: Duration) -> Result<u32> {
         self.reap_stale_core(older_than).await
     }
+
+    /// How many permits are free now. As [`Semaphore::available_permits`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Semaphore::available_permits`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), memsem::Error> {
+    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
+    /// println!("{} free", client.semaphore("encoders")?.with_permits(4)?.available_permits().await?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn available_permits(&self) -> Result<u32> {
+        self.available_permits_core().await
+    }
+
+    /// Breaks the lock of `holder`, CAS-checked. As [`Semaphore::break_holder`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Semaphore::break_holder`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), memsem::Error> {
+    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
+    /// let sem = client.semaphore("deploy")?;
+    /// if let Some(holder) = sem.holder().await? {
+    ///     sem.break_holder(&holder).await?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn break_holder(&self, holder: &Holder) -> Result<bool> {
+        self.break_holder_core(holder).await
+    }
 }
 
 impl Holder {
@@ -1409,6 +1585,8 @@ impl Holder {
             meta: record.meta,
             ttl: item.ttl.map(Duration::from_secs),
             token_prefix: String::from_utf8_lossy(&token[..token.len().min(4)]).into_owned(),
+            cas: item.cas,
+            epoch: item.epoch,
         }
     }
 }

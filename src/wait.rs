@@ -77,7 +77,7 @@ impl WaitPolicy {
     /// use memsem::WaitPolicy;
     ///
     /// assert_eq!(WaitPolicy::new(), WaitPolicy::default());
-    /// assert_eq!(WaitPolicy::new().get_max_wait(), None);
+    /// assert_eq!(WaitPolicy::new().wait_limit(), None);
     /// ```
     pub fn new() -> WaitPolicy {
         WaitPolicy::default()
@@ -92,7 +92,7 @@ impl WaitPolicy {
     /// use memsem::WaitPolicy;
     ///
     /// let policy = WaitPolicy::new().max_wait(Duration::from_secs(10));
-    /// assert_eq!(policy.get_max_wait(), Some(Duration::from_secs(10)));
+    /// assert_eq!(policy.wait_limit(), Some(Duration::from_secs(10)));
     /// ```
     pub fn max_wait(mut self, max_wait: Duration) -> WaitPolicy {
         self.max_wait = Some(max_wait);
@@ -108,7 +108,7 @@ impl WaitPolicy {
     /// use memsem::WaitPolicy;
     ///
     /// let policy = WaitPolicy::new().max_wait(Duration::from_secs(1)).wait_forever();
-    /// assert_eq!(policy.get_max_wait(), None);
+    /// assert_eq!(policy.wait_limit(), None);
     /// ```
     pub fn wait_forever(mut self) -> WaitPolicy {
         self.max_wait = None;
@@ -210,23 +210,23 @@ impl WaitPolicy {
     /// use memsem::WaitPolicy;
     ///
     /// let policy = WaitPolicy::new().max_wait(Duration::from_secs(60)).steal_after_wait(true);
-    /// assert!(policy.get_steal_after_wait());
+    /// assert!(policy.steals_after_wait());
     /// ```
     pub fn steal_after_wait(mut self, steal: bool) -> WaitPolicy {
         self.steal_after_wait = steal;
         self
     }
 
-    /// The configured `max_wait`, `None` for forever.
+    /// The configured `max_wait` (the longest wait), `None` for forever.
     ///
     /// # Examples
     ///
     /// ```
     /// use memsem::WaitPolicy;
     ///
-    /// assert_eq!(WaitPolicy::default().get_max_wait(), None);
+    /// assert_eq!(WaitPolicy::default().wait_limit(), None);
     /// ```
-    pub fn get_max_wait(&self) -> Option<Duration> {
+    pub fn wait_limit(&self) -> Option<Duration> {
         self.max_wait
     }
 
@@ -237,10 +237,22 @@ impl WaitPolicy {
     /// ```
     /// use memsem::WaitPolicy;
     ///
-    /// assert!(!WaitPolicy::default().get_steal_after_wait());
+    /// assert!(!WaitPolicy::default().steals_after_wait());
     /// ```
-    pub fn get_steal_after_wait(&self) -> bool {
+    pub fn steals_after_wait(&self) -> bool {
         self.steal_after_wait
+    }
+
+    /// The old name of [`wait_limit`](Self::wait_limit).
+    #[deprecated(since = "0.1.0", note = "use `wait_limit` (no `get_` prefix)")]
+    pub fn get_max_wait(&self) -> Option<Duration> {
+        self.wait_limit()
+    }
+
+    /// The old name of [`steals_after_wait`](Self::steals_after_wait).
+    #[deprecated(since = "0.1.0", note = "use `steals_after_wait` (no `get_` prefix)")]
+    pub fn get_steal_after_wait(&self) -> bool {
+        self.steals_after_wait()
     }
 
     /// The endless sequence of delays between attempts, jitter included.

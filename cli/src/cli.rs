@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Distributed locks on memcached: flock(1) for a whole fleet.
 #[derive(Debug, Parser)]
-#[command(name = "memsem", version, about, after_help = crate::exit::HELP)]
+#[command(name = "memsem", version, after_help = crate::exit::HELP)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -18,6 +18,7 @@ pub struct Cli {
 
 /// Options every subcommand takes.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// memcached servers, `host:port[:weight],...` (`[v6]:port`, `/path/to.sock[:weight]` too)
     #[arg(long, env = "MEMSEM_SERVERS", global = true, value_name = "LIST")]
@@ -135,12 +136,42 @@ pub enum Command {
     /// Check that a token holds the lock (exit 0 if it does, 1 if not)
     #[command(after_help = VERIFY_HELP)]
     Verify(VerifyArgs),
+    /// Break a lock whose holder is gone: shows the holder, asks before deleting it
+    #[command(name = "break", after_help = BREAK_HELP)]
+    Break(BreakArgs),
     /// Check every server: reachable or not, and the round-trip time (exit 69 if any is down)
     #[command(after_help = PING_HELP)]
     Ping,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    #[command(after_help = COMPLETIONS_HELP)]
+    Completions {
+        /// The shell to complete for
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout
+    #[command(after_help = MAN_HELP)]
+    Man,
     /// Serve an old lock server's wire protocol (keyedmutexd, Lock::Server), locks on the fleet
     #[command(subcommand)]
     Serve(crate::serve::Protocol),
+}
+
+impl Command {
+    /// The lock the command is about, if any.
+    pub fn lock_name(&self) -> Option<&str> {
+        Some(match self {
+            Command::Run(args) => &args.name,
+            Command::Acquire(args) => &args.name,
+            Command::Release(args) => &args.name,
+            Command::Refresh(args) => &args.name,
+            Command::Status(args) => &args.name,
+            Command::Verify(args) => &args.name,
+            Command::Break(args) => &args.name,
+            Command::Ping | Command::Completions { .. } | Command::Man | Command::Serve(_) => {
+                return None;
+            }
+        })
+    }
 }
 
 const RUN_HELP: &str = "\
@@ -148,12 +179,15 @@ Examples:
   # At most one nightly report in the fleet; skip this run if another host has it
   memsem --servers mc1:11211,mc2:11211 run --no-wait nightly-report -- ./report.sh
 
+  # At most 4 encoders at once across the fleet; wait up to 10 seconds for a slot
+  memsem run -n 4 -w 10 encoders -- ./encode.sh
+
   # Wait up to 10 minutes for the lock, keep it closed 1 hour after the job
   memsem run --wait 10m --cooldown 1h send-digest -- ./digest --all
 
   # In a crontab, with the servers in the environment; 'already running' is not an error
   MEMSEM_SERVERS=mc1:11211,mc2:11211
-  */5 * * * * memsem run -q --no-wait --conflict-exit-code 0 sync -- /opt/sync.sh
+  */5 * * * * memsem run -q --no-wait -E 0 sync -- /opt/sync.sh
 
 The lease (--ttl) is refreshed every TTL/3 while the command runs, so the command may run
 far longer than the TTL. If the lease is lost (the key expired, was evicted or deleted, the
@@ -197,6 +231,27 @@ const VERIFY_HELP: &str = "\
 Examples:
   memsem verify deploy --token \"$token\" || { echo 'lost the deploy lock'; exit 1; }";
 
+const BREAK_HELP: &str = "\
+Examples:
+  memsem break deploy            # shows the holder, asks y/N on the terminal
+  memsem break --yes deploy      # in scripts: no question
+  memsem break -n 4 encoders     # every holder of a 4-permit semaphore
+
+Only for a lock whose holder is known to be dead (a crashed host, a Perl lock taken
+without expiry): a holder that still runs goes on as if it held the lock. The key is
+deleted only if it is unchanged since it was shown. Exits 0 when broken, 1 when there was
+nothing to break, the holder changed meanwhile, or the answer was no.";
+
+const COMPLETIONS_HELP: &str = "\
+Examples:
+  memsem completions bash > /etc/bash_completion.d/memsem
+  memsem completions zsh > \"${fpath[1]}/_memsem\"
+  memsem completions fish > ~/.config/fish/completions/memsem.fish";
+
+const MAN_HELP: &str = "\
+Examples:
+  memsem man > /usr/local/share/man/man1/memsem.1 && man memsem";
+
 const PING_HELP: &str = "\
 Examples:
   memsem --servers mc1:11211,mc2:11211 ping
@@ -204,13 +259,15 @@ Examples:
 
 /// How long to wait for the lock.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Waiting")]
 pub struct WaitArgs {
-    /// Give up after this long (exit 75) [default: wait forever]
-    #[arg(long, short, value_name = "DURATION", value_parser = duration)]
+    /// Give up after this long (exit 75): seconds as in flock (`10`, `0.5`) or `30s`, `10m`
+    /// [default: wait forever]
+    #[arg(long, short, visible_alias = "timeout", value_name = "DURATION", value_parser = duration)]
     pub wait: Option<Duration>,
 
     /// Try once; exit 75 at once if the lock is held
-    #[arg(long, short, conflicts_with = "wait")]
+    #[arg(long, visible_aliases = ["nb", "nonblock"], conflicts_with = "wait")]
     pub no_wait: bool,
 
     /// Base delay between attempts while waiting (spread ±50%)
@@ -239,11 +296,12 @@ pub enum OnLost {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The lock's name
+    /// The lock's name (before `--` and the command)
     pub name: String,
 
-    #[command(flatten)]
-    pub wait: WaitArgs,
+    /// How many may hold the lock at once (a counting semaphore); the same N for every user
+    #[arg(long, short = 'n', value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(memsem::MAX_PERMITS)))]
+    pub permits: u32,
 
     /// The lease, refreshed every TTL/3 while the command runs (whole seconds)
     #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "60s")]
@@ -262,8 +320,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub fencing: bool,
 
-    /// Exit status when the lock is not acquired
-    #[arg(long, value_name = "N", default_value_t = crate::exit::TEMPFAIL)]
+    /// Exit status when the lock is not acquired (as flock's -E)
+    #[arg(long, short = 'E', value_name = "N", default_value_t = crate::exit::TEMPFAIL)]
     pub conflict_exit_code: u8,
 
     /// What to do when the lease is lost while the command runs
@@ -274,6 +332,9 @@ pub struct RunArgs {
     /// acted on this long (plus a margin) before the lease can end, so --ttl must exceed it
     #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "3s")]
     pub kill_after: Duration,
+
+    #[command(flatten)]
+    pub wait: WaitArgs,
 
     /// The command and its arguments (after `--`)
     #[arg(
@@ -290,8 +351,13 @@ pub struct AcquireArgs {
     /// The lock's name
     pub name: String,
 
-    #[command(flatten)]
-    pub wait: WaitArgs,
+    /// How many may hold the lock at once (a counting semaphore); the same N for every user
+    #[arg(long, short = 'n', value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(memsem::MAX_PERMITS)))]
+    pub permits: u32,
+
+    /// Exit status when the lock is not acquired (as flock's -E)
+    #[arg(long, short = 'E', value_name = "N", default_value_t = crate::exit::TEMPFAIL)]
+    pub conflict_exit_code: u8,
 
     /// The lease: the lock ends by itself this long after acquire (or the last refresh)
     #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "60s")]
@@ -301,6 +367,9 @@ pub struct AcquireArgs {
     /// PPID being the calling shell's]
     #[arg(long, value_name = "TEXT")]
     pub info: Option<String>,
+
+    #[command(flatten)]
+    pub wait: WaitArgs,
 }
 
 /// The token printed by `acquire`.
@@ -320,6 +389,9 @@ pub struct TokenArg {
 pub struct ReleaseArgs {
     /// The lock's name
     pub name: String,
+    /// How many may hold the lock at once (a counting semaphore); the same N for every user
+    #[arg(long, short = 'n', value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(memsem::MAX_PERMITS)))]
+    pub permits: u32,
     #[command(flatten)]
     pub token: TokenArg,
     /// Keep the lock closed this long after the release
@@ -331,6 +403,9 @@ pub struct ReleaseArgs {
 pub struct RefreshArgs {
     /// The lock's name
     pub name: String,
+    /// How many may hold the lock at once (a counting semaphore); the same N for every user
+    #[arg(long, short = 'n', value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(memsem::MAX_PERMITS)))]
+    pub permits: u32,
     #[command(flatten)]
     pub token: TokenArg,
     /// The new lease, from now
@@ -342,23 +417,68 @@ pub struct RefreshArgs {
 pub struct StatusArgs {
     /// The lock's name
     pub name: String,
+    /// How many may hold the lock at once (a counting semaphore); the same N for every user
+    #[arg(long, short = 'n', value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(memsem::MAX_PERMITS)))]
+    pub permits: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct BreakArgs {
+    /// The lock's name
+    pub name: String,
+    /// How many may hold the lock at once (a counting semaphore); the same N for every user
+    #[arg(long, short = 'n', value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(memsem::MAX_PERMITS)))]
+    pub permits: u32,
+
+    /// Break without asking
+    #[arg(long, short)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// The lock's name
     pub name: String,
+    /// How many may hold the lock at once (a counting semaphore); the same N for every user
+    #[arg(long, short = 'n', value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(memsem::MAX_PERMITS)))]
+    pub permits: u32,
     #[command(flatten)]
     pub token: TokenArg,
 }
 
-/// A humantime duration: `500ms`, `30s`, `10m`, `1h 30m` (or `0`).
+/// A duration: bare seconds as flock takes them (`10`, `0.5`), or humantime (`500ms`,
+/// `30s`, `10m`, `1h 30m`).
 fn duration(text: &str) -> Result<Duration, String> {
-    if text.trim() == "0" {
-        return Ok(Duration::ZERO);
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return text
+            .parse::<f64>()
+            .ok()
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .ok_or_else(|| format!("{text:?} is not a number of seconds"));
     }
     humantime::parse_duration(text)
-        .map_err(|error| format!("{error} (expected a duration like 500ms, 30s, 10m)"))
+        .map_err(|error| format!("{error} (expected seconds, or a duration like 500ms, 30s, 10m)"))
+}
+
+/// Checks what clap cannot: in `memsem run NAME -- COMMAND`, the name comes before `--`
+/// (`memsem run -- echo hi` would otherwise lock `echo` and run `hi`).
+pub fn check_run_name(args: &[OsString], cli: &Cli) -> Result<(), String> {
+    let Command::Run(run) = &cli.command else {
+        return Ok(());
+    };
+    let Some(start) = args.iter().position(|arg| arg == "run") else {
+        return Ok(());
+    };
+    let Some(dashes) = args[start..].iter().position(|arg| arg == "--") else {
+        return Ok(());
+    };
+    let before = &args[start + 1..start + dashes];
+    if before.iter().any(|arg| *arg == *run.name) {
+        Ok(())
+    } else {
+        Err("the lock name comes before `--`: memsem run NAME -- COMMAND [ARG]...".into())
+    }
 }
 
 #[cfg(test)]
@@ -385,7 +505,90 @@ mod tests {
 
     #[test]
     fn wait_and_no_wait_conflict() {
-        let parsed = Cli::try_parse_from(["memsem", "run", "-n", "-w", "1s", "job", "true"]);
+        let parsed = Cli::try_parse_from(["memsem", "run", "--no-wait", "-w", "1s", "job", "true"]);
         assert!(parsed.is_err());
+    }
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(args).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        run
+    }
+
+    #[test]
+    fn wait_takes_bare_seconds_as_flock_does_and_humantime() {
+        let secs = |text: &str| {
+            run_args(&["memsem", "run", "-w", text, "job", "true"])
+                .wait
+                .wait
+        };
+        assert_eq!(secs("10"), Some(Duration::from_secs(10)));
+        assert_eq!(secs("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(secs("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(secs("0"), Some(Duration::ZERO));
+        for bad in ["1.2.3", "-1", "soon", "."] {
+            let parsed = Cli::try_parse_from(["memsem", "run", "-w", bad, "job", "true"]);
+            assert!(parsed.is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn permits_and_conflict_exit_code_have_flock_style_short_options() {
+        let run = run_args(&["memsem", "run", "-n", "4", "-E", "0", "--nb", "job", "true"]);
+        assert_eq!(run.permits, 4);
+        assert_eq!(run.conflict_exit_code, 0);
+        assert!(run.wait.no_wait);
+        assert_eq!(run_args(&["memsem", "run", "job", "true"]).permits, 1);
+        for bad in ["0", "1001", "x"] {
+            assert!(Cli::try_parse_from(["memsem", "status", "-n", bad, "job"]).is_err());
+        }
+    }
+
+    #[test]
+    fn run_needs_the_name_before_the_double_dash() {
+        let check = |args: &[&str]| {
+            let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+            let cli = Cli::try_parse_from(&args).unwrap();
+            check_run_name(&args, &cli)
+        };
+        assert!(check(&["memsem", "run", "--", "echo", "hi"]).is_err());
+        assert!(check(&["memsem", "run", "--ttl", "10s", "--", "echo", "hi"]).is_err());
+        assert!(check(&["memsem", "run", "job", "--", "echo", "hi"]).is_ok());
+        assert!(check(&["memsem", "run", "job", "echo", "--", "hi"]).is_ok());
+        assert!(
+            check(&[
+                "memsem",
+                "--servers",
+                "x:1",
+                "run",
+                "-w",
+                "5",
+                "job",
+                "--",
+                "ls"
+            ])
+            .is_ok()
+        );
+        assert!(check(&["memsem", "status", "job"]).is_ok());
+    }
+
+    #[test]
+    fn help_separates_global_options_from_the_command_s() {
+        let mut command = Cli::command();
+        command.build();
+        let help = command
+            .find_subcommand_mut("run")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("Global options:"), "{help}");
+        assert!(help.contains("Waiting:"), "{help}");
+        let global = help.find("Global options:").unwrap();
+        assert!(
+            help.find("--ttl").unwrap() < global,
+            "run's own options first"
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! The subcommands other than `run`, and the client every subcommand shares.
+//! The subcommands other than `run`, `status` and `break`, and the client every subcommand
+//! shares.
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -6,14 +7,27 @@ use std::time::Duration;
 use memsem::{Client, Error, Semaphore, TlsConfig};
 use serde_json::json;
 
+use clap::CommandFactory;
+
 use crate::acquire::{self, Acquired};
 use crate::cli::{AcquireArgs, Cli, Command, Global, RefreshArgs, ReleaseArgs};
 use crate::exit;
+use crate::inspect;
 use crate::run;
+use crate::show;
 
 /// Runs the parsed command line; the exit status.
 pub fn dispatch(cli: Cli) -> u8 {
     let Cli { global, command } = cli;
+    // What needs no server.
+    match &command {
+        Command::Completions { shell } => return completions(*shell),
+        Command::Man => return man(),
+        _ => {}
+    }
+    if let Some(name) = command.lock_name() {
+        exit::set_lock(name);
+    }
     let client = match client(&global) {
         Ok(client) => client,
         Err(error) => return exit::report(&error),
@@ -22,23 +36,34 @@ pub fn dispatch(cli: Cli) -> u8 {
         Command::Run(args) => {
             let info = match &args.info {
                 Some(info) => info.clone(),
-                None => {
-                    acquire::default_info(std::process::id(), &run::command_text(&args.command))
-                }
+                None => show::default_info(std::process::id(), &run::command_text(&args.command)),
             };
-            let sem = semaphore(&client, &args.name, Some(args.ttl), args.cooldown, &info)
-                .and_then(|sem| match args.fencing {
-                    true => sem.with_fencing(),
-                    false => Ok(sem),
-                });
+            let lock = Lock {
+                name: &args.name,
+                permits: args.permits,
+                ttl: Some(args.ttl),
+                cooldown: args.cooldown,
+                info: &info,
+            };
+            let sem = lock.semaphore(&client).and_then(|sem| match args.fencing {
+                true => sem.with_fencing(),
+                false => Ok(sem),
+            });
             sem.map(|sem| run::run(sem, &args, global.quiet))
         }
         Command::Acquire(args) => acquire_command(&client, &args, &global),
         Command::Release(args) => release(&client, &args, &global),
         Command::Refresh(args) => refresh(&client, &args, &global),
-        Command::Status(args) => status(&client, &args.name, &global),
-        Command::Verify(args) => verify(&client, &args.name, &args.token.token, &global),
+        Command::Status(args) => inspect::status(&client, &args, &global),
+        Command::Break(args) => inspect::break_lock(&client, &args, &global),
+        Command::Verify(args) => {
+            let sem = client
+                .semaphore(&args.name)
+                .and_then(|sem| sem.with_permits(args.permits));
+            sem.and_then(|sem| verify(&sem, &args.token.token, &global))
+        }
         Command::Ping => Ok(ping(&client, &global)),
+        Command::Completions { .. } | Command::Man => Ok(0),
         Command::Serve(protocol) => Ok(crate::serve::run(builder(&global), protocol)),
     };
     let code = outcome.unwrap_or_else(|error| exit::report(&error));
@@ -117,36 +142,77 @@ fn builder(global: &Global) -> Result<memsem::ClientBuilder, Error> {
     Ok(builder)
 }
 
-fn semaphore(
-    client: &Client,
-    name: &str,
+/// A lock as the command line describes it.
+struct Lock<'a> {
+    name: &'a str,
+    permits: u32,
     ttl: Option<Duration>,
     cooldown: Option<Duration>,
-    info: &str,
-) -> Result<Semaphore, Error> {
-    let mut sem = client.semaphore(name)?;
-    if let Some(ttl) = ttl {
-        sem = sem.with_ttl(ttl)?;
+    info: &'a str,
+}
+
+impl Lock<'_> {
+    fn semaphore(&self, client: &Client) -> Result<Semaphore, Error> {
+        let mut sem = client.semaphore(self.name)?.with_permits(self.permits)?;
+        if let Some(ttl) = self.ttl {
+            sem = sem.with_ttl(ttl)?;
+        }
+        if let Some(cooldown) = self.cooldown {
+            sem = sem.with_cooldown(cooldown)?;
+        }
+        if !self.info.is_empty() {
+            sem = sem.with_info(self.info)?;
+        }
+        Ok(sem)
     }
-    if let Some(cooldown) = cooldown {
-        sem = sem.with_cooldown(cooldown)?;
+}
+
+/// `memsem completions SHELL`: the completion script on stdout.
+fn completions(shell: clap_complete::Shell) -> u8 {
+    clap_complete::generate(shell, &mut Cli::command(), "memsem", &mut std::io::stdout());
+    0
+}
+
+/// `memsem man`: the man page (roff) on stdout.
+fn man() -> u8 {
+    let page = clap_mangen::Man::new(Cli::command());
+    match page.render(&mut std::io::stdout()) {
+        Ok(()) => 0,
+        Err(error) => {
+            exit::tell(
+                "software",
+                &format!("cannot write the man page: {error}"),
+                exit::SOFTWARE,
+            );
+            exit::SOFTWARE
+        }
     }
-    if !info.is_empty() {
-        sem = sem.with_info(info)?;
-    }
-    Ok(sem)
 }
 
 fn acquire_command(client: &Client, args: &AcquireArgs, global: &Global) -> Result<u8, Error> {
     // The lock outlives this process: name the shell or script that asked for it.
     let info = match &args.info {
         Some(info) => info.clone(),
-        None => acquire::default_info(parent_pid(), &format!("memsem acquire {}", args.name)),
+        None => show::default_info(
+            std::os::unix::process::parent_id(),
+            &format!("memsem acquire {}", args.name),
+        ),
     };
-    let sem = semaphore(client, &args.name, Some(args.ttl), None, &info)?;
+    let lock = Lock {
+        name: &args.name,
+        permits: args.permits,
+        ttl: Some(args.ttl),
+        cooldown: None,
+        info: &info,
+    };
+    let sem = lock.semaphore(client)?;
     let (events_tx, events) = mpsc::channel();
     if let Err(error) = acquire::catch_signals(events_tx) {
-        eprintln!("memsem: cannot handle signals: {error}");
+        exit::tell(
+            "software",
+            &format!("cannot handle signals: {error}"),
+            exit::SOFTWARE,
+        );
         return Ok(exit::SOFTWARE);
     }
     match acquire::acquire(
@@ -158,6 +224,7 @@ fn acquire_command(client: &Client, args: &AcquireArgs, global: &Global) -> Resu
     )? {
         Acquired::Permit(permit) => {
             let ttl = permit.ttl().map(|ttl| ttl.as_secs());
+            let slot = permit.slot();
             let token = permit.forget();
             if global.json {
                 let data = json!({
@@ -165,6 +232,7 @@ fn acquire_command(client: &Client, args: &AcquireArgs, global: &Global) -> Resu
                     "server": sem.server(),
                     "token": token,
                     "ttl_secs": ttl,
+                    "slot": slot,
                 });
                 println!("{data}");
             } else {
@@ -176,7 +244,7 @@ fn acquire_command(client: &Client, args: &AcquireArgs, global: &Global) -> Resu
             &args.name,
             holder.as_ref(),
             global.quiet,
-            exit::TEMPFAIL,
+            args.conflict_exit_code,
         )),
         Acquired::Interrupted(signal) => Ok(exit::for_signal(signal)),
     }
@@ -186,17 +254,11 @@ fn acquire_command(client: &Client, args: &AcquireArgs, global: &Global) -> Resu
 pub fn busy(name: &str, holder: Option<&memsem::Holder>, quiet: bool, code: u8) -> u8 {
     if !quiet || exit::json() {
         let by = holder
-            .map(|holder| format!(" by {}", acquire::describe(holder)))
+            .map(|holder| format!(" by {}", show::describe(holder)))
             .unwrap_or_default();
         exit::tell("held", &format!("lock {name} is held{by}"), code);
     }
     code
-}
-
-fn parent_pid() -> u32 {
-    // SAFETY: getppid cannot fail and touches no memory.
-    let pid = unsafe { libc::getppid() };
-    u32::try_from(pid).unwrap_or(0)
 }
 
 /// `LockLost` as the exit status 1 with a message; other errors pass through.
@@ -214,7 +276,7 @@ fn unless_lost(outcome: Result<(), Error>, global: &Global) -> Result<u8, Error>
 }
 
 fn release(client: &Client, args: &ReleaseArgs, global: &Global) -> Result<u8, Error> {
-    let sem = client.semaphore(&args.name)?;
+    let sem = client.semaphore(&args.name)?.with_permits(args.permits)?;
     let outcome = sem
         .resume(&args.token.token)
         .and_then(|permit| match args.cooldown {
@@ -225,7 +287,7 @@ fn release(client: &Client, args: &ReleaseArgs, global: &Global) -> Result<u8, E
 }
 
 fn refresh(client: &Client, args: &RefreshArgs, global: &Global) -> Result<u8, Error> {
-    let sem = client.semaphore(&args.name)?;
+    let sem = client.semaphore(&args.name)?.with_permits(args.permits)?;
     let outcome = sem.resume(&args.token.token).and_then(|mut permit| {
         let refreshed = permit.refresh(args.ttl);
         let _ = permit.forget();
@@ -234,33 +296,8 @@ fn refresh(client: &Client, args: &RefreshArgs, global: &Global) -> Result<u8, E
     unless_lost(outcome, global)
 }
 
-fn status(client: &Client, name: &str, global: &Global) -> Result<u8, Error> {
-    let sem = client.semaphore(name)?;
-    let holder = sem.holder()?;
-    if global.json {
-        let data = match &holder {
-            Some(holder) => json!({
-                "name": name,
-                "server": sem.server(),
-                "held": true,
-                "ttl_secs": holder.ttl().map(|ttl| ttl.as_secs()),
-                "info": holder.info(),
-                "token_prefix": holder.token_prefix(),
-            }),
-            None => json!({ "name": name, "server": sem.server(), "held": false }),
-        };
-        println!("{data}");
-    } else if !global.quiet {
-        match &holder {
-            Some(holder) => println!("{name}: held by {}", acquire::describe(holder)),
-            None => println!("{name}: free"),
-        }
-    }
-    Ok(if holder.is_some() { exit::NO } else { 0 })
-}
-
-fn verify(client: &Client, name: &str, token: &str, global: &Global) -> Result<u8, Error> {
-    let sem = client.semaphore(name)?;
+fn verify(sem: &Semaphore, token: &str, global: &Global) -> Result<u8, Error> {
+    let name = sem.name();
     let held = match sem.resume(token) {
         Ok(permit) => {
             let _ = permit.forget();

@@ -2,6 +2,7 @@
 //! status, and how an error is told: one line on stderr, or a JSON object on stdout with
 //! `--json`.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use memsem::Error;
@@ -45,6 +46,12 @@ Exit statuses (the same for every command):
   128+N    the command (or memsem while waiting) was killed by signal N";
 
 static JSON: AtomicBool = AtomicBool::new(false);
+static LOCK: OnceLock<String> = OnceLock::new();
+
+/// The lock this invocation is about: errors that do not name it say it first.
+pub fn set_lock(name: &str) {
+    let _ = LOCK.set(name.to_string());
+}
 
 /// From now on, errors are told as JSON objects on stdout (`--json`).
 pub fn set_json(json: bool) {
@@ -59,7 +66,13 @@ pub fn json() -> bool {
 /// The exit status for an error, after telling it (see [`tell`]).
 pub fn report(error: &Error) -> u8 {
     let code = code(error);
-    tell(kind(error), &chain(error), code);
+    let text = chain(error);
+    match LOCK.get() {
+        Some(name) if !text.contains(name.as_str()) => {
+            tell(kind(error), &format!("lock {name}: {text}"), code);
+        }
+        _ => tell(kind(error), &text, code),
+    }
     code
 }
 

@@ -6,8 +6,10 @@ mod child;
 mod cli;
 mod commands;
 mod exit;
+mod inspect;
 mod run;
 mod serve;
+mod show;
 
 use std::process::ExitCode;
 
@@ -44,6 +46,11 @@ fn main() -> ExitCode {
         }
     };
     exit::set_json(cli.global.json);
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Err(message) = cli::check_run_name(&args, &cli) {
+        exit::tell("usage", &message, exit::USAGE);
+        return ExitCode::from(exit::USAGE);
+    }
     if !cli.global.quiet {
         // The library reports what it retries or cleans up (a failed refresh, a lock lost by
         // the keep-alive) through `tracing`: show its warnings on stderr.

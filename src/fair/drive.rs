@@ -84,7 +84,7 @@ impl<F: Flavor> Semaphore<F> {
         let mut clock = Clock {
             name: self.name(),
             started,
-            deadline: self.policy.get_max_wait().map(|wait| started + wait),
+            deadline: self.policy.wait_limit().map(|wait| started + wait),
             attempts: 0,
             last_error: None,
         };

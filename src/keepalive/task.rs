@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, LostReason, Result};
 use crate::lease::{lease_margin, refresh_interval};
 use crate::permit::Permit;
 
@@ -48,7 +48,7 @@ struct AsyncShared {
 struct AsyncState {
     permit: Option<Permit<crate::Tokio>>,
     stopping: bool,
-    lost: Option<String>,
+    lost: Option<LostReason>,
     /// As [`State::deadline`].
     deadline: Option<Instant>,
 }
@@ -120,8 +120,8 @@ impl AsyncKeepAlive {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn lost_reason(&self) -> Option<String> {
-        lock_async(&self.shared).lost.clone()
+    pub fn lost_reason(&self) -> Option<LostReason> {
+        lock_async(&self.shared).lost
     }
 
     /// Completes when the lock is lost (never, while it is held): the notification to
@@ -173,10 +173,10 @@ impl AsyncKeepAlive {
             Some(permit) => permit.release().await,
             None => Err(Error::Protocol {
                 server: String::new(),
-                detail: format!(
-                    "the keep-alive holds no permit: {}",
-                    reason.unwrap_or_default()
-                ),
+                detail: match reason {
+                    Some(reason) => format!("the keep-alive holds no permit: {reason}"),
+                    None => "the keep-alive holds no permit".into(),
+                },
             }),
         }
     }
@@ -216,16 +216,14 @@ impl Drop for AsyncKeepAlive {
 async fn refresh_task(shared: Arc<AsyncShared>, ttl: Duration, margin: Duration) {
     let interval = refresh_interval(ttl, margin);
     let mut next = interval;
-    let declare = |reason: String| {
-        tracing::warn!(reason, "lock lost");
+    let declare = |reason: LostReason| {
+        tracing::warn!(%reason, "lock lost");
         lock_async(&shared).lost = Some(reason);
         shared.lost.notify_waiters();
     };
     let late = || {
-        format!(
-            "no refresh was confirmed in time: the lease may end within {margin:?} \
-             (memcached unreachable or not answering)"
-        )
+        tracing::warn!(margin = %crate::error::Human(margin), "no refresh confirmed before the lease's safe end");
+        LostReason::Expired
     };
     loop {
         let deadline = lock_async(&shared).deadline;

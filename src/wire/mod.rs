@@ -8,8 +8,11 @@
 //!   the dialect, the version, the server's [`Epoch`](crate::memcached::Epoch), refusals.
 //! - [`ops`]: the lock operations as requests and their answers, for every transport.
 //! - [`stream`] and [`tls`]: dialing (blocking), [`TlsConfig`].
+//! - [`sniff`]: second opinions when a probe met silence or a close (SASL-only? TLS-only?
+//!   a proxy that drops meta commands? or just going away).
 //! - [`conn`] and [`pool`]: a blocking connection and the per-server pool ([`Backend`]).
-//! - `mux` (feature `tokio`): a few multiplexed connections per server ([`AsyncBackend`]).
+//! - `mux` and `pipeline` (feature `tokio`): a few multiplexed connections per server
+//!   (`AsyncBackend`), each with a writer and a reader task.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,6 +26,8 @@ pub(crate) mod meta;
 #[cfg(feature = "tokio")]
 mod mux;
 mod ops;
+#[cfg(feature = "tokio")]
+mod pipeline;
 mod pool;
 pub(crate) mod probe;
 mod sniff;

@@ -4,111 +4,30 @@
 //! [`LANES`] connections per server instead of a thousand.
 //!
 //! Each connection has a writer task (it batches queued requests into one write) and a reader
-//! task (it parses replies and hands them to the waiting callers). A caller whose reply does
-//! not come within the I/O time-out retires the connection: later requests get a new one.
+//! task (it parses replies and hands them to the waiting callers), in `pipeline`. A caller
+//! whose reply does not come within the I/O time-out retires the connection: later requests
+//! get a new one.
 
-use std::collections::VecDeque;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::conn::{is_timeout, probe_failure, probe_read_failure, tls_failure};
-use super::meta::{self, Reply, Status, Store};
+use super::meta::{Reply, Store};
 use super::ops::{self, Op, Session};
+use super::pipeline::{Answer, Boxed, Expect, Job, Owned, READ_CHUNK, read_loop, write_loop};
 use super::probe;
-use super::{Address, Dialect, Protocol, Settings, classic, sniff};
+use super::{Address, Dialect, Protocol, Settings, sniff};
 use crate::error::Refusal;
 use crate::memcached::{Added, Checked, Epoch, Failure, Item, Outcome, Pong, Transport};
 use crate::routing::ServerSpec;
 
 /// Connections per server.
 const LANES: usize = 2;
-const READ_CHUNK: usize = 4096;
-
-trait Duplex: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Duplex for T {}
-
-type Boxed = Pin<Box<dyn Duplex>>;
-
-/// One reply, owned, for the caller's task.
-#[derive(Debug)]
-enum Owned {
-    Meta {
-        status: Status,
-        cas: Option<u64>,
-        ttl: Option<i64>,
-        data: Vec<u8>,
-    },
-    Unknown,
-    ClientError(String),
-    ServerError(String),
-}
-
-impl Owned {
-    fn of(reply: Reply<'_>) -> Owned {
-        match reply {
-            Reply::Meta {
-                status,
-                cas,
-                ttl,
-                data,
-                ..
-            } => Owned::Meta {
-                status,
-                cas,
-                ttl,
-                data: data.to_vec(),
-            },
-            Reply::Unknown => Owned::Unknown,
-            Reply::ClientError(message) => Owned::ClientError(message.to_string()),
-            Reply::ServerError(message) => Owned::ServerError(message.to_string()),
-        }
-    }
-
-    fn reply(&self) -> Reply<'_> {
-        match self {
-            Owned::Meta {
-                status,
-                cas,
-                ttl,
-                data,
-            } => Reply::Meta {
-                status: *status,
-                cas: *cas,
-                ttl: *ttl,
-                opaque: None,
-                data,
-            },
-            Owned::Unknown => Reply::Unknown,
-            Owned::ClientError(message) => Reply::ClientError(message),
-            Owned::ServerError(message) => Reply::ServerError(message),
-        }
-    }
-}
-
-type Answer = Outcome<Vec<Owned>>;
-
-/// A request queued on a lane.
-struct Job {
-    bytes: Vec<u8>,
-    expect: Expect,
-}
-
-/// What the reader waits for, in order.
-struct Expect {
-    /// Each reply's opaque token (`None` for `mn`).
-    opaques: Vec<Option<u32>>,
-    /// On a classic connection, each request's exchange (its replies carry no token and
-    /// their shape depends on the request); empty on a meta connection.
-    classic: Vec<classic::OwnedExchange>,
-    writes: bool,
-    answer: oneshot::Sender<Answer>,
-}
 
 /// One probed connection and its two tasks.
 struct Link {
@@ -478,127 +397,6 @@ fn first(replies: &[Owned]) -> Outcome<Reply<'_>> {
         .first()
         .map(Owned::reply)
         .ok_or_else(|| Failure::Protocol("reply missing".into()))
-}
-
-/// Writes queued requests, as many as are waiting in one write, and tells the reader what to
-/// expect.
-async fn write_loop(
-    mut writer: tokio::io::WriteHalf<Boxed>,
-    mut queued: mpsc::UnboundedReceiver<Job>,
-    expects: mpsc::UnboundedSender<Expect>,
-) {
-    let mut batch = Vec::with_capacity(READ_CHUNK);
-    let mut waiting = Vec::new();
-    while let Some(job) = queued.recv().await {
-        batch.clear();
-        batch.extend_from_slice(&job.bytes);
-        waiting.push(job.expect);
-        while let Ok(job) = queued.try_recv() {
-            batch.extend_from_slice(&job.bytes);
-            waiting.push(job.expect);
-        }
-        let written = async {
-            writer.write_all(&batch).await?;
-            writer.flush().await
-        }
-        .await;
-        if let Err(error) = written {
-            for expect in waiting.drain(..) {
-                let error = io::Error::new(error.kind(), error.to_string());
-                let _ = expect.answer.send(Err(if expect.writes {
-                    Failure::Ambiguous(Box::new(error))
-                } else {
-                    unavailable(error)
-                }));
-            }
-            return;
-        }
-        for expect in waiting.drain(..) {
-            if expects.send(expect).is_err() {
-                return;
-            }
-        }
-    }
-}
-
-/// Reads replies in order and hands them to their callers. Any failure ends the connection:
-/// the caller waiting gets it, the ones behind get a closed channel.
-async fn read_loop(
-    mut reader: tokio::io::ReadHalf<Boxed>,
-    mut expected: mpsc::UnboundedReceiver<Expect>,
-) {
-    let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    let mut queue: VecDeque<Expect> = VecDeque::new();
-    loop {
-        let Some(expect) = (match queue.pop_front() {
-            Some(expect) => Some(expect),
-            None => expected.recv().await,
-        }) else {
-            return;
-        };
-        match read_replies(&mut reader, &mut input, &expect).await {
-            Ok(replies) => {
-                let _ = expect.answer.send(Ok(replies));
-            }
-            Err(failure) => {
-                let _ = expect.answer.send(Err(failure));
-                return;
-            }
-        }
-        while let Ok(next) = expected.try_recv() {
-            queue.push_back(next);
-        }
-    }
-}
-
-async fn read_replies(
-    reader: &mut tokio::io::ReadHalf<Boxed>,
-    input: &mut Vec<u8>,
-    expect: &Expect,
-) -> Answer {
-    let mut replies = Vec::with_capacity(expect.opaques.len());
-    for (index, &opaque) in expect.opaques.iter().enumerate() {
-        let exchange = expect
-            .classic
-            .get(index)
-            .map(classic::OwnedExchange::exchange);
-        let opaque = if exchange.is_some() { None } else { opaque };
-        loop {
-            let parsed = match exchange {
-                Some(exchange) => exchange.parse(input),
-                None => meta::parse(input),
-            };
-            match parsed {
-                Ok(Some((reply, used))) => {
-                    if let (Reply::Meta { opaque: got, .. }, Some(want)) = (reply, opaque)
-                        && got != Some(want)
-                    {
-                        return Err(Failure::Protocol(format!(
-                            "reply out of step: opaque {got:?}, expected {want}"
-                        )));
-                    }
-                    replies.push(Owned::of(reply));
-                    input.drain(..used);
-                    break;
-                }
-                Ok(None) => {
-                    let read = reader.read_buf(input).await;
-                    let error = match read {
-                        Ok(0) => io::Error::from(io::ErrorKind::UnexpectedEof),
-                        Ok(_) => continue,
-                        Err(error) => error,
-                    };
-                    return Err(if expect.writes {
-                        Failure::Ambiguous(Box::new(error))
-                    } else {
-                        unavailable(error)
-                    });
-                }
-                Err(garbage) => return Err(Failure::Protocol(garbage.0)),
-            }
-        }
-    }
-    Ok(replies)
 }
 
 impl Transport for AsyncBackend {

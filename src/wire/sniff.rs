@@ -36,20 +36,22 @@ fn answers_version(address: &Address, settings: &Settings) -> bool {
     plain == Some(true)
 }
 
-/// Whether the server answers a binary `version` request (magic 0x80, opcode 0x0b) with a
-/// binary response (magic 0x81): a SASL-only memcached (`-S`) does, and ignores text
-/// commands. A TLS-only server answers neither.
-fn speaks_binary(address: &Address, settings: &Settings) -> bool {
-    let binary = (|| {
+/// Whether the server has SASL on: it answers a binary "list SASL mechanisms" request
+/// (magic 0x80, opcode 0x20) with success (magic 0x81, status 0). A memcached without SASL
+/// answers "unknown command" (status 0x81); a TLS-only server answers nothing binary. A
+/// SASL memcached (`-S`) ignores text commands, so the probe met silence or a close.
+fn sasl_on(address: &Address, settings: &Settings) -> bool {
+    let sasl = (|| {
         let mut stream = Stream::dial(address, settings.timeouts, None).ok()?;
         let mut request = [0u8; 24];
         request[0] = 0x80;
-        request[1] = 0x0b;
+        request[1] = 0x20;
         stream.send(&request).ok()?;
-        let mut reply = [0u8; 1];
-        Some(read_some(&mut stream, &mut reply) == 1 && reply[0] == 0x81)
+        let mut reply = [0u8; 24];
+        let got = read_some(&mut stream, &mut reply);
+        Some(got == reply.len() && reply[0] == 0x81 && reply[1] == 0x20 && reply[6..8] == [0, 0])
     })();
-    binary == Some(true)
+    sasl == Some(true)
 }
 
 /// Whether the server answers a TLS ClientHello with a TLS record (a handshake or an alert:
@@ -115,7 +117,7 @@ pub(crate) fn closed_at_hello(address: &Address, settings: &Settings) -> Failure
         // A text server that answers `version` alone but drops `version` + `mn` without a
         // byte, twice: a proxy without meta commands (twemproxy), not a restarting server.
         Failure::Refused(Refusal::NoMetaProtocol)
-    } else if sasl_only(address, settings) {
+    } else if sasl_on(address, settings) {
         Failure::Refused(Refusal::SaslOnly)
     } else if drops_meta(address, settings) {
         Failure::Refused(Refusal::NoMetaProtocol)
@@ -131,24 +133,17 @@ pub(crate) fn closed_at_hello(address: &Address, settings: &Settings) -> Failure
 }
 
 /// A plain server that let our text probe time out without a byte: SASL-only servers stay
-/// silent; otherwise the server is just not answering.
+/// silent; otherwise the server is just not answering (paused, overloaded).
 pub(crate) fn silent_at_hello(
     address: &Address,
     settings: &Settings,
     timeout: io::Error,
 ) -> Failure {
-    if sasl_only(address, settings) {
+    if sasl_on(address, settings) {
         Failure::Refused(Refusal::SaslOnly)
     } else {
         Failure::Unavailable(Box::new(timeout))
     }
-}
-
-/// SASL-only: the server answers the binary protocol but not text. A plain memcached
-/// answers both (its default `-B auto`), e.g. one that was paused while the text probe
-/// waited and resumed before the binary one: that one is only slow, and stays retryable.
-fn sasl_only(address: &Address, settings: &Settings) -> bool {
-    speaks_binary(address, settings) && !answers_version(address, settings)
 }
 
 /// A TLS handshake that got no answer in time: a plain memcached waits for the end of a

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use crate::harness::{Memcached, unique};
 
 /// The `memsem` binary of the workspace (package `memsem-cli`), built beside this test binary.
-static MEMSEM: std::sync::LazyLock<PathBuf> =
+pub(crate) static MEMSEM: std::sync::LazyLock<PathBuf> =
     std::sync::LazyLock::new(|| crate::harness::workspace_binary("memsem"));
 
 /// `memsem` with the server in the environment, as a cron job would have it.
-fn memsem(server: &Memcached) -> Command {
+pub(crate) fn memsem(server: &Memcached) -> Command {
     let mut command = Command::new(&*MEMSEM);
     command
         .env("MEMSEM_SERVERS", server.address())
@@ -27,15 +27,15 @@ fn memsem(server: &Memcached) -> Command {
     command
 }
 
-fn output(command: &mut Command) -> Output {
+pub(crate) fn output(command: &mut Command) -> Output {
     command.output().expect("memsem runs")
 }
 
-fn stderr(output: &Output) -> String {
+pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-fn stdout(output: &Output) -> String {
+pub(crate) fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -129,7 +129,7 @@ fn second_run_without_waiting_exits_75_naming_the_holder() {
 
     let overridden = output(memsem(&server).args([
         "run",
-        "-n",
+        "--no-wait",
         "--conflict-exit-code",
         "0",
         "-q",
@@ -492,89 +492,4 @@ fn unreachable_server_exits_69_naming_it() {
         let said = format!("{}{}", stdout(&out), stderr(&out));
         assert!(said.contains(&address), "{args:?} names the server: {said}");
     }
-}
-
-/// `memsem` against `address` alone, with short time-outs.
-fn memsem_at(address: &str) -> Command {
-    let mut command = Command::new(&*MEMSEM);
-    command
-        .args(["--servers", address, "--connect-timeout", "300ms"])
-        .args(["--io-timeout", "300ms"])
-        .env_remove("MEMSEM_NAMESPACE")
-        .env_remove("MEMSEM_ROUTING")
-        .env("MEMSEM_LOCK_DELAY", "0");
-    command
-}
-
-#[test]
-fn a_server_that_is_not_memcached_exits_76_from_every_command() {
-    for args in [
-        &["status", "job"][..],
-        &["run", "job", "--", "true"],
-        &["acquire", "--no-wait", "job"],
-        &["ping"],
-    ] {
-        let address = crate::faults::fake_server(b"HTTP/1.0 400 Bad Request\r\n\r\n");
-        let out = output(memsem_at(&address).args(args));
-        assert_eq!(out.status.code(), Some(76), "{args:?}: {}", stderr(&out));
-    }
-}
-
-#[test]
-fn an_error_says_each_cause_once_on_one_line() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
-    let out = output(memsem_at(&address).args(["acquire", "--no-wait", "job"]));
-    assert_eq!(out.status.code(), Some(69));
-    let said = stderr(&out);
-    assert_eq!(said.lines().count(), 1, "{said}");
-    assert_eq!(said.matches("memsem:").count(), 1, "{said}");
-    assert_eq!(said.matches("refused").count(), 1, "said once: {said}");
-    assert_eq!(said.matches(&address).count(), 1, "{said}");
-}
-
-#[test]
-fn a_frozen_server_is_named_without_the_internal_key() {
-    let server = Memcached::start();
-    server.pause();
-    let out = output(memsem_at(&server.address()).args(["acquire", "--no-wait", "frozen-job"]));
-    server.unpause();
-    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
-    let said = stderr(&out);
-    assert!(!said.contains("__lock__"), "no internal key: {said}");
-    assert!(said.contains(&server.address()), "{said}");
-    assert_eq!(said.lines().count(), 1, "{said}");
-}
-
-#[test]
-fn json_errors_are_one_object_on_stdout() {
-    let server = Memcached::start();
-    let name = unique("cli-json-error");
-    let token = stdout(&output(memsem(&server).args(["acquire", &name])));
-    let busy = output(memsem(&server).args(["--json", "run", "-n", &name, "--", "true"]));
-    assert_eq!(busy.status.code(), Some(75));
-    let error: serde_json::Value = serde_json::from_str(&stdout(&busy)).expect("JSON on stdout");
-    assert_eq!(error["kind"], "held");
-    assert_eq!(error["exit_code"], 75);
-    assert!(error["error"].as_str().unwrap().contains(&name), "{error}");
-    assert!(stderr(&busy).is_empty(), "{}", stderr(&busy));
-
-    let usage = output(memsem(&server).args(["--json", "run", &name]));
-    assert_eq!(usage.status.code(), Some(64));
-    let error: serde_json::Value = serde_json::from_str(&stdout(&usage)).expect("JSON on stdout");
-    assert_eq!(error["kind"], "usage");
-    assert_eq!(error["exit_code"], 64);
-
-    let down = output(memsem_at("127.0.0.1:1").args(["--json", "status", &name]));
-    assert_eq!(down.status.code(), Some(69));
-    let error: serde_json::Value = serde_json::from_str(&stdout(&down)).expect("JSON on stdout");
-    assert_eq!(error["kind"], "unavailable");
-    assert!(stderr(&down).is_empty(), "{}", stderr(&down));
-
-    let released = output(memsem(&server).args(["release", &name, "--token", token.trim()]));
-    assert_eq!(released.status.code(), Some(0), "{}", stderr(&released));
 }

@@ -30,15 +30,17 @@ fn waiters_get_released_after_the_holder_releases_without_taking_the_lock() {
     let name = unique("keyed");
     let holder = server.semaphore(&name).try_acquire().unwrap().unwrap();
     let mut raw = server.raw();
-    let reads = raw.stat("cmd_get");
+    let (reads, adds) = (raw.stat("cmd_get"), raw.stat("cmd_set"));
     let waiters: Vec<_> = (0..5)
         .map(|_| {
             let sem = server.semaphore(&name).with_wait_policy(policy(10_000));
             thread::spawn(move || matches!(sem.lock_or_wait().unwrap(), LockOrWait::Released))
         })
         .collect();
-    // Hold until every waiter has seen the lock held: each reads the holder's value once
-    // after its add fails.
+    // Hold until every waiter has seen the lock held: each sends one add (a failed add
+    // counts in cmd_set), then reads the holder's value. Counting reads alone is not enough:
+    // a waiter polling every 20 ms reads several times while a slow one has not tried yet.
+    raw.wait_for_stat("cmd_set", adds, 5);
     raw.wait_for_stat("cmd_get", reads, 5);
     holder.release().unwrap();
     for waiter in waiters {

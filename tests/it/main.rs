@@ -3,6 +3,7 @@
 mod ambiguous;
 mod chaos;
 mod cli;
+mod cli_ops;
 mod fair;
 mod faults;
 mod fencing;
@@ -17,6 +18,7 @@ mod interop;
 mod keepalive;
 mod keyed;
 mod lease_loss;
+mod metrics;
 mod nutcracker;
 mod permits;
 mod processes;

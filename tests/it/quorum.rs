@@ -38,7 +38,7 @@ fn quorum_lock_excludes_a_second_holder_and_release_lets_it_in() {
         );
     }
     assert!(b.try_acquire().unwrap().is_none());
-    permit.extend(Duration::from_secs(30)).unwrap();
+    permit.refresh(Duration::from_secs(30)).unwrap();
     assert!(permit.validity() <= Duration::from_secs(30));
     permit.release().unwrap();
     b.try_acquire()

@@ -268,9 +268,9 @@ async fn hold(
         },
         _ = held.lost() => {
             gateway.warn(format_args!(
-                "{peer} {name}: lease lost after {:?} ({}), closed",
-                since.elapsed(),
-                held.lost_reason().unwrap_or_default()
+                "{peer} {name}: lease lost after {} ({}), closed",
+                crate::show::human(since.elapsed()),
+                held.lost_reason().map(|why| why.to_string()).unwrap_or_default()
             ));
             return false;
         }
