@@ -4,6 +4,7 @@ mod ambiguous;
 mod chaos;
 mod cli;
 mod cli_ops;
+mod fair;
 mod faults;
 mod fencing;
 mod fleet;
