@@ -84,6 +84,7 @@
 
 mod client;
 mod error;
+mod fair;
 mod flavor;
 mod holder;
 mod janitor;
@@ -109,6 +110,7 @@ mod wire;
 
 pub use client::{Client, ClientBuilder, ServerStatus};
 pub use error::{Cause, Error, LostReason, Refusal, Result};
+pub use fair::Fairness;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use flavor::Tokio;

@@ -147,6 +147,22 @@ pub trait Transport: Send + Sync + std::fmt::Debug + 'static {
         fence_key: &[u8],
         initial: u64,
     ) -> impl Future<Output = Outcome<u64>> + Send;
+    /// Adds `delta` to the counter `key` and answers the new value. A missing counter is
+    /// created at `initial` with `ttl` (the delta not applied) when `create` is given, else
+    /// the answer is `None`. For the FIFO queue (`fair`).
+    ///
+    /// Meta: `ma <key> v D<delta> [N<ttl> J<initial>]`, one command. Classic has no
+    /// auto-create: `incr <key> <delta>`, and when it answers `NOT_FOUND` and `create` is
+    /// given, `add <key> <initial>`; an add that finds the counter created meanwhile is
+    /// followed by the `incr` again. Each step is atomic on the server and a counter is
+    /// created only by an `add`, so the answers are those of one `ma` at the moment of the
+    /// step that applied (no delta is lost or applied twice); only the round trips differ.
+    fn bump(
+        &self,
+        key: &[u8],
+        delta: u64,
+        create: Option<(u64, u32)>,
+    ) -> impl Future<Output = Outcome<Option<u64>>> + Send;
     /// `ms <key> T<ttl> c`: stores `value` whatever is there (the unsafe "steal"). Answers
     /// [`Added::Stored`] or, under the lock-delay as [`add`](Self::add), [`Added::Delayed`];
     /// never [`Added::Exists`].

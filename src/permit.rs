@@ -47,6 +47,7 @@ pub struct Permit<F: Flavor = Blocking> {
     acquired_at: Instant,
     expires_at: Option<Instant>,
     armed: bool,
+    handoff: Option<crate::fair::Handoff>,
 }
 
 /// What reading the key back says about this permit.
@@ -82,6 +83,18 @@ impl<F: Flavor> Permit<F> {
             acquired_at: started,
             expires_at,
             armed: true,
+            handoff: None,
+        }
+    }
+
+    /// With FIFO fairness: how the release hands the lock to the next ticket.
+    pub(crate) fn set_handoff(&mut self, handoff: Option<crate::fair::Handoff>) {
+        self.handoff = handoff;
+    }
+
+    pub(crate) fn set_ticket(&mut self, ticket: u64) {
+        if let Some(handoff) = &mut self.handoff {
+            handoff.ticket = Some(ticket);
         }
     }
 
@@ -288,6 +301,25 @@ impl<F: Flavor> Permit<F> {
                 ttl_secs: self.cooldown_secs,
             };
             self.checked_write("cooldown", write).await
+        } else if let Some(value) = self.reservation().await {
+            // FIFO: the key becomes a short reservation for the next ticket.
+            let ttl_secs = crate::fair::RESERVE_TTL;
+            let write = Write::Replace {
+                value: value.clone(),
+                ttl_secs,
+            };
+            match self.checked_write("release", write).await {
+                // A reply lost after the reservation landed: read back, the key is no longer
+                // ours, but it holds our reservation. Only this releaser moved the queue to
+                // that ticket, so nobody else wrote it.
+                Err(error) if error.is_lock_lost() => {
+                    match self.target.backend.read(&self.key).await {
+                        Ok(Some(item)) if item.value == value => Ok(None),
+                        _ => Err(error),
+                    }
+                }
+                other => other,
+            }
         } else {
             self.checked_write("release", Write::Delete).await
         };
@@ -298,6 +330,17 @@ impl<F: Flavor> Permit<F> {
                 Err(error)
             }
             other => other.map(|_| ()),
+        }
+    }
+
+    /// With FIFO fairness and somebody queued: the reservation for the next ticket.
+    async fn reservation(&self) -> Option<Vec<u8>> {
+        match &self.handoff {
+            Some(handoff) if handoff.wanted() => {
+                handoff.held(self.acquired_at.elapsed());
+                handoff.next(&*self.target.backend).await
+            }
+            _ => None,
         }
     }
 

@@ -49,13 +49,15 @@ const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Semaphore<F: Flavor = Blocking> {
-    target: Arc<Target<F>>,
-    ttl_secs: u32,
+    pub(crate) target: Arc<Target<F>>,
+    pub(crate) ttl_secs: u32,
     cooldown_secs: u32,
-    policy: WaitPolicy,
+    pub(crate) policy: WaitPolicy,
     info: Option<String>,
     permits: u32,
     fence_key: Option<Vec<u8>>,
+    /// The FIFO queue, with [`Fairness::Fifo`](crate::Fairness::Fifo).
+    pub(crate) queue: Option<Arc<crate::fair::Queue>>,
 }
 
 /// The most permits one semaphore may have.
@@ -293,6 +295,7 @@ impl<F: Flavor> Semaphore<F> {
             info: None,
             permits: 1,
             fence_key: None,
+            queue: None,
         }
     }
 
@@ -491,6 +494,60 @@ impl<F: Flavor> Semaphore<F> {
         Ok(self)
     }
 
+    /// Sets how [`wait_acquire`](Self::wait_acquire) orders waiters (see [`Fairness`](crate::Fairness);
+    /// default [`Fairness::Polling`](crate::Fairness::Polling)). With
+    /// [`Fairness::Fifo`](crate::Fairness::Fifo) waiters draw numbered tickets from a counter
+    /// key `lock key + "#queue"` on the lock's server and are served in order; an uncontended
+    /// acquire is still one add. README's "Fair waiting" section says how it works and how
+    /// fairness degrades next to plain-`add` clients (the Perl module).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] when the queue key would exceed 250 bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use memsem::Fairness;
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let sem = client.semaphore("deploy")?.with_fairness(Fairness::Fifo)?;
+    /// assert_eq!(sem.fairness(), Fairness::Fifo);
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn with_fairness(mut self, fairness: crate::Fairness) -> Result<Self> {
+        self.queue = match fairness {
+            crate::Fairness::Polling => None,
+            crate::Fairness::Fifo => {
+                let mut key = self.slot_key(1);
+                key.extend_from_slice(b"#queue");
+                if key.len() > crate::key::MAX_KEY_BYTES {
+                    return Err(Error::InvalidName {
+                        name: self.name().to_string(),
+                        reason: "the queue key (lock key + \"#queue\") would exceed 250 bytes",
+                    });
+                }
+                Some(Arc::new(crate::fair::Queue::new(key)))
+            }
+        };
+        Ok(self)
+    }
+
+    /// How waiters are ordered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// assert_eq!(client.semaphore("job")?.fairness(), memsem::Fairness::Polling);
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn fairness(&self) -> crate::Fairness {
+        match self.queue {
+            Some(_) => crate::Fairness::Fifo,
+            None => crate::Fairness::Polling,
+        }
+    }
+
     /// How many holders may be in at once.
     ///
     /// # Examples
@@ -574,9 +631,9 @@ impl<F: Flavor> Semaphore<F> {
 /// mid-flight). Whatever is left when it is dropped goes to the background clean-up, which
 /// deletes such a key while it carries the token: so an abandoned acquire — an error, a
 /// time-out, or an async acquire dropped mid-wait — never leaves a lock behind.
-struct Unsure<'a, F: Flavor> {
+pub(crate) struct Unsure<'a, F: Flavor> {
     sem: &'a Semaphore<F>,
-    token: Token,
+    pub(crate) token: Token,
     keys: Vec<Vec<u8>>,
 }
 
@@ -589,17 +646,17 @@ impl<'a, F: Flavor> Unsure<'a, F> {
         }
     }
 
-    fn contains(&self, key: &[u8]) -> bool {
+    pub(crate) fn contains(&self, key: &[u8]) -> bool {
         self.keys.iter().any(|k| k == key)
     }
 
-    fn mark(&mut self, key: &[u8]) {
+    pub(crate) fn mark(&mut self, key: &[u8]) {
         if !self.contains(key) {
             self.keys.push(key.to_vec());
         }
     }
 
-    fn settle(&mut self, key: &[u8]) {
+    pub(crate) fn settle(&mut self, key: &[u8]) {
         self.keys.retain(|k| k != key);
     }
 }
@@ -650,7 +707,17 @@ impl<F: Flavor> Semaphore<F> {
             unsure: Unsure::new(self),
         };
         let waiting = Instant::now();
-        let waited = wait::run::<F, _, _>(self.name(), &self.policy, &mut acquiring, pause).await;
+        let waited = match &self.queue {
+            // FIFO fairness: the queue's own wait (tickets, hand-offs).
+            Some(queue) => self
+                .fifo_wait(queue, &mut acquiring.unsure)
+                .await
+                .map(|permit| {
+                    metrics::acquired(self.name());
+                    Ok(permit)
+                }),
+            None => wait::run::<F, _, _>(self.name(), &self.policy, &mut acquiring, pause).await,
+        };
         let Acquiring { mut unsure, .. } = acquiring;
         let error = match waited {
             Ok(outcome) => {
@@ -819,7 +886,7 @@ impl<F: Flavor> Semaphore<F> {
         }
     }
 
-    fn permit(
+    pub(crate) fn permit(
         &self,
         slot: (Vec<u8>, u32),
         token: Token,
@@ -827,7 +894,7 @@ impl<F: Flavor> Semaphore<F> {
         grant: (u64, Option<Epoch>),
         started: Instant,
     ) -> Permit<F> {
-        Permit::new(
+        let mut permit = Permit::new(
             Arc::clone(&self.target),
             slot,
             token,
@@ -836,11 +903,16 @@ impl<F: Flavor> Semaphore<F> {
             self.ttl_secs,
             self.cooldown_secs,
             started,
-        )
+        );
+        permit.set_handoff(self.queue.as_ref().map(|queue| crate::fair::Handoff {
+            queue: Arc::clone(queue),
+            ticket: None,
+        }));
+        permit
     }
 
     /// The key of permit `slot` (from 1): slot 1 is the Perl module's key.
-    fn slot_key(&self, slot: u32) -> Vec<u8> {
+    pub(crate) fn slot_key(&self, slot: u32) -> Vec<u8> {
         let mut key = self.target.key.wire.clone();
         if slot > 1 {
             key.extend_from_slice(format!("#{slot}").as_bytes());
@@ -859,7 +931,7 @@ impl<F: Flavor> Semaphore<F> {
     }
 
     /// Reads every slot in one round trip.
-    async fn read_slots(&self) -> Result<Vec<Option<Item>>> {
+    pub(crate) async fn read_slots(&self) -> Result<Vec<Option<Item>>> {
         let backend = &self.target.backend;
         let outcome = match self.permits {
             1 => backend
@@ -886,7 +958,7 @@ impl<F: Flavor> Semaphore<F> {
     }
 
     /// One acquire attempt with `unsure`'s token.
-    async fn attempt(&self, unsure: &mut Unsure<'_, F>) -> Result<Option<Permit<F>>> {
+    pub(crate) async fn attempt(&self, unsure: &mut Unsure<'_, F>) -> Result<Option<Permit<F>>> {
         if self.permits == 1 {
             return self.add_slot(1, unsure).await;
         }
@@ -915,7 +987,11 @@ impl<F: Flavor> Semaphore<F> {
     }
 
     /// Adds the key of `slot` with `unsure`'s token, settling a lost reply by asking again.
-    async fn add_slot(&self, slot: u32, unsure: &mut Unsure<'_, F>) -> Result<Option<Permit<F>>> {
+    pub(crate) async fn add_slot(
+        &self,
+        slot: u32,
+        unsure: &mut Unsure<'_, F>,
+    ) -> Result<Option<Permit<F>>> {
         let key = self.slot_key(slot);
         let value = self.value_for(&unsure.token);
         let started = Instant::now();
@@ -987,7 +1063,7 @@ impl<F: Flavor> Semaphore<F> {
     /// Takes over a slot found holding our token (an add whose reply was lost landed after
     /// all). The number drawn with the lost add is unknown: a new one is drawn now, while
     /// holding the lock (a failure drops, and so releases, the permit).
-    async fn adopt(
+    pub(crate) async fn adopt(
         &self,
         slot: u32,
         key: Vec<u8>,
@@ -1037,7 +1113,7 @@ impl<F: Flavor> Semaphore<F> {
     }
 
     /// A fencing number drawn now, when fencing is on.
-    async fn fence_now(&self) -> Result<Option<u64>> {
+    pub(crate) async fn fence_now(&self) -> Result<Option<u64>> {
         let Some(fence_key) = &self.fence_key else {
             return Ok(None);
         };
@@ -1051,7 +1127,7 @@ impl<F: Flavor> Semaphore<F> {
     }
 
     /// The value stored for a permit: the token, then the holder record.
-    fn value_for(&self, token: &Token) -> Vec<u8> {
+    pub(crate) fn value_for(&self, token: &Token) -> Vec<u8> {
         Record {
             token: token.as_str().as_bytes().to_vec(),
             meta: Some(Meta::here()),

@@ -322,6 +322,7 @@ fn values(buf: &[u8]) -> Result<Option<(Reply<'_>, usize)>, Garbage> {
 /// | read | `gets` | `VA` (value, CAS, no TTL) or `EN` |
 /// | owner-checked delete | `cas` with [`EXPIRED`] and an empty value | `HD`, `EX`, `NF` |
 /// | counter | `add` of `initial - 1`, then `incr 1` | `VA` with the number |
+/// | bump (FIFO queue counter) | `incr <delta>` | `VA` with the number, `NF` when missing |
 /// | no-op | `version` | `MN` |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Exchange<'a> {
@@ -342,6 +343,12 @@ pub(crate) enum Exchange<'a> {
         key: &'a [u8],
         initial: u64,
         ttl: u32,
+    },
+    /// `incr` alone: classic has no auto-create, so a missing counter answers `NF` and the
+    /// transport creates it with an [`add`] (see `Transport::bump`).
+    Bump {
+        key: &'a [u8],
+        delta: u64,
     },
     Noop,
 }
@@ -389,6 +396,7 @@ impl Exchange<'_> {
                 let below = initial.saturating_sub(1).to_string();
                 add(out, key, below.as_bytes(), ttl).and_then(|()| incr(out, key, 1))
             }
+            Exchange::Bump { key, delta } => incr(out, key, delta),
             Exchange::Noop => {
                 version(out);
                 Ok(())
@@ -507,6 +515,25 @@ impl Exchange<'_> {
                 };
                 Ok(Some((reply, used + more)))
             }
+            Exchange::Bump { .. } => {
+                let Some((counted, used)) = parse(Expect::Counter, buf)? else {
+                    return Ok(None);
+                };
+                let reply = match counted {
+                    // The digits, as the meta `VA` data (the line without its CRLF).
+                    Reply::Counter(_) => meta::Reply::Meta {
+                        status: Status::Value,
+                        cas: None,
+                        ttl: None,
+                        opaque: None,
+                        data: &buf[..used - 2],
+                    },
+                    Reply::NotFound => status(Status::NotFound),
+                    other => as_meta_error(other)
+                        .ok_or_else(|| Garbage("incr answered a value".into()))?,
+                };
+                Ok(Some((reply, used)))
+            }
             Exchange::Noop => {
                 let Some((reply, used)) = parse(Expect::Version, buf)? else {
                     return Ok(None);
@@ -539,6 +566,7 @@ enum Kind {
     Read,
     DeleteIf { cas: u64 },
     Increment { initial: u64, ttl: u32 },
+    Bump { delta: u64 },
     Noop,
 }
 
@@ -558,6 +586,7 @@ impl Exchange<'_> {
             Exchange::Increment { key, initial, ttl } => {
                 (Kind::Increment { initial, ttl }, key, b"")
             }
+            Exchange::Bump { key, delta } => (Kind::Bump { delta }, key, b""),
             Exchange::Noop => (Kind::Noop, b"", b""),
         };
         OwnedExchange {
@@ -583,6 +612,7 @@ impl OwnedExchange {
             Kind::Read => Exchange::Read { key },
             Kind::DeleteIf { cas } => Exchange::DeleteIf { key, cas },
             Kind::Increment { initial, ttl } => Exchange::Increment { key, initial, ttl },
+            Kind::Bump { delta } => Exchange::Bump { key, delta },
             Kind::Noop => Exchange::Noop,
         }
     }
@@ -947,6 +977,21 @@ mod tests {
             assert_eq!((status, data), (Status::Value, &b"1000"[..]));
         }
 
+        let bump = Exchange::Bump {
+            key: b"q",
+            delta: 4_294_967_296,
+        };
+        assert_eq!(exchange_bytes(bump), "incr q 4294967296\r\n");
+        let meta::Reply::Meta { status, data, .. } = folded(bump, b"8589934592\r\n") else {
+            panic!("not a meta reply")
+        };
+        assert_eq!((status, data), (Status::Value, &b"8589934592"[..]));
+        assert_eq!(
+            meta_status(folded(bump, b"NOT_FOUND\r\n")),
+            (Status::NotFound, None)
+        );
+        assert_eq!(bump.parse(b"85899"), Ok(None));
+
         assert_eq!(exchange_bytes(Exchange::Noop), "version\r\n");
         assert_eq!(
             meta_status(folded(Exchange::Noop, b"VERSION 0.5.0\r\n")),
@@ -965,6 +1010,10 @@ mod tests {
                 key: b"f",
                 initial: 9,
                 ttl: 5,
+            },
+            Exchange::Bump {
+                key: b"q",
+                delta: 2,
             },
             Exchange::Noop,
         ] {

@@ -406,6 +406,44 @@ impl Transport for FakeServer {
         })
     }
 
+    async fn bump(
+        &self,
+        key: &[u8],
+        delta: u64,
+        create: Option<(u64, u32)>,
+    ) -> Outcome<Option<u64>> {
+        self.serve(Op::Fence, |fake, state| {
+            let current = match state.items.get(key) {
+                Some(entry) => Some(
+                    std::str::from_utf8(&entry.value)
+                        .ok()
+                        .and_then(|text| text.parse::<u64>().ok())
+                        .ok_or_else(|| {
+                            Failure::Protocol("counter is not a number (fake)".into())
+                        })?,
+                ),
+                None => None,
+            };
+            let (next, ttl) = match (current, create) {
+                (Some(value), _) => (value.wrapping_add(delta), 0),
+                (None, Some((initial, ttl))) => (initial, ttl),
+                (None, None) => return Ok(None),
+            };
+            match state.items.get_mut(key) {
+                // Arithmetic keeps the item's expiry.
+                Some(entry) => {
+                    entry.value = next.to_string().into_bytes();
+                    entry.cas = state.next_cas;
+                    state.next_cas += 1;
+                }
+                None => {
+                    fake.store(state, key, next.to_string().as_bytes(), ttl);
+                }
+            }
+            Ok(Some(next))
+        })
+    }
+
     async fn next_fence(&self, fence_key: &[u8], initial: u64) -> Outcome<u64> {
         self.serve(Op::Fence, |fake, state| {
             fake.bumped(state, fence_key, initial)

@@ -153,6 +153,27 @@ pub(crate) fn increment(
     Ok(())
 }
 
+/// `ma <key> v D<delta> [N<ttl> J<initial>] O<opaque>`: adds `delta` to a counter; with
+/// `create`, a missing counter is created at `initial` (answering `initial`, the delta not
+/// applied), else a missing counter answers `NF`.
+pub(crate) fn bump(
+    out: &mut Vec<u8>,
+    key: &[u8],
+    delta: u64,
+    create: Option<(u64, u32)>,
+    opaque: u32,
+) -> Result<(), BadKey> {
+    head(out, b"ma", key)?;
+    out.extend_from_slice(b" v");
+    flag(out, b'D', delta);
+    if let Some((initial, ttl)) = create {
+        flag(out, b'N', ttl.into());
+        flag(out, b'J', initial);
+    }
+    tail(out, opaque);
+    Ok(())
+}
+
 /// `mn`: a no-op, answered `MN`.
 pub(crate) fn noop(out: &mut Vec<u8>) {
     out.extend_from_slice(b"mn\r\n");
@@ -350,6 +371,11 @@ mod tests {
             encoded(|o| increment(o, b"f", 100, 2592000, 3)),
             "ma f N2592000 J100 v O3\r\n"
         );
+        assert_eq!(
+            encoded(|o| bump(o, b"q", 4294967296, Some((4294967296, 86400)), 5)),
+            "ma q v D4294967296 N86400 J4294967296 O5\r\n"
+        );
+        assert_eq!(encoded(|o| bump(o, b"q", 1, None, 6)), "ma q v D1 O6\r\n");
         let mut out = Vec::new();
         noop(&mut out);
         assert_eq!(out, b"mn\r\n");

@@ -459,6 +459,38 @@ impl Transport for AsyncBackend {
         ops::counted(first(&replies)?)
     }
 
+    async fn bump(
+        &self,
+        key: &[u8],
+        delta: u64,
+        create: Option<(u64, u32)>,
+    ) -> Outcome<Option<u64>> {
+        let link = self.link().await?;
+        for _ in 0..ops::CREATE_TRIES {
+            let op = Op::Bump { key, delta, create };
+            let bumped = ops::bumped(first(&self.run(&link, &[op]).await?)?)?;
+            // Meta created it already (`J`); classic creates it here.
+            let (None, Some((initial, ttl)), Dialect::Classic) =
+                (bumped, create, link.session.dialect)
+            else {
+                return Ok(bumped);
+            };
+            let value = initial.to_string();
+            let add = Op::Store {
+                mode: Store::Add,
+                key,
+                value: value.as_bytes(),
+                ttl,
+            };
+            if ops::created(first(&self.run(&link, &[add]).await?)?)? {
+                return Ok(Some(initial));
+            }
+        }
+        Err(Failure::Unavailable(
+            "the counter vanished between incr and add".into(),
+        ))
+    }
+
     async fn overwrite(
         &self,
         key: &[u8],

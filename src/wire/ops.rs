@@ -29,6 +29,12 @@ pub(crate) enum Op<'a> {
         key: &'a [u8],
         initial: u64,
     },
+    /// A counter's delta; see `Transport::bump` (classic sends the `incr` alone).
+    Bump {
+        key: &'a [u8],
+        delta: u64,
+        create: Option<(u64, u32)>,
+    },
     Noop,
 }
 
@@ -64,6 +70,7 @@ impl Op<'_> {
                 initial,
                 ttl: FENCE_TTL,
             },
+            Op::Bump { key, delta, .. } => classic::Exchange::Bump { key, delta },
             Op::Noop => classic::Exchange::Noop,
         }
     }
@@ -99,6 +106,7 @@ impl Op<'_> {
             Op::Read { key } => meta::read(out, key, opaque),
             Op::DeleteIf { key, cas } => meta::delete_if(out, key, cas, opaque),
             Op::Increment { key, initial } => meta::increment(out, key, initial, FENCE_TTL, opaque),
+            Op::Bump { key, delta, create } => meta::bump(out, key, delta, create, opaque),
             Op::Noop => {
                 meta::noop(out);
                 Ok(())
@@ -259,6 +267,32 @@ pub(crate) fn counted(reply: Reply<'_>) -> Outcome<u64> {
     }
 }
 
+/// The reply to a bump: the new value, `None` when the counter is missing.
+pub(crate) fn bumped(reply: Reply<'_>) -> Outcome<Option<u64>> {
+    match reply {
+        Reply::Meta {
+            status: Status::NotFound,
+            ..
+        } => Ok(None),
+        other => counted(other).map(Some),
+    }
+}
+
+/// The reply to the classic `add` that creates a missing counter: whether it was created.
+/// Stored but changed before the read-back (`EX` in the classic fold) is created too: the
+/// counter was bumped by another client right after our add.
+pub(crate) fn created(reply: Reply<'_>) -> Outcome<bool> {
+    match status(reply)? {
+        (Status::Done | Status::Exists, _) => Ok(true),
+        (Status::NotStored, _) => Ok(false),
+        (other, _) => Err(Failure::Protocol(format!("counter add answered {other:?}"))),
+    }
+}
+
+/// How many times a classic bump creates a counter that keeps vanishing (expired or
+/// deleted between its `incr` and its `add`) before giving up.
+pub(crate) const CREATE_TRIES: usize = 3;
+
 /// The reply to a no-op.
 pub(crate) fn noop(reply: Reply<'_>) -> Outcome<()> {
     match status(reply)? {
@@ -320,6 +354,11 @@ mod tests {
             data: b"17",
         };
         assert_eq!(counted(number).unwrap(), 17);
+        assert_eq!(bumped(number).unwrap(), Some(17));
+        assert_eq!(bumped(meta(Status::NotFound, None)).unwrap(), None);
+        assert!(created(meta(Status::Done, Some(2))).unwrap());
+        assert!(created(meta(Status::Exists, None)).unwrap());
+        assert!(!created(meta(Status::NotStored, None)).unwrap());
     }
 
     #[test]

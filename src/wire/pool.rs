@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::conn::Conn;
 use super::meta::Store;
 use super::ops::{self, Op};
-use super::{Address, Settings};
+use super::{Address, Dialect, Settings};
 use crate::error::Refusal;
 use crate::memcached::{Added, Checked, Epoch, Failure, Item, Outcome, Pong, Transport};
 
@@ -266,6 +266,48 @@ impl Transport for Backend {
                 Ok(())
             })?;
             Ok(fence)
+        })
+    }
+
+    async fn bump(
+        &self,
+        key: &[u8],
+        delta: u64,
+        create: Option<(u64, u32)>,
+    ) -> Outcome<Option<u64>> {
+        self.with_conn(|conn| {
+            for _ in 0..ops::CREATE_TRIES {
+                let mut bumped = None;
+                let op = Op::Bump { key, delta, create };
+                conn.run(&[op], |_, reply| {
+                    bumped = ops::bumped(reply)?;
+                    Ok(())
+                })?;
+                // Meta created it already (`J`); classic creates it here.
+                let (None, Some((initial, ttl)), Dialect::Classic) =
+                    (bumped, create, conn.session.dialect)
+                else {
+                    return Ok(bumped);
+                };
+                let value = initial.to_string();
+                let add = Op::Store {
+                    mode: Store::Add,
+                    key,
+                    value: value.as_bytes(),
+                    ttl,
+                };
+                let mut created = false;
+                conn.run(&[add], |_, reply| {
+                    created = ops::created(reply)?;
+                    Ok(())
+                })?;
+                if created {
+                    return Ok(Some(initial));
+                }
+            }
+            Err(Failure::Unavailable(
+                "the counter vanished between incr and add".into(),
+            ))
         })
     }
 

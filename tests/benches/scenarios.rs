@@ -26,7 +26,9 @@
 //! 9. lock+unlock through `memsem serve keyedmutexd` and `memsem serve lock-server` vs the
 //!    library call (needs the `memsem` binary built);
 //! 10. meta vs classic: acquire+release pairs in each dialect, on memcached and through
-//!     nutcracker, as multiples of the raw round trip on the same path.
+//!     nutcracker, as multiples of the raw round trip on the same path;
+//! 11. fair waiting: FIFO hand-off vs polling, with the physical limits (a 1 ms sleep, a
+//!     round trip) measured in the same run.
 
 #[allow(dead_code)]
 #[path = "../it/procs.rs"]
@@ -50,6 +52,8 @@ mod cli;
 mod crowd;
 #[path = "scenarios/dialects.rs"]
 mod dialects;
+#[path = "scenarios/fair.rs"]
+mod fair;
 #[path = "scenarios/gateways.rs"]
 mod gateways;
 #[allow(dead_code)]
@@ -79,6 +83,8 @@ struct Sizes {
     crowd_waiters: usize,
     crowd_names: usize,
     crowd_for: Duration,
+    fair_waiters: usize,
+    limit_samples: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -90,11 +96,13 @@ const FULL: Sizes = Sizes {
     contend_for: Duration::from_secs(3),
     permit_counts: &[1, 8, 64],
     acquires: 2_000,
-    cli_runs: 20,
+    cli_runs: 100,
     process_waiters: 16,
     crowd_waiters: 1_000,
     crowd_names: 20,
     crowd_for: Duration::from_secs(3),
+    fair_waiters: 64,
+    limit_samples: 1_000,
 };
 
 const SMOKE: Sizes = Sizes {
@@ -111,6 +119,8 @@ const SMOKE: Sizes = Sizes {
     crowd_waiters: 20,
     crowd_names: 2,
     crowd_for: Duration::from_millis(200),
+    fair_waiters: 8,
+    limit_samples: 20,
 };
 
 /// A client builder for the benchmarks: every scenario starts a fresh memcached, which the
@@ -147,7 +157,7 @@ fn main() {
         memcached_version(&address),
     );
 
-    // `-- --only N[,N...]` runs only those tables (1-10).
+    // `-- --only N[,N...]` runs only those tables (1-11).
     let only: Option<Vec<u32>> = args
         .iter()
         .position(|a| a == "--only")
@@ -191,6 +201,9 @@ fn main() {
     }
     if run(10) {
         dialects::meta_vs_classic(sizes);
+    }
+    if run(11) {
+        fair::fifo_vs_polling(&address, sizes);
     }
 }
 

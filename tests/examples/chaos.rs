@@ -13,23 +13,29 @@
 //! `error NAME PID T KIND` (T in Unix nanoseconds). A careful holder leaves the critical
 //! section as soon as a refresh reports the lock lost, or when its known lease is nearly over.
 //!
-//! `hold` acquires NAME, prints `held TOKEN` and sleeps until killed.
+//! `hold` acquires NAME, prints `held TOKEN` and sleeps until killed. `queue SERVERS NAME`
+//! waits for NAME in FIFO mode (it draws a ticket while somebody holds it), then does the
+//! same.
+//!
+//! `MEMSEM_FAIRNESS=fifo` makes `loop` wait in FIFO mode ([`memsem::Fairness::Fifo`]).
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use memsem::{Client, Error, Permit, WaitPolicy};
+use memsem::{Client, Error, Fairness, Permit, WaitPolicy};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let outcome = match args.first().map(String::as_str) {
         Some("loop") if args.len() == 6 => run_loop(&args[1..]),
         Some("hold") if args.len() == 4 => hold(&args[1..]),
+        Some("queue") if args.len() == 3 => queue(&args[1..]),
         _ => {
             eprintln!(
-                "usage: chaos loop SERVERS NAMES LOG UNTIL_MS TTL_SECS | hold SERVERS NAME TTL_SECS"
+                "usage: chaos loop SERVERS NAMES LOG UNTIL_MS TTL_SECS | hold SERVERS NAME TTL_SECS \
+                 | queue SERVERS NAME"
             );
             return ExitCode::from(64);
         }
@@ -106,6 +112,7 @@ fn run_loop(args: &[String]) -> Result<(), Failure> {
             .semaphore(name)?
             .with_ttl(ttl)?
             .with_fencing()?
+            .with_fairness(fairness())?
             .with_wait_policy(policy.clone());
         let mut permit = match sem.wait_acquire() {
             Ok(permit) => permit,
@@ -181,6 +188,29 @@ fn critical_section(
         }
     }
     Ok(())
+}
+
+/// The fairness `MEMSEM_FAIRNESS` asks for (`fifo`; anything else: polling).
+fn fairness() -> Fairness {
+    match std::env::var("MEMSEM_FAIRNESS").as_deref() {
+        Ok("fifo") => Fairness::Fifo,
+        _ => Fairness::Polling,
+    }
+}
+
+fn queue(args: &[String]) -> Result<(), Failure> {
+    let (servers, name) = (&args[0], &args[1]);
+    let sem = client(servers)?
+        .semaphore(name)?
+        .with_fairness(Fairness::Fifo)?
+        .with_wait_policy(WaitPolicy::new().max_wait(Duration::from_secs(60)));
+    let permit = sem.wait_acquire()?;
+    println!("held {}", permit.token());
+    std::io::stdout().flush()?;
+    let _token = permit.forget();
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
 }
 
 fn hold(args: &[String]) -> Result<(), Failure> {

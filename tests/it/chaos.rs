@@ -79,6 +79,8 @@ struct Tally {
 
 struct Workers {
     binary: PathBuf,
+    /// `MEMSEM_FAIRNESS` for the workers.
+    fairness: &'static str,
     args: Vec<String>,
     dir: PathBuf,
     running: Vec<Child>,
@@ -97,6 +99,7 @@ impl Workers {
         args.insert(3, log.to_str().unwrap().to_string());
         let child = Command::new(&self.binary)
             .args(&args)
+            .env("MEMSEM_FAIRNESS", self.fairness)
             .env("MEMSEM_LOCK_DELAY_MS", self.lock_delay_ms.to_string())
             .stdout(Stdio::null())
             .spawn()
@@ -120,7 +123,18 @@ impl Workers {
 
 #[test]
 fn chaos_no_two_holders_ever_with_lock_delay_and_every_loss_is_reported() {
-    let secs = knob("MEMSEM_CHAOS_SECS", 15);
+    chaos("polling", knob("MEMSEM_CHAOS_SECS", 15));
+}
+
+/// The same faults with the workers waiting in FIFO mode (tickets, hand-offs, reservations).
+#[test]
+fn chaos_in_fifo_mode_no_two_holders_ever_with_lock_delay() {
+    chaos("fifo", knob("MEMSEM_CHAOS_SECS", 15));
+}
+
+/// Runs workers whose `MEMSEM_FAIRNESS` is `fairness` for `secs` under faults, then checks
+/// their logs.
+fn chaos(fairness: &'static str, secs: u64) {
     let workers_n = knob("MEMSEM_CHAOS_WORKERS", 4) as usize;
     let lock_delay_ms = knob("MEMSEM_CHAOS_LOCK_DELAY_MS", TTL_SECS * 1000);
     let servers = [
@@ -151,6 +165,7 @@ fn chaos_no_two_holders_ever_with_lock_delay_and_every_loss_is_reported() {
     let until_ms = until.duration_since(UNIX_EPOCH).unwrap().as_millis();
     let mut workers = Workers {
         binary: example("chaos"),
+        fairness,
         args: vec![
             "loop".into(),
             list.clone(),
@@ -230,7 +245,7 @@ fn chaos_no_two_holders_ever_with_lock_delay_and_every_loss_is_reported() {
     let report = check(&sections, &restarts, |name| server_of[name] == restarted);
     let cost = unavailability(&sections, &restarts, |name| server_of[name] == restarted);
     println!(
-        "chaos: {secs} s, {workers_n} workers ({} spawned), 3 servers, {} names, TTL {TTL_SECS} s, \
+        "chaos ({fairness}): {secs} s, {workers_n} workers ({} spawned), 3 servers, {} names, TTL {TTL_SECS} s, \
          lock-delay {lock_delay_ms} ms",
         workers.spawned,
         names.len()

@@ -5,6 +5,7 @@ mod chaos;
 mod cli;
 mod cli_ops;
 mod cli_wait;
+mod fair;
 mod faults;
 mod fencing;
 mod fleet;

@@ -16,6 +16,15 @@ pub fn memsem_binary() -> Option<PathBuf> {
     named.into_iter().chain(beside).find(|path| path.is_file())
 }
 
+/// The std-only floor (tests/examples/floor_run.rs), built next to this benchmark by
+/// `cargo build --release -p memsem-tests --examples`.
+fn floor_binary() -> Option<PathBuf> {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("examples").join("floor_run")))
+        .filter(|path| path.is_file())
+}
+
 /// The first `name` on the PATH.
 fn on_path(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
@@ -64,6 +73,7 @@ pub fn wall_time(address: &str, sizes: &Sizes) {
     let scratch = std::env::temp_dir().join(format!("memsem-bench-{}.lock", std::process::id()));
     let lock_file = scratch.to_str().expect("a UTF-8 path");
     let flock = on_path("flock");
+    let floor = floor_binary();
 
     type Case<'a> = (String, PathBuf, Vec<&'a str>);
     let mut cases: Vec<Case> = vec![
@@ -84,6 +94,13 @@ pub fn wall_time(address: &str, sizes: &Sizes) {
         ),
         ("true".to_string(), true_bin.clone(), vec![]),
     ];
+    if let Some(floor) = &floor {
+        cases.push((
+            "std-only floor: connect, add, spawn true, delete".to_string(),
+            floor.clone(),
+            vec![address, "bench-cli-floor", true_arg],
+        ));
+    }
     if let Some(flock) = &flock {
         cases.push((
             "flock LOCKFILE true".to_string(),
@@ -101,13 +118,20 @@ pub fn wall_time(address: &str, sizes: &Sizes) {
     let _ = std::fs::remove_file(&scratch);
     let medians: Vec<f64> = samples.into_iter().map(|s| median_us(s) / 1e3).collect();
     let true_ms = medians[1];
-    println!("| command | ms (median) | − true, ms |");
-    println!("|---|---:|---:|");
+    let floor_ms = floor.as_ref().map(|_| medians[2]);
+    println!("| command | ms (median) | − true, ms | × std-only floor |");
+    println!("|---|---:|---:|---:|");
     for ((label, _, _), ms) in cases.iter().zip(&medians) {
-        println!("| {label} | {ms:.2} | {:.2} |", ms - true_ms);
+        let ratio = floor_ms.map_or("".to_string(), |floor| format!("{:.2}", ms / floor));
+        println!("| {label} | {ms:.2} | {:.2} | {ratio} |", ms - true_ms);
+    }
+    if floor.is_none() {
+        println!(
+            "| std-only floor | n/a: run `cargo build --release -p memsem-tests --examples` first | | |"
+        );
     }
     if flock.is_none() {
-        println!("| flock LOCKFILE true | n/a: no `flock` (util-linux) on the PATH | |");
+        println!("| flock LOCKFILE true | n/a: no `flock` (util-linux) on the PATH | | |");
     }
     println!("\n`memsem`: {}\n", memsem.display());
 }

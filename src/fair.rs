@@ -1,0 +1,582 @@
+//! FIFO hand-off ([`Fairness::Fifo`]): waiters take a numbered ticket and the releaser hands
+//! the lock to the next ticket instead of letting the fastest poller win.
+//!
+//! The lock key stays the only mutual-exclusion point: whoever holds the `add`ed key (or a
+//! key it wrote over a reservation with a CAS-checked replace) holds the lock. The queue
+//! only decides who tries next:
+//!
+//! - **Tickets**: one counter key per semaphore (`lock key + "#queue"`) packs two numbers,
+//!   the tickets drawn (high 32 bits) and the last ticket handed the lock (low 32 bits). A
+//!   waiter draws with `ma D2³²` (auto-created), which also tells it how far it is from the
+//!   head; a releaser advances the handed number with `ma D1`, which also tells it whether
+//!   anybody holds the next ticket.
+//! - **Hand-off**: the releaser rewrites its own key (CAS-checked, as any release) into a
+//!   *reservation* for the next ticket, with a short TTL ([`RESERVE_TTL`]), instead of
+//!   deleting it, so newcomers' adds (and Perl's) keep failing. The waiter with that ticket
+//!   claims it with a CAS-checked replace of the reservation it read.
+//! - **Dead waiters**: a reservation seen unchanged for [`SKIP_AFTER`] may be claimed by
+//!   any later ticket, and it expires by itself after [`RESERVE_TTL`].
+//! - **Polling**: far from the head a waiter reads the counter, at a rate set by its
+//!   distance and the measured time per hand-off; at the head it reads the lock key.
+//!
+//! The decisions are pure ([`Wait`], [`Position`], [`reservation`]); the semaphore runs
+//! the I/O they ask for.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::memcached::{Epoch, Item, Transport};
+
+mod drive;
+
+/// How [`Semaphore::wait_acquire`](crate::Semaphore::wait_acquire) orders waiters.
+///
+/// # Examples
+///
+/// ```
+/// use memsem::Fairness;
+/// let client = memsem::Client::connect("127.0.0.1:11211")?;
+/// let sem = client.semaphore("deploy")?.with_fairness(Fairness::Fifo)?;
+/// assert_eq!(sem.fairness(), Fairness::Fifo);
+/// # Ok::<(), memsem::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fairness {
+    /// Every waiter polls by its [`WaitPolicy`](crate::WaitPolicy); whoever polls right after
+    /// a release wins (the default, and what the Perl module and other lock libraries do).
+    #[default]
+    Polling,
+    /// Waiters queue with numbered tickets and releasers hand the lock to the next one
+    /// (first come, first served). The wait policy's `max_wait` still applies; its poll
+    /// times do not.
+    Fifo,
+}
+
+/// The high half of the queue counter: one ticket drawn.
+pub(crate) const DRAW: u64 = 1 << 32;
+
+/// How long an unclaimed reservation keeps the lock closed to newcomers (whole seconds:
+/// it lives 1 to 2 s).
+pub(crate) const RESERVE_TTL: u32 = 2;
+
+/// How long a reservation may sit unchanged before a later ticket may claim it (its
+/// waiter is presumed dead or stuck).
+pub(crate) const SKIP_AFTER: Duration = Duration::from_millis(150);
+
+/// How long an idle queue counter lives (it is recreated when gone).
+pub(crate) const QUEUE_TTL: u32 = 24 * 3600;
+
+/// The longest sleep between two reads at the head of the queue.
+const HEAD_POLL_MAX: Duration = Duration::from_millis(25);
+/// The shortest sleep between two reads.
+const POLL_MIN: Duration = Duration::from_micros(50);
+/// With N permits, how long to wait before reading every slot again after a read that
+/// found no reservation for us.
+const HANDED_RETRY: Duration = Duration::from_micros(200);
+/// The longest sleep between two reads of the counter.
+const QUEUE_POLL_MAX: Duration = Duration::from_millis(200);
+/// What a hand-off adds to a hold, roughly: the releaser's two round trips, the next
+/// waiter's read and claim.
+const HANDOFF_COST: Duration = Duration::from_micros(200);
+/// The time per hand-off assumed before any is measured.
+const FIRST_STEP: Duration = Duration::from_millis(1);
+
+/// The queue counter, unpacked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Position {
+    /// Tickets drawn so far (the last ticket's number).
+    pub(crate) drawn: u64,
+    /// The last ticket handed the lock.
+    pub(crate) handed: u64,
+}
+
+impl Position {
+    pub(crate) fn unpack(counter: u64) -> Position {
+        Position {
+            drawn: counter >> 32,
+            handed: counter & (DRAW - 1),
+        }
+    }
+}
+
+/// The value of a key reserved for `ticket`. It contains spaces, so no token owns it.
+pub(crate) fn reservation(ticket: u64) -> Vec<u8> {
+    format!("memsem reserved {ticket}").into_bytes()
+}
+
+/// The ticket a key's value is reserved for; `None` for a holder's value.
+pub(crate) fn reserved_for(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value.strip_prefix(b"memsem reserved ")?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// A semaphore's queue: its counter key and what this process has learnt about it.
+#[derive(Debug)]
+pub(crate) struct Queue {
+    pub(crate) key: Vec<u8>,
+    /// Whether the lock was contended lately: then acquires go straight to a ticket and
+    /// releases hand off.
+    contended: AtomicBool,
+    /// The measured hold plus the hand-off's round trips, as holders see it, in
+    /// nanoseconds: the best case of the pace.
+    hold_ns: AtomicU64,
+}
+
+impl Queue {
+    pub(crate) fn new(key: Vec<u8>) -> Queue {
+        Queue {
+            key,
+            contended: AtomicBool::new(false),
+            hold_ns: AtomicU64::new(FIRST_STEP.as_nanos() as u64),
+        }
+    }
+
+    pub(crate) fn contended(&self) -> bool {
+        self.contended.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_contended(&self, contended: bool) {
+        self.contended.store(contended, Ordering::Relaxed);
+    }
+
+    fn hold(&self) -> Duration {
+        Duration::from_nanos(self.hold_ns.load(Ordering::Relaxed))
+    }
+
+    /// Takes in a holder's hold.
+    fn learn_hold(&self, held: Duration) {
+        let old = self.hold();
+        store(&self.hold_ns, (old * 3 + held + HANDOFF_COST) / 4);
+    }
+}
+
+fn store(cell: &AtomicU64, value: Duration) {
+    cell.store(
+        value.as_nanos().min(u64::MAX.into()) as u64,
+        Ordering::Relaxed,
+    );
+}
+
+/// What a releaser needs to hand its permit over: the queue, and its own ticket (never
+/// hand to oneself).
+#[derive(Debug, Clone)]
+pub(crate) struct Handoff {
+    pub(crate) queue: std::sync::Arc<Queue>,
+    pub(crate) ticket: Option<u64>,
+}
+
+impl Handoff {
+    /// A holder's measure of the pace: it held the lock for `held` (the hand-off itself
+    /// adds a few round trips).
+    pub(crate) fn held(&self, held: Duration) {
+        self.queue.learn_hold(held);
+    }
+
+    /// Whether a release should look for a next waiter at all.
+    pub(crate) fn wanted(&self) -> bool {
+        self.ticket.is_some() || self.queue.contended()
+    }
+
+    /// Advances the queue and returns the reservation to write for the next ticket, or
+    /// `None` when nobody waits (or the counter cannot be read: then the key is deleted and
+    /// the head of the queue adds it). One `ma`, two when it lands on our own ticket.
+    pub(crate) async fn next<T: Transport>(&self, backend: &T) -> Option<Vec<u8>> {
+        for _ in 0..2 {
+            let counter = backend.bump(&self.queue.key, 1, None).await.ok()??;
+            let Position { drawn, handed } = Position::unpack(counter);
+            if handed > drawn {
+                self.queue.set_contended(false);
+                return None;
+            }
+            if Some(handed) != self.ticket {
+                return Some(reservation(handed));
+            }
+        }
+        None
+    }
+}
+
+/// What the waiter does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Sleep, then read the queue counter.
+    ReadQueue(Duration),
+    /// Sleep, then read the lock's keys.
+    ReadSlots(Duration),
+    /// Replace the reservation in `slot` (from 1) that has this CAS, read from this
+    /// incarnation of the server.
+    Claim {
+        slot: u32,
+        cas: u64,
+        epoch: Option<Epoch>,
+    },
+    /// Add the free key of `slot`.
+    Add { slot: u32 },
+    /// The counter was reset (evicted, server restarted): draw a new ticket.
+    Redraw,
+}
+
+/// One waiter's place in the queue, and when to look again. No I/O: it is told what the
+/// reads found and the time.
+#[derive(Debug)]
+pub(crate) struct Wait {
+    ticket: u64,
+    handed: u64,
+    /// When `handed` last moved (estimated: between the two reads that saw it move).
+    moved_at: Instant,
+    /// When the counter was last read.
+    read_at: Instant,
+    /// The pace of the queue (time per hand-off), and a holder's hold with its hand-off.
+    step: Duration,
+    hold: Duration,
+    permits: u32,
+    /// A reservation for an earlier ticket: (slot, CAS, first seen).
+    stale: Option<(u32, u64, Instant)>,
+}
+
+impl Wait {
+    /// After drawing: the counter the draw returned, for a semaphore of `permits`.
+    pub(crate) fn new(counter: u64, queue: &Queue, permits: u32, now: Instant) -> Wait {
+        let position = Position::unpack(counter);
+        // With N permits a hand-off comes every hold / N.
+        let hold = queue.hold() / permits.max(1);
+        Wait {
+            ticket: position.drawn,
+            handed: position.handed,
+            moved_at: now,
+            read_at: now,
+            step: hold,
+            hold,
+            permits: permits.max(1),
+            stale: None,
+        }
+    }
+
+    pub(crate) fn ticket(&self) -> u64 {
+        self.ticket
+    }
+
+    /// Where to look first.
+    pub(crate) fn first(&self) -> Step {
+        self.after_move(Instant::now())
+    }
+
+    fn at_head(&self) -> bool {
+        self.ticket <= self.handed + 1
+    }
+
+    /// The step when the counter says where the head is.
+    fn after_move(&self, now: Instant) -> Step {
+        if self.ticket <= self.handed {
+            // Handed to us (or we were passed): the reservation is there now.
+            return Step::ReadSlots(Duration::ZERO);
+        }
+        let ahead = (self.ticket - self.handed - 1) as u32;
+        // The current holder got it at about `moved_at`; ours comes `ahead` hand-offs after
+        // its release.
+        let due = self.moved_at + self.step * (ahead + 1);
+        if self.at_head() {
+            // Start reading a little before the holder's release is due.
+            let due = self.moved_at + self.hold;
+            let wait = due.saturating_duration_since(now + self.hold / 4);
+            if self.permits > 1 {
+                // Reading every slot costs N commands: read the counter (one) until it
+                // says the hand-off to us has happened, then the slots once.
+                let interval = (self.hold / 4).clamp(POLL_MIN, HEAD_POLL_MAX);
+                return Step::ReadQueue(wait.max(interval).min(HEAD_POLL_MAX));
+            }
+            Step::ReadSlots(wait.min(HEAD_POLL_MAX))
+        } else {
+            // Sleep through part of the time until our predecessor's turn, then read the
+            // counter again: a waiter that oversleeps stalls everybody behind it (and slows
+            // the pace it measures), one that wakes early costs a read. The distance shrinks
+            // geometrically: about log(waiters ahead) reads.
+            let until_predecessor = due.saturating_duration_since(now + self.step);
+            let wait = (until_predecessor * 9 / 10).max(self.step);
+            Step::ReadQueue(wait.clamp(POLL_MIN, QUEUE_POLL_MAX))
+        }
+    }
+
+    /// Takes in the time per hand-off this waiter saw: a faster pace at once, a slower one
+    /// slowly (a waiter that wakes late makes the hand-offs slower still; one that wakes
+    /// early costs a read). Each waiter keeps its own: shared, every waiter would count
+    /// the same stall again.
+    fn learn_pace(&mut self, measured: Duration) {
+        let old = self.step;
+        // One stall counts as at most twice the pace.
+        self.step = if measured < old {
+            (old + measured * 3) / 4
+        } else {
+            (old * 7 + measured.min(old * 2)) / 8
+        };
+    }
+
+    /// The counter read: `None` when it is gone.
+    pub(crate) fn on_queue(&mut self, counter: Option<u64>, queue: &Queue, now: Instant) -> Step {
+        let Some(counter) = counter else {
+            return Step::Redraw;
+        };
+        let position = Position::unpack(counter);
+        if position.drawn < self.ticket {
+            return Step::Redraw;
+        }
+        if position.handed > self.handed {
+            let moved = (position.handed - self.handed) as u32;
+            // The last move happened between the previous read and this one.
+            let moved_at = self.read_at + now.saturating_duration_since(self.read_at) / 2;
+            // The time per hand-off, shared with the other waiters of this process (and
+            // with its holders, who measure their holds).
+            self.learn_pace(moved_at.saturating_duration_since(self.moved_at) / moved);
+            self.handed = position.handed;
+            self.moved_at = moved_at;
+        }
+        self.read_at = now;
+        self.hold = queue.hold() / self.permits;
+        self.after_move(now)
+    }
+
+    /// The lock's keys read (slot 1 first).
+    pub(crate) fn on_slots(&mut self, slots: &[Option<Item>], now: Instant) -> Step {
+        let mut free = None;
+        let mut earlier = None;
+        for (item, slot) in slots.iter().zip(1..) {
+            match item {
+                None => {
+                    free.get_or_insert(slot);
+                }
+                Some(item) => match reserved_for(&item.value) {
+                    // Ours, or a later ticket's while we were passed: FIFO either way.
+                    Some(ticket) if ticket >= self.ticket => {
+                        return Step::Claim {
+                            slot,
+                            cas: item.cas,
+                            epoch: item.epoch,
+                        };
+                    }
+                    Some(_) => {
+                        earlier.get_or_insert((slot, item.cas, item.epoch));
+                    }
+                    None => {}
+                },
+            }
+        }
+        if let Some(slot) = free {
+            return Step::Add { slot };
+        }
+        match (earlier, self.stale) {
+            (Some((slot, cas, epoch)), Some((s, c, since))) if (slot, cas) == (s, c) => {
+                if now.saturating_duration_since(since) >= SKIP_AFTER {
+                    return Step::Claim { slot, cas, epoch };
+                }
+            }
+            (Some((slot, cas, _)), _) => self.stale = Some((slot, cas, now)),
+            (None, _) => self.stale = None,
+        }
+        // At the head, waiting for the holder's release: a few reads per hold.
+        // A few reads per hand-off; fewer when the holder keeps it much longer than that.
+        let held_for = now.saturating_duration_since(self.moved_at);
+        let base = match held_for > self.hold * 4 {
+            true => held_for / 8,
+            false => self.hold / 4,
+        };
+        let mut interval = base.clamp(POLL_MIN, HEAD_POLL_MAX);
+        if self.permits > 1 {
+            // Handed but not reserved yet: the releaser writes the reservation one round
+            // trip after moving the counter; a read of every slot costs N commands.
+            interval = interval.max(HANDED_RETRY);
+        }
+        Step::ReadSlots(interval)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The incarnation the test items are read from: a claim carries it.
+    const EPOCH: Option<Epoch> = Some(Epoch {
+        started: 1_000,
+        pid: 42,
+    });
+
+    fn item(value: &[u8], cas: u64) -> Option<Item> {
+        Some(Item {
+            value: value.to_vec(),
+            cas,
+            ttl: Some(2),
+            epoch: EPOCH,
+        })
+    }
+
+    fn counter(drawn: u64, handed: u64) -> u64 {
+        drawn * DRAW + handed
+    }
+
+    impl Wait {
+        fn new_for_test(counter: u64, queue: &Queue, now: Instant) -> Wait {
+            Wait::new(counter, queue, 1, now)
+        }
+    }
+
+    #[test]
+    fn the_counter_packs_drawn_and_handed() {
+        assert_eq!(
+            Position::unpack(counter(7, 3)),
+            Position {
+                drawn: 7,
+                handed: 3
+            }
+        );
+        // The first draw creates the counter at one ticket drawn, none handed.
+        assert_eq!(
+            Position::unpack(DRAW),
+            Position {
+                drawn: 1,
+                handed: 0
+            }
+        );
+    }
+
+    #[test]
+    fn reservations_round_trip_and_no_token_owns_them() {
+        assert_eq!(reserved_for(&reservation(42)), Some(42));
+        assert_eq!(reserved_for(b"0123456789abcdef0123456789abcdef"), None);
+        assert_eq!(reserved_for(b"memsem reserved x"), None);
+        assert_eq!(reserved_for(b"memsem reserved 4\n2"), None);
+        let value = reservation(9);
+        assert!(value.contains(&b' '), "tokens never contain spaces");
+    }
+
+    #[test]
+    fn far_waiters_read_the_counter_near_their_turn_and_the_head_reads_the_lock() {
+        let queue = Queue::new(b"q".to_vec());
+        let now = Instant::now();
+        let mut wait = Wait::new_for_test(counter(10, 2), &queue, now);
+        assert_eq!(wait.ticket(), 10);
+        // 7 hand-offs ahead at 1 ms each: read the counter again before our turn.
+        match wait.first() {
+            Step::ReadQueue(delay) => assert!(delay <= Duration::from_millis(8), "{delay:?}"),
+            other => panic!("a far waiter reads the counter, got {other:?}"),
+        }
+        // No move yet at 6 ms; 7 moves by 7 ms (so about 6.5 ms after the draw).
+        let read = wait.on_queue(Some(counter(11, 2)), &queue, now + Duration::from_millis(6));
+        assert!(matches!(read, Step::ReadQueue(_)), "{read:?}");
+        let later = now + Duration::from_millis(7);
+        match wait.on_queue(Some(counter(12, 9)), &queue, later) {
+            Step::ReadSlots(delay) => assert!(delay <= HEAD_POLL_MAX),
+            other => panic!("the head reads the lock, got {other:?}"),
+        }
+        assert!(wait.at_head());
+        // 7 hand-offs in 7 ms: the step stays about 1 ms.
+        assert!(wait.step >= Duration::from_micros(900));
+    }
+
+    #[test]
+    fn the_waiter_claims_its_reservation_and_not_an_earlier_ones_until_it_is_stale() {
+        let queue = Queue::new(b"q".to_vec());
+        let now = Instant::now();
+        let mut wait = Wait::new_for_test(counter(5, 4), &queue, now);
+        assert_eq!(
+            wait.on_slots(&[item(&reservation(5), 77)], now),
+            Step::Claim {
+                slot: 1,
+                cas: 77,
+                epoch: EPOCH
+            }
+        );
+        // An earlier ticket's reservation: wait, then skip it once it sat unchanged.
+        assert!(matches!(
+            wait.on_slots(&[item(&reservation(4), 80)], now),
+            Step::ReadSlots(_)
+        ));
+        assert!(matches!(
+            wait.on_slots(&[item(&reservation(4), 80)], now + SKIP_AFTER / 2),
+            Step::ReadSlots(_)
+        ));
+        assert_eq!(
+            wait.on_slots(&[item(&reservation(4), 80)], now + SKIP_AFTER),
+            Step::Claim {
+                slot: 1,
+                cas: 80,
+                epoch: EPOCH
+            }
+        );
+        // A new reservation (another CAS) restarts the clock.
+        assert!(matches!(
+            wait.on_slots(&[item(&reservation(4), 81)], now + SKIP_AFTER * 2),
+            Step::ReadSlots(_)
+        ));
+    }
+
+    #[test]
+    fn a_free_key_is_added_and_a_holder_is_waited_for() {
+        let queue = Queue::new(b"q".to_vec());
+        let now = Instant::now();
+        let mut wait = Wait::new_for_test(counter(3, 2), &queue, now);
+        assert_eq!(wait.on_slots(&[None], now), Step::Add { slot: 1 });
+        let holder = item(b"0123456789abcdef0123456789abcdef\nhost", 5);
+        match wait.on_slots(std::slice::from_ref(&holder), now) {
+            Step::ReadSlots(delay) => assert!(delay >= POLL_MIN && delay <= HEAD_POLL_MAX),
+            other => panic!("wait for the holder, got {other:?}"),
+        }
+        // N permits: the reservation in any slot, else a free one.
+        assert_eq!(
+            wait.on_slots(&[holder.clone(), item(&reservation(3), 9)], now),
+            Step::Claim {
+                slot: 2,
+                cas: 9,
+                epoch: EPOCH
+            }
+        );
+        assert_eq!(wait.on_slots(&[holder, None], now), Step::Add { slot: 2 });
+    }
+
+    #[test]
+    fn with_n_permits_the_head_reads_the_counter_until_handed() {
+        let queue = Queue::new(b"q".to_vec());
+        let now = Instant::now();
+        let mut wait = Wait::new(counter(9, 7), &queue, 8, now);
+        assert!(matches!(wait.first(), Step::ReadQueue(_)));
+        assert!(matches!(
+            wait.on_queue(Some(counter(12, 8)), &queue, now),
+            Step::ReadQueue(_)
+        ));
+        assert_eq!(
+            wait.on_queue(Some(counter(12, 9)), &queue, now),
+            Step::ReadSlots(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn a_passed_waiter_takes_a_later_reservation() {
+        let queue = Queue::new(b"q".to_vec());
+        let now = Instant::now();
+        let mut wait = Wait::new_for_test(counter(3, 1), &queue, now);
+        assert_eq!(
+            wait.on_queue(Some(counter(6, 5)), &queue, now),
+            Step::ReadSlots(Duration::ZERO)
+        );
+        assert_eq!(
+            wait.on_slots(&[item(&reservation(6), 4)], now),
+            Step::Claim {
+                slot: 1,
+                cas: 4,
+                epoch: EPOCH
+            }
+        );
+    }
+
+    #[test]
+    fn a_reset_counter_means_a_new_ticket() {
+        let queue = Queue::new(b"q".to_vec());
+        let now = Instant::now();
+        let mut wait = Wait::new_for_test(counter(40, 30), &queue, now);
+        assert_eq!(wait.on_queue(None, &queue, now), Step::Redraw);
+        assert_eq!(
+            wait.on_queue(Some(counter(2, 1)), &queue, now),
+            Step::Redraw
+        );
+    }
+}
