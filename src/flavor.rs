@@ -4,8 +4,8 @@ use std::future::Future;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::memcached::Transport;
 use crate::wire::Backend;
+use crate::wire::transport::Transport;
 
 pub(crate) mod sealed {
     pub trait Sealed {}

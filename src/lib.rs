@@ -84,47 +84,38 @@
 
 mod client;
 mod error;
-mod fair;
 mod flavor;
-mod holder;
-mod janitor;
-mod keepalive;
-mod key;
-mod keyed;
-mod lease;
-#[cfg(test)]
-mod lock_tests;
-mod memcached;
+mod fleet;
+mod lock;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
 #[cfg(not(feature = "metrics"))]
 mod metrics;
-mod permit;
-mod quorum;
-pub mod routing;
-mod semaphore;
-mod token;
 mod wait;
 mod wire;
 
 pub use client::{Client, ClientBuilder, ServerStatus};
 pub use error::{Cause, Error, LostReason, Refusal, Result};
-pub use fair::Fairness;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use flavor::Tokio;
 pub use flavor::{Blocking, Flavor};
+#[doc(inline)]
+pub use fleet::routing;
+pub use fleet::routing::{Endpoint, Routing, ServerSpec};
+pub use lock::fair::Fairness;
+pub use lock::holder::Holder;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-pub use keepalive::AsyncKeepAlive;
-pub use keepalive::KeepAlive;
-pub use keyed::LockOrWait;
-pub use lease::{DEFAULT_MAX_LEASE, lease_margin};
-pub use permit::Permit;
-pub use quorum::{QuorumLock, QuorumPermit};
-pub use routing::{Endpoint, Routing, ServerSpec};
-pub use semaphore::{DEFAULT_TTL, Holder, MAX_INFO_BYTES, MAX_PERMITS, Semaphore};
+pub use lock::keepalive::AsyncKeepAlive;
+pub use lock::keepalive::KeepAlive;
+pub use lock::keyed::LockOrWait;
+pub use lock::lease::{DEFAULT_MAX_LEASE, lease_margin};
+pub use lock::permit::Permit;
+pub use lock::quorum::{QuorumLock, QuorumPermit};
+pub use lock::semaphore::{MAX_INFO_BYTES, MAX_PERMITS, Semaphore};
+pub use lock::ttl::DEFAULT_TTL;
 pub use wait::{Delays, WaitPolicy, Waiting};
 pub use wire::{Protocol, TlsConfig};
 

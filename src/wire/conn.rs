@@ -10,7 +10,7 @@ use super::probe::{self, Unusable};
 use super::stream::{DialError, Stream};
 use super::{Address, Dialect, Protocol, Settings, sniff};
 use crate::error::Refusal;
-use crate::memcached::{Failure, Outcome};
+use crate::wire::transport::{Failure, Outcome};
 
 const READ_CHUNK: usize = 4096;
 

@@ -19,7 +19,7 @@ use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::memcached::{Added, Checked, Epoch, Failure, Item, Outcome, Pong, Transport};
+use crate::wire::transport::{Added, Checked, Epoch, Failure, Item, Outcome, Pong, Transport};
 
 pub(crate) mod clock;
 
@@ -306,7 +306,7 @@ impl FakeServer {
                 .wrapping_add(1),
             None => initial,
         };
-        let ttl = crate::memcached::FENCE_TTL;
+        let ttl = crate::wire::transport::FENCE_TTL;
         self.store(state, key, next.to_string().as_bytes(), ttl);
         Ok(next)
     }
@@ -511,7 +511,7 @@ impl Transport for FakeServer {
     }
 }
 
-impl crate::memcached::Sweep for FakeServer {
+impl crate::wire::transport::Sweep for FakeServer {
     fn address(&self) -> &str {
         &self.address
     }

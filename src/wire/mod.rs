@@ -5,7 +5,7 @@
 //! - [`classic`]: the classic dialect (`add`/`gets`/`cas`/`incr`/`version`), sans I/O, for
 //!   proxies and servers without meta commands.
 //! - [`probe`]: the per-connection handshake (ASCII auth, `version`, `mn`, `stats`), sans I/O:
-//!   the dialect, the version, the server's [`Epoch`](crate::memcached::Epoch), refusals.
+//!   the dialect, the version, the server's [`Epoch`](crate::wire::transport::Epoch), refusals.
 //! - [`ops`]: the lock operations as requests and their answers, for every transport.
 //! - [`stream`] and [`tls`]: dialing (blocking), [`TlsConfig`].
 //! - [`sniff`]: second opinions when a probe met silence or a close (SASL-only? TLS-only?
@@ -17,12 +17,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::memcached::Timeouts;
+use crate::wire::transport::Timeouts;
 
 pub(crate) mod classic;
 mod conn;
 #[cfg(any(test, feature = "test-util"))]
 pub(crate) mod fake;
+pub(crate) mod key;
 pub(crate) mod meta;
 #[cfg(feature = "tokio")]
 mod mux;
@@ -31,9 +32,12 @@ mod ops;
 mod pipeline;
 mod pool;
 pub(crate) mod probe;
+pub(crate) mod record;
 mod sniff;
 mod stream;
 mod tls;
+pub(crate) mod token;
+pub(crate) mod transport;
 
 #[cfg(feature = "tokio")]
 pub(crate) use mux::AsyncBackend;
@@ -118,19 +122,19 @@ impl std::fmt::Display for Protocol {
 }
 
 impl std::str::FromStr for Protocol {
-    type Err = crate::Error;
+    type Err = crate::error::Error;
 
     /// Parses `meta`, `classic` or `auto`.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) for any other text.
-    fn from_str(s: &str) -> Result<Protocol, crate::Error> {
+    fn from_str(s: &str) -> Result<Protocol, crate::error::Error> {
         match s {
             "meta" => Ok(Protocol::Meta),
             "classic" => Ok(Protocol::Classic),
             "auto" => Ok(Protocol::Auto),
-            other => Err(crate::Error::InvalidConfig(format!(
+            other => Err(crate::error::Error::InvalidConfig(format!(
                 "unknown protocol {other:?}: use meta, classic or auto"
             ))),
         }

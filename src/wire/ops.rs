@@ -7,7 +7,7 @@ use super::meta::{self, Reply, Status, Store};
 use super::probe::Greeting;
 use super::{Dialect, classic};
 use crate::error::Refusal;
-use crate::memcached::{Added, Checked, Epoch, FENCE_TTL, Failure, Item, Outcome};
+use crate::wire::transport::{Added, Checked, Epoch, FENCE_TTL, Failure, Item, Outcome};
 
 /// One request.
 #[derive(Debug, Clone, Copy)]

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::classic;
 use super::meta::{self, Reply, Status};
-use crate::memcached::{Failure, Outcome};
+use crate::wire::transport::{Failure, Outcome};
 
 /// The read buffer's initial size, and the write batch's.
 pub(super) const READ_CHUNK: usize = 4096;

@@ -11,7 +11,7 @@ use super::meta::Store;
 use super::ops::{self, Op};
 use super::{Address, Dialect, Settings};
 use crate::error::Refusal;
-use crate::memcached::{Added, Checked, Epoch, Failure, Item, Outcome, Pong, Transport};
+use crate::wire::transport::{Added, Checked, Epoch, Failure, Item, Outcome, Pong, Transport};
 
 /// How many times a request is moved to another connection when the one taken from the pool
 /// turns out closed before anything was sent on it.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::meta::{Garbage, line, shown};
 use super::{Credentials, Dialect, Protocol};
 use crate::error::Refusal;
-use crate::memcached::Epoch;
+use crate::wire::transport::Epoch;
 
 /// How far ahead of its real uptime memcached's `stats uptime` runs: it sets its start time
 /// 2 s in the past (`process_started = time(0) - ITEM_UPDATE_INTERVAL - 2`), so a server

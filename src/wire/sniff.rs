@@ -11,7 +11,7 @@ use rustls::pki_types::ServerName;
 use super::stream::Stream;
 use super::{Address, Settings};
 use crate::error::Refusal;
-use crate::memcached::Failure;
+use crate::wire::transport::Failure;
 
 /// Reads up to `buf.len()` bytes, stopping at end of file or an error.
 fn read_some(stream: &mut Stream, buf: &mut [u8]) -> usize {

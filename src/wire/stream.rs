@@ -11,7 +11,7 @@ use rustls::{ClientConnection, StreamOwned};
 
 use super::Address;
 use super::tls::Connector;
-use crate::memcached::Timeouts;
+use crate::wire::transport::Timeouts;
 
 /// A socket, before TLS.
 #[derive(Debug)]

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, LostReason, Result};
 use crate::flavor::Flavor;
-use crate::lease::{lease_margin, refresh_interval};
-use crate::permit::Permit;
+use crate::lock::lease::{lease_margin, refresh_interval};
+use crate::lock::permit::Permit;
 
 #[cfg(feature = "tokio")]
 mod task;
@@ -387,6 +387,77 @@ fn watch_loop(shared: &Shared, margin: Duration) {
             Ok((state, _)) => state,
             Err(poisoned) => poisoned.into_inner().0,
         };
+    }
+}
+
+/// Keeping a blocking permit alive.
+impl Permit<crate::flavor::Blocking> {
+    /// Hands the permit to a background thread that refreshes its lease every third of its
+    /// TTL until it is released or dropped, and flags the lock as lost when a refresh finds
+    /// it gone (see [`KeepAlive`](crate::KeepAlive)).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let held = client.semaphore("long-job")?.wait_acquire()?.keep_alive();
+    /// // ... work for longer than the TTL ...
+    /// held.release()?;
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn keep_alive(self) -> crate::lock::keepalive::KeepAlive {
+        crate::lock::keepalive::KeepAlive::start(self, None, Duration::ZERO)
+    }
+
+    /// As [`keep_alive`](Self::keep_alive), and calls `on_lost` (once, from the keep-alive
+    /// thread, with the reason) when the lock is found lost: the notification for code that
+    /// cannot poll, such as a supervisor that must stop a child process.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::sync::mpsc;
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let (lost_tx, lost_rx) = mpsc::channel();
+    /// let held = client.semaphore("job")?.wait_acquire()?.keep_alive_with(move |why| {
+    ///     let _ = lost_tx.send(why.to_string());
+    /// });
+    /// // ... select on lost_rx next to the other events of the program ...
+    /// # drop(lost_rx);
+    /// held.release()?;
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn keep_alive_with(
+        self,
+        on_lost: impl FnOnce(crate::error::LostReason) + Send + 'static,
+    ) -> crate::lock::keepalive::KeepAlive {
+        crate::lock::keepalive::KeepAlive::start(self, Some(Box::new(on_lost)), Duration::ZERO)
+    }
+
+    /// As [`keep_alive_with`](Self::keep_alive_with), for work that needs up to `stop_time`
+    /// to stop once told: the loss is reported that much earlier, so that the work can be
+    /// stopped before the lease can end on the server (`memsem run` passes its
+    /// `--kill-after`). The lease must be longer than `stop_time` plus
+    /// [`lease_margin`](crate::lease_margin), or the loss is reported at once.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
+    /// let held = client
+    ///     .semaphore("job")?
+    ///     .wait_acquire()?
+    ///     .keep_alive_stopping_within(Duration::from_secs(5), |why| eprintln!("stop now: {why}"));
+    /// held.release()?;
+    /// # Ok::<(), memsem::Error>(())
+    /// ```
+    pub fn keep_alive_stopping_within(
+        self,
+        stop_time: Duration,
+        on_lost: impl FnOnce(crate::error::LostReason) + Send + 'static,
+    ) -> crate::lock::keepalive::KeepAlive {
+        crate::lock::keepalive::KeepAlive::start(self, Some(Box::new(on_lost)), stop_time)
     }
 }
 

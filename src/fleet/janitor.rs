@@ -5,9 +5,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::memcached::{Checked, Epoch, Item, Outcome, Sweep, Transport};
-use crate::token::Token;
 use crate::wire::Backend;
+use crate::wire::token::Token;
+use crate::wire::transport::{Checked, Epoch, Item, Outcome, Sweep, Transport};
 
 impl Sweep for Backend {
     fn address(&self) -> &str {
@@ -108,7 +108,7 @@ impl Chore {
             Ok(Some(item)) if self.token.owns(&item.value) && self.cooldown_secs > 0 => {
                 let cooled = self.backend.replace_if_now(
                     &self.key,
-                    &crate::holder::Record::cooled(&item.value),
+                    &crate::wire::record::Record::cooled(&item.value),
                     item.cas,
                     self.cooldown_secs,
                     item.epoch,

@@ -16,14 +16,7 @@ use std::time::Duration;
 /// [`ClientBuilder::max_lease`](crate::ClientBuilder::max_lease)).
 pub const DEFAULT_MAX_LEASE: Duration = Duration::from_secs(300);
 
-/// The lease settings a client gives its locks.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Leases {
-    /// The longest TTL a lock may be taken or refreshed with.
-    pub(crate) max_lease: Duration,
-    /// How long a server that (re)started grants no lock; zero = off.
-    pub(crate) lock_delay: Duration,
-}
+pub(crate) use crate::fleet::Leases;
 
 /// A duration from the environment: a whole number with a unit (`500ms`, `30s`, `5m`,
 /// `1h`), or bare seconds (`0`, `90`).

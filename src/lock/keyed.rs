@@ -3,8 +3,8 @@
 
 use crate::error::Result;
 use crate::flavor::{Blocking, Flavor, block_on};
-use crate::permit::Permit;
-use crate::semaphore::Semaphore;
+use crate::lock::permit::Permit;
+use crate::lock::semaphore::Semaphore;
 use crate::wait::{self, Repeat, Sleep};
 
 /// What [`Semaphore::lock_or_wait`] found.
@@ -109,7 +109,7 @@ impl Semaphore<Blocking> {
 
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-impl Semaphore<crate::Tokio> {
+impl Semaphore<crate::flavor::Tokio> {
     /// Takes the lock if it is free, or waits for its holder to let go. As
     /// [`Semaphore::lock_or_wait`]; cancel safe (see [`Semaphore::try_acquire`](Semaphore#impl-Semaphore<Tokio>)).
     ///
@@ -130,7 +130,7 @@ impl Semaphore<crate::Tokio> {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn lock_or_wait(&self) -> Result<LockOrWait<crate::Tokio>> {
+    pub async fn lock_or_wait(&self) -> Result<LockOrWait<crate::flavor::Tokio>> {
         self.lock_or_wait_core().await
     }
 }

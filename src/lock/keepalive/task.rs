@@ -4,8 +4,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, LostReason, Result};
-use crate::lease::{lease_margin, refresh_interval};
-use crate::permit::Permit;
+use crate::lock::lease::{lease_margin, refresh_interval};
+use crate::lock::permit::Permit;
 
 use super::judge;
 
@@ -46,7 +46,7 @@ struct AsyncShared {
 
 #[derive(Debug)]
 struct AsyncState {
-    permit: Option<Permit<crate::Tokio>>,
+    permit: Option<Permit<crate::flavor::Tokio>>,
     stopping: bool,
     lost: Option<LostReason>,
     /// As [`State::deadline`].
@@ -61,7 +61,7 @@ fn lock_async(shared: &AsyncShared) -> MutexGuard<'_, AsyncState> {
 }
 
 impl AsyncKeepAlive {
-    pub(crate) fn start(permit: Permit<crate::Tokio>) -> AsyncKeepAlive {
+    pub(crate) fn start(permit: Permit<crate::flavor::Tokio>) -> AsyncKeepAlive {
         let ttl = permit.ttl();
         let margin = ttl.map_or(Duration::ZERO, lease_margin);
         let deadline = permit
@@ -194,7 +194,7 @@ impl AsyncKeepAlive {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn into_permit(mut self) -> Option<Permit<crate::Tokio>> {
+    pub async fn into_permit(mut self) -> Option<Permit<crate::flavor::Tokio>> {
         lock_async(&self.shared).stopping = true;
         self.shared.stop.notify_one();
         if let Some(task) = self.task.take() {
@@ -280,5 +280,27 @@ async fn refresh_task(shared: Arc<AsyncShared>, ttl: Duration, margin: Duration)
         if state.stopping {
             return;
         }
+    }
+}
+
+/// Keeping an async permit alive.
+impl Permit<crate::flavor::Tokio> {
+    /// Hands the permit to a tokio task that refreshes its lease every third of its TTL
+    /// until released or dropped, and flags the lock as lost when a refresh finds it gone
+    /// (see [`AsyncKeepAlive`](crate::AsyncKeepAlive)). Call it inside a tokio runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), memsem::Error> {
+    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
+    /// let held = client.semaphore("long-job")?.wait_acquire().await?.keep_alive();
+    /// // ... work for longer than the TTL ...
+    /// held.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn keep_alive(self) -> crate::lock::keepalive::AsyncKeepAlive {
+        crate::lock::keepalive::AsyncKeepAlive::start(self)
     }
 }

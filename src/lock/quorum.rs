@@ -2,17 +2,19 @@
 
 use std::time::{Duration, Instant};
 
-use crate::client::Client;
+use std::sync::Arc;
+
 use crate::error::{Error, LostReason, Result};
 use crate::flavor::{Blocking, Flavor, block_on};
-use crate::memcached::{Added, Checked, Epoch, Failure, Outcome, Transport};
-use crate::semaphore::{DEFAULT_TTL, lease_seconds};
-use crate::token::Token;
+use crate::fleet::Fleet;
+use crate::lock::ttl::{DEFAULT_TTL, lease_seconds};
 use crate::wait::{self, Repeat, Sleep, WaitPolicy};
+use crate::wire::token::Token;
+use crate::wire::transport::{Added, Checked, Epoch, Failure, Outcome, Transport};
 
 /// A lock on a majority of the client's servers (the Redlock algorithm), for locks that must
 /// survive the loss of a minority of memcached servers. Every server of the
-/// [`Client`] votes; keys are not routed. Get one from [`Client::quorum_lock`].
+/// [`Client`](crate::Client) votes; keys are not routed. Get one from [`Client::quorum_lock`](crate::Client::quorum_lock).
 ///
 /// **Acquire**: add the key with one random token and the TTL on every server at once; the
 /// lock is held when a majority stored it and time is left: the *validity* is the TTL minus
@@ -50,7 +52,7 @@ use crate::wait::{self, Repeat, Sleep, WaitPolicy};
 /// ```
 #[derive(Debug, Clone)]
 pub struct QuorumLock<F: Flavor = Blocking> {
-    client: Client<F>,
+    fleet: Arc<Fleet<F>>,
     name: String,
     key: Vec<u8>,
     ttl_secs: u32,
@@ -86,9 +88,9 @@ fn majority(voters: usize) -> usize {
 }
 
 impl<F: Flavor> QuorumLock<F> {
-    pub(crate) fn new(client: Client<F>, name: String, key: Vec<u8>) -> QuorumLock<F> {
+    pub(crate) fn new(fleet: Arc<Fleet<F>>, name: String, key: Vec<u8>) -> QuorumLock<F> {
         QuorumLock {
-            client,
+            fleet,
             name,
             key,
             ttl_secs: DEFAULT_TTL.as_secs() as u32,
@@ -111,7 +113,7 @@ impl<F: Flavor> QuorumLock<F> {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn with_ttl(mut self, ttl: Duration) -> Result<Self> {
-        self.ttl_secs = lease_seconds(ttl, self.client.leases().max_lease)?;
+        self.ttl_secs = lease_seconds(ttl, self.fleet.leases().max_lease)?;
         Ok(self)
     }
 
@@ -143,14 +145,14 @@ impl<F: Flavor> QuorumLock<F> {
     /// # Ok::<(), memsem::Error>(())
     /// ```
     pub fn voters(&self) -> usize {
-        self.client.backends().len()
+        self.fleet.backends().len()
     }
 
     pub(crate) async fn try_acquire_core(&self) -> Result<Option<QuorumPermit<F>>> {
-        let backends = self.client.backends();
+        let backends = self.fleet.backends();
         let token = Token::generate();
         let started = Instant::now();
-        let delay = self.client.leases().lock_delay;
+        let delay = self.fleet.leases().lock_delay;
         let value = token.as_str().as_bytes();
         let votes = backends
             .iter()
@@ -196,8 +198,8 @@ impl<F: Flavor> QuorumLock<F> {
             }
         }
         for index in unsure {
-            self.client.janitor().clean_up(
-                &self.client.cleanup_backends()[index],
+            self.fleet.janitor().clean_up(
+                &self.fleet.cleanup_backends()[index],
                 &self.key,
                 &token,
                 self.ttl_secs,
@@ -267,7 +269,7 @@ impl QuorumLock<Blocking> {
 /// ones. An acquire dropped mid-flight leaves its unseen votes to the TTL.
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-impl QuorumLock<crate::Tokio> {
+impl QuorumLock<crate::flavor::Tokio> {
     /// One attempt, every vote in flight at once. As [`QuorumLock::try_acquire`].
     ///
     /// # Errors
@@ -286,7 +288,7 @@ impl QuorumLock<crate::Tokio> {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn try_acquire(&self) -> Result<Option<QuorumPermit<crate::Tokio>>> {
+    pub async fn try_acquire(&self) -> Result<Option<QuorumPermit<crate::flavor::Tokio>>> {
         self.try_acquire_core().await
     }
 
@@ -307,7 +309,7 @@ impl QuorumLock<crate::Tokio> {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn wait_acquire(&self) -> Result<QuorumPermit<crate::Tokio>> {
+    pub async fn wait_acquire(&self) -> Result<QuorumPermit<crate::flavor::Tokio>> {
         self.wait_acquire_core().await
     }
 }
@@ -354,8 +356,8 @@ impl<F: Flavor> QuorumPermit<F> {
     }
 
     pub(crate) async fn refresh_core(&mut self, ttl: Duration) -> Result<()> {
-        let secs = lease_seconds(ttl, self.lock.client.leases().max_lease)?;
-        let backends = self.lock.client.backends();
+        let secs = lease_seconds(ttl, self.lock.fleet.leases().max_lease)?;
+        let backends = self.lock.fleet.backends();
         let started = Instant::now();
         let value = self.token.as_str().as_bytes();
         let extending = self.held.iter().map(|&(index, cas, epoch)| {
@@ -394,7 +396,7 @@ impl<F: Flavor> QuorumPermit<F> {
 
     /// Hands every vote to the client's clean-up thread (a permit dropped in async code).
     fn hand_to_cleanup(&mut self) {
-        let client = &self.lock.client;
+        let client = &self.lock.fleet;
         for &(index, _, _) in &self.held {
             client.janitor().clean_up(
                 &client.cleanup_backends()[index],
@@ -408,7 +410,7 @@ impl<F: Flavor> QuorumPermit<F> {
 
     /// Deletes our token wherever we hold it; unconfirmed deletes go to the clean-up.
     async fn undo(&mut self) -> Result<()> {
-        let backends = self.lock.client.backends();
+        let backends = self.lock.fleet.backends();
         let undoing = self
             .held
             .iter()
@@ -418,8 +420,8 @@ impl<F: Flavor> QuorumPermit<F> {
         for (&(index, _, _), reply) in self.held.iter().zip(replies) {
             if let Err(failure) = reply {
                 let backend = &backends[index];
-                self.lock.client.janitor().clean_up(
-                    &self.lock.client.cleanup_backends()[index],
+                self.lock.fleet.janitor().clean_up(
+                    &self.lock.fleet.cleanup_backends()[index],
                     &self.lock.key,
                     &self.token,
                     self.lock.ttl_secs,
@@ -515,7 +517,7 @@ impl QuorumPermit<Blocking> {
 /// client's background clean-up (never blocking the runtime).
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-impl QuorumPermit<crate::Tokio> {
+impl QuorumPermit<crate::flavor::Tokio> {
     /// Extends the lease on the servers that hold it. As [`QuorumPermit::refresh`].
     ///
     /// # Errors

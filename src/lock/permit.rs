@@ -4,12 +4,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::client::Target;
 use crate::error::{Error, LostReason, Result};
 use crate::flavor::{Blocking, Flavor, block_on};
-use crate::memcached::{Checked, Epoch, Failure, Transport};
-use crate::semaphore::{lease_seconds, whole_seconds};
-use crate::token::Token;
+use crate::fleet::Target;
+use crate::lock::ttl::{lease_seconds, whole_seconds};
+use crate::wire::token::Token;
+use crate::wire::transport::{Checked, Epoch, Failure, Transport};
 
 /// A held lock. Released when dropped (best effort: a failure is logged with `tracing` and
 /// the key is cleaned up in the background once its server answers); call
@@ -47,7 +47,7 @@ pub struct Permit<F: Flavor = Blocking> {
     acquired_at: Instant,
     expires_at: Option<Instant>,
     armed: bool,
-    handoff: Option<crate::fair::Handoff>,
+    handoff: Option<crate::lock::fair::Handoff>,
 }
 
 /// What reading the key back says about this permit.
@@ -88,7 +88,7 @@ impl<F: Flavor> Permit<F> {
     }
 
     /// With FIFO fairness: how the release hands the lock to the next ticket.
-    pub(crate) fn set_handoff(&mut self, handoff: Option<crate::fair::Handoff>) {
+    pub(crate) fn set_handoff(&mut self, handoff: Option<crate::lock::fair::Handoff>) {
         self.handoff = handoff;
     }
 
@@ -272,7 +272,7 @@ impl<F: Flavor> Permit<F> {
         let secs = lease_seconds(ttl, self.target.leases().max_lease)?;
         let started = Instant::now();
         // The holder record says when it was last refreshed (for reap_stale).
-        let value = crate::holder::Record::refreshed(&self.value);
+        let value = crate::wire::record::Record::refreshed(&self.value);
         let cas = self
             .checked_write(
                 "refresh",
@@ -297,13 +297,13 @@ impl<F: Flavor> Permit<F> {
     async fn give_back(&mut self) -> Result<()> {
         let outcome = if self.cooldown_secs > 0 {
             let write = Write::Replace {
-                value: crate::holder::Record::cooled(&self.value),
+                value: crate::wire::record::Record::cooled(&self.value),
                 ttl_secs: self.cooldown_secs,
             };
             self.checked_write("cooldown", write).await
         } else if let Some(value) = self.reservation().await {
             // FIFO: the key becomes a short reservation for the next ticket.
-            let ttl_secs = crate::fair::RESERVE_TTL;
+            let ttl_secs = crate::lock::fair::RESERVE_TTL;
             let write = Write::Replace {
                 value: value.clone(),
                 ttl_secs,
@@ -447,280 +447,6 @@ impl<F: Flavor> Permit<F> {
             server: self.target.backend.address().to_string(),
             detail: format!("{operation}: the key's CAS kept changing while it held our token"),
         })
-    }
-}
-
-/// The blocking operations (the default flavour).
-impl Permit<Blocking> {
-    /// Gives the lock back: one CAS-checked delete (or, when the semaphore has a cooldown,
-    /// the same as [`release_with_cooldown`](Self::release_with_cooldown)).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::LockLost`] when the lease had already ended or another holder has the lock
-    /// (which is left untouched); [`Error::Unavailable`] or [`Error::Ambiguous`] when the
-    /// server did not answer (the lock is then deleted in the background once it does, or
-    /// ends with its TTL).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
-    /// let permit = client.semaphore("job")?.wait_acquire()?;
-    /// permit.release()?;
-    /// # Ok::<(), memsem::Error>(())
-    /// ```
-    pub fn release(self) -> Result<()> {
-        block_on(self.release_core())
-    }
-
-    /// Gives the lock back but keeps it closed for `cooldown`: the key keeps this token with
-    /// an expiry of `cooldown` (whole seconds, rounded up), so nobody can acquire it until
-    /// then. One CAS-checked write. [`Duration::ZERO`] is a plain release.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidConfig`] for a cooldown above 30 days (the lock is then released
-    /// plainly); otherwise as [`release`](Self::release).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// use std::time::Duration;
-    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
-    /// let permit = client.semaphore("send-digest")?.wait_acquire()?;
-    /// // ... send the digest; nobody may send another for 10 minutes ...
-    /// permit.release_with_cooldown(Duration::from_secs(600))?;
-    /// # Ok::<(), memsem::Error>(())
-    /// ```
-    pub fn release_with_cooldown(self, cooldown: Duration) -> Result<()> {
-        block_on(self.release_with_cooldown_core(cooldown))
-    }
-
-    /// Extends the lease to `ttl` from now (whole seconds, rounded up). One CAS-checked
-    /// write that keeps the value.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::LockLost`] when the lease had already ended (or the server restarted since
-    /// the lock was granted); [`Error::InvalidConfig`] for a zero TTL or one above the
-    /// client's [`max_lease`](crate::ClientBuilder::max_lease); server errors as [`release`](Self::release) (the permit
-    /// is then still yours until its current lease ends).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// use std::time::Duration;
-    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
-    /// let mut permit = client.semaphore("long-job")?.wait_acquire()?;
-    /// for _chunk in 0..10 {
-    ///     // ... a chunk of work shorter than the TTL ...
-    ///     permit.refresh(Duration::from_secs(60))?;
-    /// }
-    /// # Ok::<(), memsem::Error>(())
-    /// ```
-    pub fn refresh(&mut self, ttl: Duration) -> Result<()> {
-        block_on(self.refresh_core(ttl))
-    }
-
-    /// Asks the server whether this permit still holds the lock. One read.
-    ///
-    /// # Errors
-    ///
-    /// Server errors, as [`release`](Self::release).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
-    /// let permit = client.semaphore("job")?.wait_acquire()?;
-    /// assert!(permit.is_held()?);
-    /// # Ok::<(), memsem::Error>(())
-    /// ```
-    pub fn is_held(&self) -> Result<bool> {
-        block_on(self.is_held_core())
-    }
-
-    /// Hands the permit to a background thread that refreshes its lease every third of its
-    /// TTL until it is released or dropped, and flags the lock as lost when a refresh finds
-    /// it gone (see [`KeepAlive`](crate::KeepAlive)).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
-    /// let held = client.semaphore("long-job")?.wait_acquire()?.keep_alive();
-    /// // ... work for longer than the TTL ...
-    /// held.release()?;
-    /// # Ok::<(), memsem::Error>(())
-    /// ```
-    pub fn keep_alive(self) -> crate::KeepAlive {
-        crate::KeepAlive::start(self, None, Duration::ZERO)
-    }
-
-    /// As [`keep_alive`](Self::keep_alive), and calls `on_lost` (once, from the keep-alive
-    /// thread, with the reason) when the lock is found lost: the notification for code that
-    /// cannot poll, such as a supervisor that must stop a child process.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// use std::sync::mpsc;
-    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
-    /// let (lost_tx, lost_rx) = mpsc::channel();
-    /// let held = client.semaphore("job")?.wait_acquire()?.keep_alive_with(move |why| {
-    ///     let _ = lost_tx.send(why.to_string());
-    /// });
-    /// // ... select on lost_rx next to the other events of the program ...
-    /// # drop(lost_rx);
-    /// held.release()?;
-    /// # Ok::<(), memsem::Error>(())
-    /// ```
-    pub fn keep_alive_with(
-        self,
-        on_lost: impl FnOnce(crate::LostReason) + Send + 'static,
-    ) -> crate::KeepAlive {
-        crate::KeepAlive::start(self, Some(Box::new(on_lost)), Duration::ZERO)
-    }
-
-    /// As [`keep_alive_with`](Self::keep_alive_with), for work that needs up to `stop_time`
-    /// to stop once told: the loss is reported that much earlier, so that the work can be
-    /// stopped before the lease can end on the server (`memsem run` passes its
-    /// `--kill-after`). The lease must be longer than `stop_time` plus
-    /// [`lease_margin`](crate::lease_margin), or the loss is reported at once.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// use std::time::Duration;
-    /// let client = memsem::Client::connect("127.0.0.1:11211")?;
-    /// let held = client
-    ///     .semaphore("job")?
-    ///     .wait_acquire()?
-    ///     .keep_alive_stopping_within(Duration::from_secs(5), |why| eprintln!("stop now: {why}"));
-    /// held.release()?;
-    /// # Ok::<(), memsem::Error>(())
-    /// ```
-    pub fn keep_alive_stopping_within(
-        self,
-        stop_time: Duration,
-        on_lost: impl FnOnce(crate::LostReason) + Send + 'static,
-    ) -> crate::KeepAlive {
-        crate::KeepAlive::start(self, Some(Box::new(on_lost)), stop_time)
-    }
-}
-
-/// The async operations (feature `tokio`): the same names and semantics as the blocking
-/// ones.
-///
-/// **Dropping** an async permit never blocks the runtime: the client's background clean-up
-/// thread releases it (owner-checked, with the semaphore's cooldown) right away; call
-/// [`release`](Self::release) to learn the outcome. **Cancel safety**: dropping a release,
-/// cooldown or refresh future mid-flight leaves the lock to its TTL (or to the clean-up, for
-/// a release whose reply was lost).
-#[cfg(feature = "tokio")]
-#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-impl Permit<crate::Tokio> {
-    /// Gives the lock back. As [`Permit::release`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Permit::release`].
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn run() -> Result<(), memsem::Error> {
-    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
-    /// let permit = client.semaphore("job")?.wait_acquire().await?;
-    /// permit.release().await?;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn release(self) -> Result<()> {
-        self.release_core().await
-    }
-
-    /// Gives the lock back, keeping it closed for `cooldown`. As
-    /// [`Permit::release_with_cooldown`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Permit::release_with_cooldown`].
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn run() -> Result<(), memsem::Error> {
-    /// use std::time::Duration;
-    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
-    /// let permit = client.semaphore("digest")?.wait_acquire().await?;
-    /// permit.release_with_cooldown(Duration::from_secs(600)).await?;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn release_with_cooldown(self, cooldown: Duration) -> Result<()> {
-        self.release_with_cooldown_core(cooldown).await
-    }
-
-    /// Extends the lease. As [`Permit::refresh`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Permit::refresh`].
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn run() -> Result<(), memsem::Error> {
-    /// use std::time::Duration;
-    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
-    /// let mut permit = client.semaphore("job")?.wait_acquire().await?;
-    /// permit.refresh(Duration::from_secs(60)).await?;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn refresh(&mut self, ttl: Duration) -> Result<()> {
-        self.refresh_core(ttl).await
-    }
-
-    /// Asks the server whether this permit still holds the lock. As [`Permit::is_held`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Permit::is_held`].
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn run() -> Result<(), memsem::Error> {
-    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
-    /// let permit = client.semaphore("job")?.wait_acquire().await?;
-    /// assert!(permit.is_held().await?);
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn is_held(&self) -> Result<bool> {
-        self.is_held_core().await
-    }
-
-    /// Hands the permit to a tokio task that refreshes its lease every third of its TTL
-    /// until released or dropped, and flags the lock as lost when a refresh finds it gone
-    /// (see [`AsyncKeepAlive`](crate::AsyncKeepAlive)). Call it inside a tokio runtime.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn run() -> Result<(), memsem::Error> {
-    /// let client = memsem::Client::builder().servers("127.0.0.1:11211").build_async().await?;
-    /// let held = client.semaphore("long-job")?.wait_acquire().await?.keep_alive();
-    /// // ... work for longer than the TTL ...
-    /// held.release().await?;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn keep_alive(self) -> crate::AsyncKeepAlive {
-        crate::AsyncKeepAlive::start(self)
     }
 }
 

@@ -9,12 +9,12 @@ use std::time::Duration;
 use crate::error::{Error, LostReason};
 use crate::flavor::Simulated;
 use crate::flavor::block_on;
-use crate::holder::{Meta, Record};
-use crate::memcached::Transport;
-use crate::permit::Permit;
-use crate::semaphore::Semaphore;
+use crate::lock::permit::Permit;
+use crate::lock::semaphore::Semaphore;
 use crate::wait::WaitPolicy;
 use crate::wire::fake::{Clock, FakeServer, Fault, Op};
+use crate::wire::record::{Meta, Record};
+use crate::wire::transport::Transport;
 
 type Sem = Semaphore<Simulated>;
 
@@ -67,7 +67,7 @@ fn an_acquire_left_unsure_is_cleaned_up_in_the_background() {
     let error = block_on(job(&fleet).try_acquire_core()).unwrap_err();
     assert!(matches!(error, Error::Ambiguous { .. }), "{error:?}");
     assert!(fleet.server().value(KEY).is_some(), "the add did land");
-    assert!(fleet.client.janitor().wait_settled(secs(5)));
+    assert!(fleet.client.inner.janitor().wait_settled(secs(5)));
     assert_eq!(fleet.server().value(KEY), None, "and was deleted");
 }
 
@@ -174,7 +174,7 @@ fn after_a_restart_a_stale_refresh_is_lock_lost() {
 
 #[test]
 fn a_restarted_server_grants_no_lock_within_the_lock_delay() {
-    let fleet = FakeFleet::new(1, crate::Client::builder().lock_delay(secs(5)));
+    let fleet = FakeFleet::new(1, crate::client::Client::builder().lock_delay(secs(5)));
     let sem = job(&fleet);
     fleet.clock.advance(secs(10));
     let held = acquire(&sem).expect("up for 10 s");
@@ -190,7 +190,7 @@ fn a_restarted_server_grants_no_lock_within_the_lock_delay() {
 
 #[test]
 fn wait_acquire_waits_through_the_lock_delay() {
-    let fleet = FakeFleet::new(1, crate::Client::builder().lock_delay(secs(5)));
+    let fleet = FakeFleet::new(1, crate::client::Client::builder().lock_delay(secs(5)));
     let sem = job(&fleet).with_wait_policy(
         WaitPolicy::new()
             .max_wait(secs(60))
@@ -405,12 +405,13 @@ fn a_release_the_server_missed_is_finished_in_the_background_once_it_answers() {
     assert!(
         !fleet
             .client
+            .inner
             .janitor()
             .wait_settled(Duration::from_millis(300))
     );
     assert!(fleet.server().value(KEY).is_some());
     fleet.server().up();
-    assert!(fleet.client.janitor().wait_settled(secs(5)));
+    assert!(fleet.client.inner.janitor().wait_settled(secs(5)));
     assert_eq!(fleet.server().value(KEY), None);
 }
 
@@ -422,7 +423,10 @@ fn a_dropped_permit_is_released() {
 }
 
 fn quorum_fleet() -> FakeFleet {
-    FakeFleet::new(3, crate::Client::builder().lock_delay(Duration::ZERO))
+    FakeFleet::new(
+        3,
+        crate::client::Client::builder().lock_delay(Duration::ZERO),
+    )
 }
 
 #[test]
@@ -498,7 +502,7 @@ fn a_quorum_wait_sleeps_on_the_clock_until_a_majority_is_free() {
 }
 
 /// Leaves a quorum permit's votes to expire (a holder that crashed).
-fn held_forgotten(permit: crate::quorum::QuorumPermit<Simulated>) {
+fn held_forgotten(permit: crate::lock::quorum::QuorumPermit<Simulated>) {
     std::mem::forget(permit);
 }
 

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 use super::{DRAW, QUEUE_TTL, Queue, Step, Wait};
 use crate::error::{Error, Result};
 use crate::flavor::Flavor;
-use crate::memcached::{Checked, Epoch, Failure, Transport};
-use crate::permit::Permit;
-use crate::semaphore::{Semaphore, Unsure};
+use crate::lock::acquire::Unsure;
+use crate::lock::permit::Permit;
+use crate::lock::semaphore::Semaphore;
+use crate::wire::transport::{Checked, Epoch, Failure, Transport};
 
 /// How long to wait before asking a server again after an error.
 const AFTER_ERROR: Duration = Duration::from_millis(50);

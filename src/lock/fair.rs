@@ -25,7 +25,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::memcached::{Epoch, Item, Transport};
+use crate::wire::transport::{Epoch, Item, Transport};
 
 mod drive;
 
