@@ -5,7 +5,6 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use crate::harness::{Raw, unique, workspace_binary};
 use crate::procs::Memcached;
@@ -49,19 +48,9 @@ impl Drop for Scratch {
     }
 }
 
-/// Polls `condition` every 20 ms; fails the test after 30 s (a hang guard, not a timing
-/// claim).
-fn wait_for(what: &str, condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !condition() {
-        assert!(Instant::now() < deadline, "{what}: never happened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The content of `path` once it has a whole line.
 fn read_line_of(path: &Path) -> String {
-    wait_for(&format!("{} written", path.display()), || {
+    crate::harness::wait_until(&format!("{} written", path.display()), || {
         std::fs::read_to_string(path).is_ok_and(|text| text.ends_with('\n'))
     });
     std::fs::read_to_string(path).unwrap().trim().to_string()
@@ -108,7 +97,7 @@ fn sigkill_of_memsem_run_kills_its_command_which_had_its_own_process_group() {
     assert!(!gone(pid));
     run.kill().unwrap(); // SIGKILL: memsem runs no clean-up code
     run.wait().unwrap();
-    wait_for("the command dies with memsem", || gone(pid));
+    crate::harness::wait_until("the command dies with memsem", || gone(pid));
 }
 
 #[test]
@@ -169,7 +158,7 @@ fn a_lease_found_lost_at_release_exits_75() {
             .args(["run", "--ttl", "60s", &name, "--", "sh", "-c"])
             .arg(&script),
     );
-    wait_for("the command starts", || dir.path("started").exists());
+    crate::harness::wait_until("the command starts", || dir.path("started").exists());
     // Another holder's token replaces ours while the command runs (the keep-alive's next
     // refresh is 20 s away).
     let key = format!("__lock__{name}");

@@ -324,3 +324,17 @@ pub fn workspace_binary(name: &str) -> std::path::PathBuf {
     );
     path
 }
+
+/// Polls `condition` every 20 ms until it holds; fails the test naming `what` after 30 s (a
+/// hang guard, not a timing claim). For events that have no notification to wait on: a
+/// process gone, a key written by another process.
+pub fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: never happened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -288,7 +288,7 @@ fn memsem_run_cut_off_by_a_blackhole_stops_its_command_before_the_lease_ends() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for(|| dir.join("started").exists());
+    crate::harness::wait_until("the command starts", || dir.join("started").exists());
     proxy.set(Mode::Blackhole);
     let output = run.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -302,15 +302,6 @@ fn memsem_run_cut_off_by_a_blackhole_stops_its_command_before_the_lease_ends() {
     );
     proxy.set(Mode::Pass);
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// Polls `condition` every 20 ms for up to 30 s.
-fn wait_for(condition: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !condition() {
-        assert!(std::time::Instant::now() < deadline, "condition never met");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The tokio keep-alive behind a blackhole: `lost()` completes while the server still holds
@@ -383,7 +374,7 @@ fn memsem_run_across_a_restart_never_deletes_the_next_holders_lock() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for(|| dir.join("started").exists());
+    crate::harness::wait_until("the command starts", || dir.join("started").exists());
     server.crash_and_restart();
     let b = memsem()
         .args(["acquire", "--ttl", "60s", &name])
