@@ -200,6 +200,14 @@ impl Flavor for Simulated {
     }
 }
 
-/// Runs a future on this thread to completion (the blocking flavour's futures complete on
-/// their first poll).
-pub(crate) use pollster::block_on;
+/// Runs a future on this thread to completion. The blocking flavour's futures complete on
+/// their first poll: they are polled once with a no-op waker (nothing allocated); a future
+/// that is still pending then is handed to `pollster`, which polls it again with a real one.
+pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut context = Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut context) {
+        Poll::Ready(output) => output,
+        Poll::Pending => pollster::block_on(future),
+    }
+}

@@ -50,7 +50,7 @@ mod record {
 
     /// The labels of a metric about `lock`, beside `extra`.
     fn labels(lock: &str, extra: Option<(&'static str, &'static str)>) -> Vec<::metrics::Label> {
-        let mut labels = Vec::with_capacity(2);
+        let mut labels = Vec::new();
         if let Some((key, value)) = extra {
             labels.push(::metrics::Label::new(key, value));
         }

@@ -12,7 +12,7 @@ use crate::flavor::Flavor;
 use crate::lock::permit::Permit;
 use crate::metrics;
 use crate::wait::{self, Attempt, Pause, Sleep};
-use crate::wire::record::{Meta, Record};
+use crate::wire::record::Record;
 use crate::wire::token::Token;
 use crate::wire::transport::{Added, Checked, Epoch, Failure, Item, Outcome, Transport};
 
@@ -521,12 +521,7 @@ impl<F: Flavor> Semaphore<F> {
 
     /// The value stored for a permit: the token, then the holder record.
     pub(crate) fn value_for(&self, token: &Token) -> Vec<u8> {
-        Record {
-            token: token.as_str().as_bytes().to_vec(),
-            meta: Some(Meta::here()),
-            info: self.info.clone(),
-        }
-        .encode()
+        Record::fresh(token.as_str().as_bytes(), self.info.as_deref())
     }
 
     /// Hands a key where our token may have landed unseen to the background clean-up.

@@ -14,6 +14,11 @@ use crate::wire::transport::{Failure, Outcome};
 
 const READ_CHUNK: usize = 4096;
 
+/// How far past the I/O time-out a read may wait, so that the socket's time-out need not be
+/// set again before every read: a read that starts this early in an exchange keeps the full
+/// time-out.
+const TIMEOUT_SLACK: Duration = Duration::from_millis(1);
+
 /// A connection that has passed its probe.
 #[derive(Debug)]
 pub(crate) struct Conn {
@@ -23,8 +28,18 @@ pub(crate) struct Conn {
     /// The last request failed while being written, before any of it could be applied... or
     /// so the pool may assume for a connection the peer had closed while it sat idle.
     pub(crate) broke_on_send: bool,
+    /// The last request was written in full, then the peer closed (end of file, reset)
+    /// before a single byte of its reply came: what a request written on a connection the
+    /// server had already closed looks like (see [`Conn::needs_check`]).
+    pub(crate) closed_unanswered: bool,
+    /// When the last exchange completed (or the probe, for a new connection).
+    last_used: Instant,
     pub(crate) session: Session,
 }
+
+/// How long after a complete exchange a pooled connection is taken as still open without
+/// asking the kernel (see [`Conn::needs_check`]).
+pub(crate) const TRUSTED_FOR: Duration = Duration::from_millis(1);
 
 /// The stream and its input buffer.
 #[derive(Debug)]
@@ -162,13 +177,47 @@ impl Conn {
             output,
             opaque: 0,
             broke_on_send: false,
+            closed_unanswered: false,
+            last_used: heard,
             session: Session::new(dialect, found, heard, tls),
         })
     }
 
     /// Whether the server closed the connection (or sent something) while it sat idle.
+    /// Costs one system call (a non-blocking peek).
     pub(crate) fn is_stale(&self) -> bool {
         self.io.filled != 0 || self.io.stream.is_stale()
+    }
+
+    /// Whether the connection must be checked with [`is_stale`](Self::is_stale) before it
+    /// carries a request: `false` when its last exchange completed less than [`TRUSTED_FOR`]
+    /// ago (and nothing unasked-for is buffered).
+    ///
+    /// Why skipping the peek then is safe. The peek guards against one thing: writing a
+    /// request on a connection whose close by the server (a restart, say) has already reached
+    /// us, where the missing reply would make the outcome of a write look unknown. It cannot
+    /// guard against a close that arrives after it (that window exists with the peek too).
+    /// Skipping it widens the window from the microseconds between peek and write to at most
+    /// `TRUSTED_FOR` after a reply, and only on a connection busy enough to be reused that
+    /// soon. What such a request meets is handled without the peek's help, by the pool: the
+    /// exchange fails with the peer closed before any byte of the reply
+    /// ([`closed_unanswered`](Self::closed_unanswered)), the pool drops its idle connections
+    /// (a restart closed them all) and
+    /// - a read or no-op is sent again on a new connection: it changes nothing;
+    /// - a CAS-checked write guarded by the epoch of its CAS (release, refresh, cooldown) is
+    ///   answered `Restarted` (what the peek would have led to) when the new connection meets
+    ///   another incarnation of the server: nothing written to the old one can touch the new
+    ///   one's items;
+    /// - otherwise (an add, a counter, or the same incarnation) the failure stays
+    ///   `Ambiguous`, which the lock logic settles already: an add is asked again with the
+    ///   same token (a second add stores it, or finds the key and reads whose it is), a
+    ///   CAS-checked write reads the key back.
+    ///
+    /// So lock safety does not rest on the peek: it spares those second round trips, and it
+    /// still runs on every connection idle for longer, which is where a server's close (a
+    /// restart, an idle time-out) is usually met.
+    pub(crate) fn needs_check(&self, now: Instant) -> bool {
+        self.io.filled != 0 || now.saturating_duration_since(self.last_used) >= TRUSTED_FOR
     }
 
     /// Sends `ops` in one write and hands each reply, in order, to `each` (its index and the
@@ -194,6 +243,7 @@ impl Conn {
         let io = &mut self.io;
         let dialect = self.session.dialect;
         let mut parsed = 0;
+        let mut heard = false;
         for (index, op) in ops.iter().enumerate() {
             let used = loop {
                 match op.parse(dialect, &io.input[parsed..io.filled]) {
@@ -210,7 +260,11 @@ impl Conn {
                         io.input.copy_within(parsed..io.filled, 0);
                         io.filled -= parsed;
                         parsed = 0;
-                        io.fill(started).map_err(|error| lost(writes, error))?;
+                        if let Err(error) = io.fill(started) {
+                            self.closed_unanswered = !heard && is_closed(&error);
+                            return Err(lost(writes, error));
+                        }
+                        heard = true;
                     }
                     Err(garbage) => return Err(Failure::Protocol(garbage.0)),
                 }
@@ -219,8 +273,20 @@ impl Conn {
         }
         io.input.copy_within(parsed..io.filled, 0);
         io.filled -= parsed;
+        self.last_used = Instant::now();
         Ok(())
     }
+}
+
+/// Whether a read error says the peer closed the connection.
+fn is_closed(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
 }
 
 /// The same settings with the classic probe (for a second dial in `auto`).
@@ -239,15 +305,18 @@ pub(crate) fn is_timeout(error: &io::Error) -> bool {
 }
 
 impl Io {
-    /// Reads more bytes into `input`, within the I/O time-out counted from `started`.
-    /// An end of file is `UnexpectedEof`.
+    /// Reads more bytes into `input`, within the I/O time-out counted from `started` (give
+    /// or take [`TIMEOUT_SLACK`]). An end of file is `UnexpectedEof`.
     fn fill(&mut self, started: Instant) -> io::Result<()> {
         let left = self
             .io_timeout
             .checked_sub(started.elapsed())
             .filter(|left| !left.is_zero())
             .ok_or(io::ErrorKind::TimedOut)?;
-        let shortened = left < self.io_timeout;
+        // The socket's own time-out is the whole I/O time-out, set at dial time; it is
+        // shortened (two more system calls) only once the exchange has used a noticeable part
+        // of it, not before every read.
+        let shortened = left + TIMEOUT_SLACK < self.io_timeout;
         if shortened {
             self.stream.set_timeout(left)?;
         }

@@ -17,6 +17,32 @@ use crate::wire::transport::{Added, Checked, Epoch, Failure, Item, Outcome, Pong
 /// turns out closed before anything was sent on it.
 const STALE_RETRIES: usize = 2;
 
+/// Whether a request may be sent again when the pooled connection it went out on, trusted
+/// without a check (see `Conn::needs_check`), turns out closed by the server before any
+/// byte of the reply.
+#[derive(Debug, Clone, Copy)]
+enum Resend {
+    /// A read or a no-op: it changes nothing.
+    Always,
+    /// A CAS-checked write whose CAS was read from this incarnation of the server: sent
+    /// again only when the new connection meets another incarnation, where the exchange
+    /// answers `Restarted` without sending anything.
+    IfRestarted(Option<Epoch>),
+    /// An add or a counter: its failure stays ambiguous, for the lock logic to settle.
+    Never,
+}
+
+/// How a connection came out of the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checkout {
+    /// Dialed for this request.
+    Dialed,
+    /// Pooled, and found open by a peek.
+    Checked,
+    /// Pooled and used less than `TRUSTED_FOR` ago: taken without a peek.
+    Trusted,
+}
+
 /// One memcached server with its own pool of blocking connections.
 pub struct Backend {
     address: String,
@@ -62,16 +88,30 @@ impl Backend {
         }
     }
 
-    /// A pooled connection that is still open, or a new one; and whether it was pooled.
-    fn checkout(&self) -> Outcome<(Conn, bool)> {
+    /// A pooled connection that is still open (or, used less than `conn::TRUSTED_FOR` ago,
+    /// taken as such), or a new one.
+    fn checkout(&self) -> Outcome<(Conn, Checkout)> {
+        let mut now = None;
         loop {
             let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            match pooled {
-                Some(conn) if conn.is_stale() => drop(conn),
-                Some(conn) => return Ok((conn, true)),
-                None => return Ok((self.dial()?, false)),
+            let Some(conn) = pooled else {
+                return Ok((self.dial()?, Checkout::Dialed));
+            };
+            let now = *now.get_or_insert_with(Instant::now);
+            if !conn.needs_check(now) {
+                return Ok((conn, Checkout::Trusted));
+            }
+            if !conn.is_stale() {
+                return Ok((conn, Checkout::Checked));
             }
         }
+    }
+
+    /// Drops every idle connection (after one turned out closed by the server: a restart
+    /// closes them all).
+    fn drain(&self) {
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(idle);
     }
 
     fn checkin(&self, conn: Conn) {
@@ -82,31 +122,64 @@ impl Backend {
     }
 
     /// Runs `exchange` on a connection, returning it to the pool when it succeeded.
-    fn with_conn<T>(&self, mut exchange: impl FnMut(&mut Conn) -> Outcome<T>) -> Outcome<T> {
+    fn with_conn<T>(
+        &self,
+        resend: Resend,
+        mut exchange: impl FnMut(&mut Conn) -> Outcome<T>,
+    ) -> Outcome<T> {
         let mut tries = 0;
         loop {
-            let (mut conn, pooled) = self.checkout()?;
-            match exchange(&mut conn) {
+            let (mut conn, how) = self.checkout()?;
+            let failure = match exchange(&mut conn) {
                 Ok(value) => {
                     self.checkin(conn);
                     return Ok(value);
                 }
-                // A pooled connection the peer closed between the check and the write (the
-                // write fails at once on a closed socket): another connection carries it.
-                Err(Failure::Unavailable(cause) | Failure::Ambiguous(cause))
-                    if pooled && conn.broke_on_send && tries < STALE_RETRIES =>
-                {
-                    tries += 1;
-                    tracing::debug!(server = %self.address, "pooled connection was closed: {cause}");
+                Err(failure) => failure,
+            };
+            let pooled = how != Checkout::Dialed;
+            if tries >= STALE_RETRIES || !pooled {
+                return Err(failure);
+            }
+            // A pooled connection the peer closed between the check and the write (the
+            // write fails at once on a closed socket): another connection carries it.
+            let broke_on_send = conn.broke_on_send
+                && matches!(failure, Failure::Unavailable(_) | Failure::Ambiguous(_));
+            // A trusted connection the server had closed (see `Conn::needs_check`).
+            let closed = how == Checkout::Trusted && conn.closed_unanswered;
+            if !broke_on_send && !closed {
+                return Err(failure);
+            }
+            tries += 1;
+            tracing::debug!(server = %self.address, "pooled connection was closed: {failure:?}");
+            drop(conn);
+            if broke_on_send {
+                continue;
+            }
+            self.drain();
+            match resend {
+                Resend::Always => {}
+                Resend::IfRestarted(Some(epoch)) => {
+                    let (mut conn, _) = self.checkout()?;
+                    if !conn.session.restarted_since(Some(epoch)) {
+                        self.checkin(conn);
+                        return Err(failure);
+                    }
+                    // Answers `Restarted` without sending anything.
+                    let answer = exchange(&mut conn);
+                    if answer.is_ok() {
+                        self.checkin(conn);
+                    }
+                    return answer;
                 }
-                Err(failure) => return Err(failure),
+                Resend::IfRestarted(None) | Resend::Never => return Err(failure),
             }
         }
     }
 
     /// Blocking read, for the clean-up thread.
     pub(crate) fn read_now(&self, key: &[u8]) -> Outcome<Option<Item>> {
-        self.with_conn(|conn| {
+        self.with_conn(Resend::Always, |conn| {
             let epoch = conn.session.epoch;
             let mut found = None;
             conn.run(&[Op::Read { key }], |_, reply| {
@@ -124,7 +197,7 @@ impl Backend {
         cas: u64,
         epoch: Option<Epoch>,
     ) -> Outcome<Checked> {
-        self.with_conn(|conn| {
+        self.with_conn(Resend::IfRestarted(epoch), |conn| {
             if conn.session.restarted_since(epoch) {
                 return Ok(Checked::Restarted);
             }
@@ -146,7 +219,7 @@ impl Backend {
         ttl: u32,
         epoch: Option<Epoch>,
     ) -> Outcome<Checked> {
-        self.with_conn(|conn| {
+        self.with_conn(Resend::IfRestarted(epoch), |conn| {
             if conn.session.restarted_since(epoch) {
                 return Ok(Checked::Restarted);
             }
@@ -174,7 +247,7 @@ impl Backend {
         ttl: u32,
         lock_delay: Duration,
     ) -> Outcome<Added> {
-        self.with_conn(|conn| {
+        self.with_conn(Resend::Never, |conn| {
             if let Some(remaining) = conn.session.delayed(lock_delay) {
                 return Ok(Added::Delayed { remaining });
             }
@@ -222,7 +295,7 @@ impl Transport for Backend {
         initial: u64,
         lock_delay: Duration,
     ) -> Outcome<(Added, Outcome<u64>)> {
-        self.with_conn(|conn| {
+        self.with_conn(Resend::Never, |conn| {
             if let Some(remaining) = conn.session.delayed(lock_delay) {
                 let skipped = Failure::Unavailable("lock-delay: nothing sent".into());
                 return Ok((Added::Delayed { remaining }, Err(skipped)));
@@ -255,7 +328,7 @@ impl Transport for Backend {
     }
 
     async fn next_fence(&self, fence_key: &[u8], initial: u64) -> Outcome<u64> {
-        self.with_conn(|conn| {
+        self.with_conn(Resend::Never, |conn| {
             let mut fence = 0;
             let op = Op::Increment {
                 key: fence_key,
@@ -275,7 +348,7 @@ impl Transport for Backend {
         delta: u64,
         create: Option<(u64, u32)>,
     ) -> Outcome<Option<u64>> {
-        self.with_conn(|conn| {
+        self.with_conn(Resend::Never, |conn| {
             for _ in 0..ops::CREATE_TRIES {
                 let mut bumped = None;
                 let op = Op::Bump { key, delta, create };
@@ -327,7 +400,7 @@ impl Transport for Backend {
 
     async fn read_many(&self, keys: &[Vec<u8>]) -> Outcome<Vec<Option<Item>>> {
         let batch: Vec<Op<'_>> = keys.iter().map(|key| Op::Read { key }).collect();
-        self.with_conn(|conn| {
+        self.with_conn(Resend::Always, |conn| {
             let epoch = conn.session.epoch;
             let mut items = Vec::with_capacity(batch.len());
             conn.run(&batch, |_, reply| {
@@ -354,7 +427,7 @@ impl Transport for Backend {
     }
 
     async fn ping(&self) -> Outcome<Pong> {
-        self.with_conn(|conn| {
+        self.with_conn(Resend::Always, |conn| {
             let started = Instant::now();
             conn.run(&[Op::Noop], |_, reply| ops::noop(reply))?;
             let round_trip = started.elapsed();

@@ -16,9 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const MARK: &str = "memsem1 ";
 
 /// This process's host name, as the kernel knows it (no spaces, never empty); read once.
-fn host_name() -> String {
+fn host_name() -> &'static str {
     static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HOST.get_or_init(read_host_name).clone()
+    HOST.get_or_init(read_host_name)
 }
 
 fn read_host_name() -> String {
@@ -54,10 +54,11 @@ pub(crate) struct Meta {
 
 impl Meta {
     /// The metadata of this process, acquiring now.
+    #[cfg(test)]
     pub(crate) fn here() -> Meta {
         let now = now_ms();
         Meta {
-            host: host_name(),
+            host: host_name().to_string(),
             pid: std::process::id(),
             acquired_ms: now,
             refreshed_ms: now,
@@ -65,15 +66,19 @@ impl Meta {
         }
     }
 
-    fn line(&self) -> String {
-        let mut line = format!(
-            "{MARK}host={} pid={} acquired={} refreshed={}",
-            self.host, self.pid, self.acquired_ms, self.refreshed_ms
+    /// Appends the metadata line (without a line end) to `out`.
+    fn write_line(&self, out: &mut Vec<u8>) {
+        write_line(
+            out,
+            &self.host,
+            self.pid,
+            self.acquired_ms,
+            self.refreshed_ms,
         );
         if let Some(released) = self.released_ms {
-            line.push_str(&format!(" released={released}"));
+            out.extend_from_slice(b" released=");
+            decimal(out, released);
         }
-        line
     }
 
     fn parse(line: &str) -> Option<Meta> {
@@ -115,6 +120,35 @@ impl Meta {
     }
 }
 
+/// Appends `n` in decimal to `out`.
+fn decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// Appends `memsem1 host=… pid=… acquired=… refreshed=…` to `out`.
+fn write_line(out: &mut Vec<u8>, host: &str, pid: u32, acquired_ms: u64, refreshed_ms: u64) {
+    out.extend_from_slice(MARK.as_bytes());
+    out.extend_from_slice(b"host=");
+    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(b" pid=");
+    decimal(out, pid.into());
+    out.extend_from_slice(b" acquired=");
+    decimal(out, acquired_ms);
+    out.extend_from_slice(b" refreshed=");
+    decimal(out, refreshed_ms);
+}
+
 /// A lock value taken apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Record {
@@ -124,11 +158,29 @@ pub(crate) struct Record {
 }
 
 impl Record {
+    /// The value of a lock acquired now by this process: `token`, the metadata line of
+    /// [`Meta::here`], and `info`; built in one buffer (what [`encode`](Self::encode) of such
+    /// a record gives).
+    pub(crate) fn fresh(token: &[u8], info: Option<&str>) -> Vec<u8> {
+        let host = host_name();
+        let info_len = info.map_or(0, |info| info.len() + 1);
+        let mut value = Vec::with_capacity(token.len() + host.len() + 80 + info_len);
+        value.extend_from_slice(token);
+        value.push(b'\n');
+        let now = now_ms();
+        write_line(&mut value, host, std::process::id(), now, now);
+        if let Some(info) = info {
+            value.push(b'\n');
+            value.extend_from_slice(info.as_bytes());
+        }
+        value
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut value = self.token.clone();
         if let Some(meta) = &self.meta {
             value.push(b'\n');
-            value.extend_from_slice(meta.line().as_bytes());
+            meta.write_line(&mut value);
         }
         if let Some(info) = &self.info {
             value.push(b'\n');
@@ -266,6 +318,22 @@ mod tests {
             meta.refreshed_at().is_none_or(|at| at > now),
             "a far-future refresh is never reaped"
         );
+    }
+
+    #[test]
+    fn a_fresh_value_is_the_encoding_of_a_record_made_here() {
+        for info in [None, Some("nightly import")] {
+            let value = Record::fresh(b"tok", info);
+            let record = Record::decode(&value);
+            assert_eq!(record.encode(), value);
+            assert_eq!(record.token, b"tok");
+            assert_eq!(record.info.as_deref(), info);
+            let meta = record.meta.unwrap();
+            let here = Meta::here();
+            assert_eq!((meta.host, meta.pid), (here.host, here.pid));
+            assert_eq!(meta.acquired_ms, meta.refreshed_ms);
+            assert!(meta.acquired_ms.abs_diff(here.acquired_ms) < 60_000);
+        }
     }
 
     #[test]

@@ -13,7 +13,13 @@ pub(crate) struct Token(String);
 impl Token {
     /// A fresh random token.
     pub(crate) fn generate() -> Token {
-        Token(format!("{:032x}", rand::random::<u128>()))
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let bits = rand::random::<u128>();
+        let text = (0..32)
+            .rev()
+            .map(|nibble| char::from(HEX[((bits >> (nibble * 4)) & 0xf) as usize]))
+            .collect();
+        Token(text)
     }
 
     /// A token given back by a user (for example on the command line): 1 to 64 printable

@@ -234,6 +234,70 @@ fn reply_then_hang_up_leaves_the_client_in_step() {
     bad_replies_end_in_time_and_leave_the_client_in_step(Mode::ReplyThenClose);
 }
 
+/// A connection the server closes right after a reply, reused at once (too soon after its
+/// last exchange for the pool to check it): the read, the add and the owner-checked delete
+/// sent on it meet the close, and each is settled on a new connection, never an error.
+#[test]
+fn requests_meeting_a_close_right_after_a_reply_are_settled_on_a_new_connection() {
+    let server = Memcached::start();
+    let proxy = Proxy::start(&server.address());
+    let client = crate::harness::builder()
+        .servers(proxy.address())
+        .io_timeout(IO_TIMEOUT)
+        .build()
+        .unwrap();
+    let sem = client.semaphore(&unique("closed-after-reply")).unwrap();
+    assert!(!sem.is_locked().unwrap());
+    for _ in 0..5 {
+        proxy.set(Mode::CloseAfterReply);
+        assert!(!sem.is_locked().unwrap());
+        assert!(!sem.is_locked().unwrap(), "a read after the close");
+        proxy.set(Mode::CloseAfterReply);
+        assert!(!sem.is_locked().unwrap());
+        let permit = sem.try_acquire().unwrap().expect("an add after the close");
+        proxy.set(Mode::CloseAfterReply);
+        assert!(permit.is_held().unwrap());
+        permit.release().unwrap();
+        assert!(!sem.is_locked().unwrap(), "released after the close");
+    }
+}
+
+/// The same with the async client: the lock operations are settled on a new connection.
+#[test]
+fn async_lock_operations_meeting_a_close_right_after_a_reply_succeed() {
+    let server = Memcached::start();
+    let proxy = Proxy::start(&server.address());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = crate::harness::builder()
+            .servers(proxy.address())
+            .io_timeout(IO_TIMEOUT)
+            .build_async()
+            .await
+            .unwrap();
+        let sem = client
+            .semaphore(&unique("async-closed-after-reply"))
+            .unwrap();
+        assert!(!sem.is_locked().await.unwrap());
+        for _ in 0..5 {
+            proxy.set(Mode::CloseAfterReply);
+            assert!(!sem.is_locked().await.unwrap());
+            let permit = sem
+                .try_acquire()
+                .await
+                .unwrap()
+                .expect("an add after the close");
+            proxy.set(Mode::CloseAfterReply);
+            assert!(permit.is_held().await.unwrap());
+            permit.release().await.unwrap();
+            assert!(!sem.is_locked().await.unwrap(), "released after the close");
+        }
+    });
+}
+
 /// An add that memcached applied but whose reply was garbage is an unknown outcome: the
 /// caller gets an error, and the clean-up removes the lock well before its 60 s TTL (this
 /// was an orphan until the acquire path kept unanswered adds for the clean-up).

@@ -34,6 +34,9 @@ pub enum Mode {
     /// every reply, on every connection, is held back until the mode changes: the store is
     /// applied, its reply lost, and nothing can be read back meanwhile.
     HoldAfterStore,
+    /// The next reply is forwarded, then its connection is closed (as a restart would close
+    /// it) and the mode goes back to `Pass`.
+    CloseAfterReply,
 }
 
 impl Mode {
@@ -48,6 +51,7 @@ impl Mode {
             Mode::ReplyThenClose,
             Mode::Blackhole,
             Mode::HoldAfterStore,
+            Mode::CloseAfterReply,
         ][usize::from(value)]
     }
 }
@@ -180,6 +184,11 @@ fn replies(mut server: TcpStream, mut client: TcpStream, mode: &AtomicU8, stored
                 client.write_all(reply).is_ok()
             }
             Mode::HoldAfterStore => client.write_all(reply).is_ok(),
+            Mode::CloseAfterReply => {
+                let _ = client.write_all(reply);
+                mode.store(Mode::Pass as u8, Ordering::SeqCst);
+                false
+            }
         };
         if !ok {
             break;
