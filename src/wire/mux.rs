@@ -3,10 +3,11 @@
 //! order; each meta reply's opaque token is checked too), so a thousand tasks use
 //! [`LANES`] connections per server instead of a thousand.
 //!
-//! Each connection has a writer task (it batches queued requests into one write) and a reader
-//! task (it parses replies and hands them to the waiting callers), in `pipeline`. A caller
-//! whose reply does not come within the I/O time-out retires the connection: later requests
-//! get a new one.
+//! A connection has no task of its own: its callers drive it (`pipeline`). An uncontended
+//! request is written and its reply read by the caller's own task; under load, whichever
+//! caller is polled writes what is queued and hands the replies that have arrived to their
+//! callers. A caller whose reply does not come within the I/O time-out retires the
+//! connection: later requests get a new one.
 
 mod transport;
 
@@ -16,12 +17,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::Mutex;
 
 use super::conn::{is_timeout, probe_failure, probe_read_failure, tls_failure};
 use super::meta::{Reply, Store};
 use super::ops::{self, Op, Session};
-use super::pipeline::{Answer, Boxed, Expect, Job, Owned, READ_CHUNK, read_loop, write_loop};
+use super::pipeline::{Answer, Boxed, Expect, Opaques, Owned, Pipeline, READ_CHUNK};
 use super::probe;
 use super::{Address, Dialect, Protocol, Settings, sniff};
 use crate::error::Refusal;
@@ -30,33 +31,24 @@ use crate::wire::transport::{Added, Checked, Epoch, Failure, Item, Outcome, Pong
 /// Connections per server.
 const LANES: usize = 2;
 
-/// One probed connection and its two tasks.
+/// One probed connection.
 struct Link {
-    jobs: mpsc::UnboundedSender<Job>,
+    pipeline: Pipeline,
     session: Session,
-    opaque: AtomicUsize,
     /// Requests sent and not answered yet.
     in_flight: AtomicUsize,
     retired: AtomicBool,
-    tasks: [tokio::task::AbortHandle; 2],
 }
 
 impl Link {
+    /// Takes the connection out of use: it is closed, and the calls still waiting on it fail.
     fn retire(&self) {
         self.retired.store(true, Ordering::Relaxed);
-        for task in &self.tasks {
-            task.abort();
-        }
+        self.pipeline.close(io::ErrorKind::ConnectionAborted);
     }
 
     fn usable(&self) -> bool {
-        !self.retired.load(Ordering::Relaxed) && !self.jobs.is_closed()
-    }
-}
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        self.retire();
+        !self.retired.load(Ordering::Relaxed) && !self.pipeline.is_broken()
     }
 }
 
@@ -219,18 +211,11 @@ impl AsyncBackend {
             return Err(unavailable(io::ErrorKind::UnexpectedEof.into()));
         }
         let session = Session::new(dialect, found, heard, tls);
-        let (reader, writer) = tokio::io::split(stream);
-        let (jobs, queued) = mpsc::unbounded_channel();
-        let (expects, expected) = mpsc::unbounded_channel();
-        let writing = tokio::spawn(write_loop(writer, queued, expects));
-        let reading = tokio::spawn(read_loop(reader, expected));
         Ok(Some(Link {
-            jobs,
+            pipeline: Pipeline::new(stream),
             session,
-            opaque: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
-            tasks: [writing.abort_handle(), reading.abort_handle()],
         }))
     }
 
@@ -284,51 +269,56 @@ impl AsyncBackend {
 
     /// Sends `ops` on `link` and waits for their replies.
     async fn run(&self, link: &Link, ops: &[Op<'_>]) -> Answer {
-        let mut bytes = Vec::with_capacity(64);
-        let first = link.opaque.fetch_add(ops.len(), Ordering::Relaxed) as u32;
-        let mut opaques = Vec::with_capacity(ops.len());
-        let mut classic = Vec::new();
-        for (index, op) in ops.iter().enumerate() {
-            let opaque = first.wrapping_add(index as u32);
-            op.encode(link.session.dialect, &mut bytes, opaque)?;
-            opaques.push(op.echoes().then_some(opaque));
-            if link.session.dialect == Dialect::Classic {
-                classic.push(op.classic().to_owned());
-            }
+        if ops.is_empty() {
+            return Ok(Vec::new());
         }
+        let dialect = link.session.dialect;
         let writes = ops.iter().any(Op::writes);
-        let (answer, answered) = oneshot::channel();
-        let job = Job {
-            bytes,
-            expect: Expect {
+        let queued = link.pipeline.queue(ops.len(), |out, first| {
+            let opaque = |index: usize, op: &Op<'_>| {
+                (dialect == Dialect::Meta && op.echoes())
+                    .then_some(first.wrapping_add(index as u32))
+            };
+            let mut classic = Vec::new();
+            for (index, op) in ops.iter().enumerate() {
+                op.encode(dialect, out, first.wrapping_add(index as u32))?;
+                if dialect == Dialect::Classic {
+                    classic.push(op.classic().to_owned());
+                }
+            }
+            let opaques = match ops {
+                [op] => Opaques::One(opaque(0, op)),
+                ops => Opaques::Many(
+                    ops.iter()
+                        .enumerate()
+                        .map(|(i, op)| opaque(i, op))
+                        .collect(),
+                ),
+            };
+            Ok(Expect {
                 opaques,
                 classic,
                 writes,
-                answer,
-            },
+            })
+        });
+        let pending = match queued {
+            Ok(pending) => pending,
+            Err(failure) => {
+                if link.pipeline.is_broken() {
+                    link.retire();
+                }
+                return Err(failure);
+            }
         };
-        if link.jobs.send(job).is_err() {
-            link.retire();
-            return Err(unavailable(io::ErrorKind::BrokenPipe.into()));
-        }
         let in_flight = InFlight::enter(&link.in_flight);
-        let answer = tokio::time::timeout(self.settings.timeouts.io, answered).await;
+        let answer = tokio::time::timeout(self.settings.timeouts.io, pending).await;
         drop(in_flight);
         match answer {
-            Ok(Ok(answer)) => {
+            Ok(answer) => {
                 if answer.is_err() {
                     link.retire();
                 }
                 answer
-            }
-            Ok(Err(_)) => {
-                link.retire();
-                let error = io::Error::new(io::ErrorKind::ConnectionAborted, "connection lost");
-                Err(if writes {
-                    Failure::Ambiguous(Box::new(error))
-                } else {
-                    unavailable(error)
-                })
             }
             Err(_) => {
                 link.retire();
