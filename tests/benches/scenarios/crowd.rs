@@ -177,12 +177,19 @@ fn on_threads(address: &str, crowd: Crowd) -> (Tally, u64) {
 }
 
 /// The async API: one tokio task per waiter on a multi-thread runtime with its default
-/// worker count (one per core). Returns the tally and VmRSS before the tasks.
+/// worker count (one per core; `MEMSEM_BENCH_WORKERS` overrides it). Returns the tally and
+/// VmRSS before the tasks.
 fn on_tasks(address: &str, crowd: Crowd) -> (Tally, u64) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // `MEMSEM_BENCH_WORKERS=N`: the runtime's worker count (default: one per core), to see
+    // what limits the tasks.
+    if let Some(workers) = std::env::var("MEMSEM_BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        builder.worker_threads(workers);
+    }
+    let runtime = builder.enable_all().build().expect("tokio runtime");
     runtime.block_on(async {
         let client = crate::builder()
             .servers(address)
@@ -250,15 +257,18 @@ pub fn tasks_vs_threads(address: &str, sizes: &Sizes) {
          default policy, hold {} ms, release, think {} ms. Each row runs in a child process of \
          its own; VmRSS is read before the waiters start, VmHWM (the peak) after they end; \
          threads is the most the process had (sampled every 5 ms); connections opened is the \
-         server's total_connections delta. Max rate = names / hold.\n",
+         server's total_connections delta. Max rate = names / hold; × max rate at its hold \
+         divides by names / the hold as each side really slept it (tokio's timer rounds a 1 ms \
+         sleep up to its next millisecond tick, a thread's sleep lasts about 1.1 ms), so that \
+         the two sides compare what memsem does, not what their timers do.\n",
         crowd.names,
         crowd.hold.as_millis(),
         crowd.hold.as_millis(),
     );
     println!(
-        "| waiters as | acq/s | × max rate | hold as slept ms | commands/acq | connections opened | errors | threads | VmRSS before MiB | VmHWM MiB | KiB per waiter |"
+        "| waiters as | acq/s | × max rate | hold as slept ms | × max rate at its hold | commands/acq | connections opened | errors | threads | VmRSS before MiB | VmHWM MiB | KiB per waiter |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let exe = std::env::current_exe().expect("this benchmark's path");
     for mode in ["threads", "tasks"] {
         let label = match mode {
@@ -313,10 +323,17 @@ pub fn tasks_vs_threads(address: &str, sizes: &Sizes) {
             }
         };
         let mib = |kb: u64| kb as f64 / 1024.0;
+        let held = Duration::from_nanos(per_acquisition(held_ns) as u64);
+        let max_rate_at_hold = if held.is_zero() {
+            max_rate
+        } else {
+            crowd.names as f64 / held.as_secs_f64()
+        };
         println!(
-            "| {label} | {rate:.0} | {:.2} | {:.2} | {:.1} | {connections} | {errors} | {threads} | {:.1} | {:.1} | {:.1} |",
+            "| {label} | {rate:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {connections} | {errors} | {threads} | {:.1} | {:.1} | {:.1} |",
             rate / max_rate,
-            ms(Duration::from_nanos(per_acquisition(held_ns) as u64)),
+            ms(held),
+            rate / max_rate_at_hold,
             per_acquisition(commands),
             mib(rss_before),
             mib(hwm),

@@ -1,6 +1,8 @@
 //! Scenario 8: an uncontended acquire+release over TCP, a unix socket and TLS, each against
 //! the raw floor on the same transport in the same run: one socket (or one rustls stream)
-//! that writes `ms <key> 32 T60 ME` and `md <key>` and reads each reply, nothing else.
+//! that writes `ms <key> 32 T60 ME` and `md <key>` and reads each reply, nothing else. Each
+//! transport is measured twice: the blocking API against a blocking socket, and the tokio API
+//! against a tokio socket (one task on a multi-thread runtime, both sides in the same task).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -13,6 +15,7 @@ use std::time::Instant;
 use memsem::TlsConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::procs::{Memcached, free_port};
 use crate::{Sizes, median_us};
@@ -43,6 +46,36 @@ impl Raw {
         );
         assert!(buf.starts_with(b"HD"), "the floor's key was taken");
         self.round_trip(b"md bench-floor-t\r\n", &mut buf);
+    }
+}
+
+/// The floor on tokio: the same two round trips on a tokio socket (or tokio-rustls stream).
+struct RawAsync(std::pin::Pin<Box<dyn AsyncReadWrite>>);
+
+trait AsyncReadWrite: AsyncRead + AsyncWrite + Send {}
+impl<T: AsyncRead + AsyncWrite + Send> AsyncReadWrite for T {}
+
+impl RawAsync {
+    async fn round_trip(&mut self, request: &[u8], buf: &mut [u8]) {
+        self.0.write_all(request).await.expect("send");
+        self.0.flush().await.expect("flush");
+        let mut got = 0;
+        while !buf[..got].ends_with(b"\r\n") {
+            let n = self.0.read(&mut buf[got..]).await.expect("reply");
+            assert!(n > 0, "connection closed");
+            got += n;
+        }
+    }
+
+    async fn pair(&mut self) {
+        let mut buf = [0u8; 64];
+        self.round_trip(
+            b"ms bench-floor-t 32 T60 ME\r\n0123456789abcdef0123456789abcdef\r\n",
+            &mut buf,
+        )
+        .await;
+        assert!(buf.starts_with(b"HD"), "the floor's key was taken");
+        self.round_trip(b"md bench-floor-t\r\n", &mut buf).await;
     }
 }
 
@@ -150,7 +183,7 @@ impl TlsServer {
         self.dir.join("ca.pem")
     }
 
-    fn raw(&self) -> Raw {
+    fn config(&self) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_file_iter(self.ca()).expect("CA file") {
             roots.add(cert.expect("a certificate")).expect("a CA");
@@ -161,11 +194,26 @@ impl TlsServer {
             .expect("TLS versions")
             .with_root_certificates(roots)
             .with_no_client_auth();
+        Arc::new(config)
+    }
+
+    fn raw(&self) -> Raw {
         let name = ServerName::try_from("127.0.0.1").expect("a name");
-        let connection = rustls::ClientConnection::new(Arc::new(config), name).expect("TLS");
+        let connection = rustls::ClientConnection::new(self.config(), name).expect("TLS");
         let socket = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
         socket.set_nodelay(true).expect("nodelay");
         Raw(Box::new(rustls::StreamOwned::new(connection, socket)))
+    }
+
+    async fn raw_async(&self) -> RawAsync {
+        let name = ServerName::try_from("127.0.0.1").expect("a name");
+        let socket = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("connect");
+        socket.set_nodelay(true).expect("nodelay");
+        let connector = tokio_rustls::TlsConnector::from(self.config());
+        let stream = connector.connect(name, socket).await.expect("TLS");
+        RawAsync(Box::pin(stream))
     }
 }
 
@@ -198,11 +246,63 @@ fn measure(mut raw: Raw, client: &memsem::Client, n: usize) -> (f64, f64) {
     (median_us(raw_samples), median_us(memsem_samples))
 }
 
-fn row(transport: &str, (raw_us, memsem_us): (f64, f64)) {
+/// The same on tokio: raw and memsem pairs interleaved in one task of a multi-thread runtime
+/// (one worker per core), the medians in µs.
+async fn measure_async(
+    mut raw: RawAsync,
+    client: &memsem::Client<memsem::Tokio>,
+    n: usize,
+) -> (f64, f64) {
+    let warm = n / 10;
+    let sem = client.semaphore("bench-transport").expect("a valid name");
+    let (mut raw_samples, mut memsem_samples) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..warm + n {
+        let started = Instant::now();
+        raw.pair().await;
+        let raw_took = started.elapsed();
+        let started = Instant::now();
+        let permit = sem
+            .try_acquire()
+            .await
+            .expect("memcached answers")
+            .expect("free");
+        permit.release().await.expect("release");
+        let memsem_took = started.elapsed();
+        if i >= warm {
+            raw_samples.push(raw_took);
+            memsem_samples.push(memsem_took);
+        }
+    }
+    (median_us(raw_samples), median_us(memsem_samples))
+}
+
+fn row(transport: &str, api: &str, (raw_us, memsem_us): (f64, f64)) {
     println!(
-        "| {transport} | {raw_us:.1} | {memsem_us:.1} | {:.2} |",
+        "| {transport} | {api} | {raw_us:.1} | {memsem_us:.1} | {:.2} |",
         memsem_us / raw_us
     );
+}
+
+/// Runs `body` as one task of a multi-thread runtime (so that it runs on a worker thread, as
+/// a service's handlers do) and waits for it.
+fn on_runtime<T: Send + 'static>(body: impl Future<Output = T> + Send + 'static) -> T {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let task = runtime.spawn(body);
+    runtime.block_on(task).expect("the measuring task panicked")
+}
+
+async fn async_client(servers: String, tls: Option<TlsConfig>) -> memsem::Client<memsem::Tokio> {
+    let builder = crate::builder().servers(&servers);
+    match tls {
+        Some(tls) => builder.tls(tls),
+        None => builder,
+    }
+    .build_async()
+    .await
+    .expect("async memsem client")
 }
 
 pub fn over_transports(sizes: &Sizes) {
@@ -213,8 +313,8 @@ pub fn over_transports(sizes: &Sizes) {
          writing a meta add and a meta delete and reading each reply, interleaved with memsem's \
          pairs in the same run.\n"
     );
-    println!("| transport | raw add + delete | memsem try_acquire + release | × raw |");
-    println!("|---|---:|---:|---:|");
+    println!("| transport | API | raw add + delete | memsem try_acquire + release | × raw |");
+    println!("|---|---|---:|---:|---:|");
     let client = |servers: &str, tls: Option<TlsConfig>| {
         let builder = crate::builder().servers(servers);
         match tls {
@@ -230,7 +330,21 @@ pub fn over_transports(sizes: &Sizes) {
     socket.set_nodelay(true).expect("nodelay");
     row(
         "TCP",
+        "blocking",
         measure(Raw(Box::new(socket)), &client(&tcp.address(), None), n),
+    );
+    let address = tcp.address();
+    row(
+        "TCP",
+        "tokio",
+        on_runtime(async move {
+            let socket = tokio::net::TcpStream::connect(&address)
+                .await
+                .expect("connect");
+            socket.set_nodelay(true).expect("nodelay");
+            let client = async_client(address, None).await;
+            measure_async(RawAsync(Box::pin(socket)), &client, n).await
+        }),
     );
     drop(tcp);
 
@@ -238,7 +352,20 @@ pub fn over_transports(sizes: &Sizes) {
     let socket = UnixStream::connect(Path::new(&unix.address())).expect("connect");
     row(
         "unix socket",
+        "blocking",
         measure(Raw(Box::new(socket)), &client(&unix.address(), None), n),
+    );
+    let address = unix.address();
+    row(
+        "unix socket",
+        "tokio",
+        on_runtime(async move {
+            let socket = tokio::net::UnixStream::connect(&address)
+                .await
+                .expect("connect");
+            let client = async_client(address, None).await;
+            measure_async(RawAsync(Box::pin(socket)), &client, n).await
+        }),
     );
     drop(unix);
 
@@ -247,7 +374,20 @@ pub fn over_transports(sizes: &Sizes) {
     let config = TlsConfig::new().ca_file(tls.ca());
     row(
         "TLS (rustls)",
-        measure(tls.raw(), &client(&address, Some(config)), n),
+        "blocking",
+        measure(tls.raw(), &client(&address, Some(config.clone())), n),
     );
+    let tls = Arc::new(tls);
+    let server = Arc::clone(&tls);
+    row(
+        "TLS (rustls)",
+        "tokio",
+        on_runtime(async move {
+            let raw = server.raw_async().await;
+            let client = async_client(address, Some(config)).await;
+            measure_async(raw, &client, n).await
+        }),
+    );
+    drop(tls);
     println!();
 }
