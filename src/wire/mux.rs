@@ -212,7 +212,7 @@ impl AsyncBackend {
         }
         let session = Session::new(dialect, found, heard, tls);
         Ok(Some(Link {
-            pipeline: Pipeline::new(stream),
+            pipeline: Pipeline::new(stream, self.settings.timeouts.io),
             session,
             in_flight: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
@@ -310,25 +310,15 @@ impl AsyncBackend {
                 return Err(failure);
             }
         };
+        // The pipeline breaks the connection when the reply does not come within the I/O
+        // time-out: the answer is then `Ambiguous` (a write sent) or `Unavailable`.
         let in_flight = InFlight::enter(&link.in_flight);
-        let answer = tokio::time::timeout(self.settings.timeouts.io, pending).await;
+        let answer = pending.await;
         drop(in_flight);
-        match answer {
-            Ok(answer) => {
-                if answer.is_err() {
-                    link.retire();
-                }
-                answer
-            }
-            Err(_) => {
-                link.retire();
-                Err(if writes {
-                    Failure::Ambiguous(Box::new(timed_out()))
-                } else {
-                    unavailable(timed_out())
-                })
-            }
+        if answer.is_err() {
+            link.retire();
         }
+        answer
     }
 
     async fn store(

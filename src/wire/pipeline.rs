@@ -13,12 +13,18 @@
 //! not ready. When that call ends (answered or cancelled) while others still wait, it wakes
 //! the first of them, which takes its place. Any failure (I/O, a reply out of step) breaks
 //! the connection: every call still waiting is answered with it.
+//!
+//! The I/O time-out is one timer per connection (the watchdog), due when the oldest call
+//! still unanswered has waited the time-out, and handed on like the socket's wake-ups. A
+//! timer per call would be registered and removed on every request, and registering one
+//! earlier than every other timer wakes the runtime's parked timer thread.
 
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -137,6 +143,8 @@ enum Stage {
 /// One queued call.
 struct Call {
     expect: Expect,
+    /// When it was queued: it times out an I/O time-out later.
+    queued_at: Instant,
     /// Where its bytes end, counted from the connection's first byte.
     ends_at: u64,
     /// The replies parsed so far.
@@ -168,9 +176,13 @@ struct State {
     first: u64,
     answered: usize,
     next_opaque: u32,
-    /// The calls whose task the socket wakes when it can read, write.
+    /// The calls whose task the socket wakes when it can read, write; the watchdog when due.
     reader: Option<u64>,
     writer: Option<u64>,
+    timer: Option<u64>,
+    /// Due when the oldest unanswered call times out (or earlier: it is then moved on).
+    watchdog: Option<Pin<Box<tokio::time::Sleep>>>,
+    io_timeout: Duration,
     broken: Option<io::ErrorKind>,
 }
 
@@ -186,7 +198,8 @@ impl std::fmt::Debug for Pipeline {
 }
 
 impl Pipeline {
-    pub(super) fn new(stream: Boxed) -> Pipeline {
+    /// A connection over `stream`; a call not answered within `io_timeout` breaks it.
+    pub(super) fn new(stream: Boxed, io_timeout: Duration) -> Pipeline {
         Pipeline {
             state: Mutex::new(State {
                 stream: Some(stream),
@@ -203,6 +216,9 @@ impl Pipeline {
                 next_opaque: 0,
                 reader: None,
                 writer: None,
+                timer: None,
+                watchdog: None,
+                io_timeout,
                 broken: None,
             }),
         }
@@ -243,6 +259,7 @@ impl Pipeline {
         let ends_at = state.queued;
         state.calls.push_back(Call {
             expect,
+            queued_at: Instant::now(),
             ends_at,
             replies,
             answer: None,
@@ -285,10 +302,14 @@ impl Pipeline {
             if state.progress(id, cx) {
                 continue;
             }
-            let call = &mut state.calls[index];
-            if call.answer.is_some() {
+            if state.calls[index].answer.is_some() {
                 continue;
             }
+            if state.watch(id, cx) {
+                state.fail(io::ErrorKind::TimedOut);
+                continue;
+            }
+            let call = &mut state.calls[index];
             match &mut call.waker {
                 Some(waker) if waker.will_wake(cx.waker()) => {}
                 slot => *slot = Some(cx.waker().clone()),
@@ -313,6 +334,33 @@ impl Pipeline {
 }
 
 impl State {
+    /// Arms the watchdog for the oldest unanswered call and registers call `id`'s task with
+    /// it; whether that call has timed out.
+    fn watch(&mut self, id: u64, cx: &mut Context<'_>) -> bool {
+        let Some(oldest) = self.calls.get(self.answered) else {
+            return false;
+        };
+        let due = tokio::time::Instant::from_std(oldest.queued_at + self.io_timeout);
+        let watchdog = self
+            .watchdog
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        if watchdog.deadline() > due {
+            watchdog.as_mut().reset(due);
+        }
+        loop {
+            match watchdog.as_mut().poll(cx) {
+                Poll::Pending => {
+                    self.timer = Some(id);
+                    return false;
+                }
+                Poll::Ready(()) if tokio::time::Instant::now() >= due => return true,
+                // Due for a call answered since: moved on to the oldest one now (later, so
+                // the runtime's timer thread need not be woken).
+                Poll::Ready(()) => watchdog.as_mut().reset(due),
+            }
+        }
+    }
+
     /// On a connection with nothing in flight: whether the server closed it (or sent
     /// something unasked-for) meanwhile, so that no request is written on it. Tokio keeps
     /// the socket's readiness as epoll last reported it: when nothing arrived, this read
@@ -460,6 +508,7 @@ impl State {
     fn fail(&mut self, kind: io::ErrorKind) {
         self.broken.get_or_insert(kind);
         self.stream = None;
+        self.watchdog = None;
         while self.answered < self.calls.len() {
             let call = &self.calls[self.answered];
             let error = io::Error::new(kind, "the connection to the server was lost");
@@ -496,12 +545,12 @@ impl State {
     /// When call `id` was the one the socket would wake, wakes the first call still waiting
     /// for its answer instead, so that somebody keeps the connection moving.
     fn hand_over(&mut self, id: u64) {
-        let was_registered = self.reader == Some(id) || self.writer == Some(id);
-        if self.reader == Some(id) {
-            self.reader = None;
-        }
-        if self.writer == Some(id) {
-            self.writer = None;
+        let mut was_registered = false;
+        for registered in [&mut self.reader, &mut self.writer, &mut self.timer] {
+            if *registered == Some(id) {
+                *registered = None;
+                was_registered = true;
+            }
         }
         if !was_registered {
             return;

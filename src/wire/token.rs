@@ -15,10 +15,10 @@ impl Token {
     pub(crate) fn generate() -> Token {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let bits = rand::random::<u128>();
-        let text = (0..32)
-            .rev()
-            .map(|nibble| char::from(HEX[((bits >> (nibble * 4)) & 0xf) as usize]))
-            .collect();
+        let mut text = String::with_capacity(32);
+        for nibble in (0..32).rev() {
+            text.push(char::from(HEX[((bits >> (nibble * 4)) & 0xf) as usize]));
+        }
         Token(text)
     }
 

@@ -298,6 +298,46 @@ fn async_lock_operations_meeting_a_close_right_after_a_reply_succeed() {
     });
 }
 
+/// The async client's I/O time-out (one timer per connection): a request into a blackhole
+/// ends with an error in time, and the client works again once the blackhole is gone.
+#[test]
+fn async_requests_into_a_blackhole_end_within_the_io_timeout() {
+    let server = Memcached::start();
+    let proxy = Proxy::start(&server.address());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = crate::harness::builder()
+            .servers(proxy.address())
+            .io_timeout(IO_TIMEOUT)
+            .connect_timeout(IO_TIMEOUT)
+            .build_async()
+            .await
+            .unwrap();
+        let sem = client.semaphore(&unique("async-blackhole")).unwrap();
+        assert!(!sem.is_locked().await.unwrap());
+        proxy.set(Mode::Blackhole);
+        let started = Instant::now();
+        let outcome = sem.try_acquire().await;
+        let took = started.elapsed();
+        assert!(outcome.is_err(), "{outcome:?}");
+        let bound = IO_TIMEOUT * 3 + Duration::from_millis(600);
+        assert!(took <= bound, "try_acquire took {took:?}");
+        let started = Instant::now();
+        let read = sem.is_locked().await;
+        assert!(read.is_err(), "{read:?}");
+        assert!(
+            started.elapsed() <= bound,
+            "is_locked took {:?}",
+            started.elapsed()
+        );
+        proxy.set(Mode::Pass);
+        assert!(sem.is_locked().await.is_ok());
+    });
+}
+
 /// An add that memcached applied but whose reply was garbage is an unknown outcome: the
 /// caller gets an error, and the clean-up removes the lock well before its 60 s TTL (this
 /// was an orphan until the acquire path kept unanswered adds for the clean-up).

@@ -3,6 +3,9 @@
 //! that writes `ms <key> 32 T60 ME` and `md <key>` and reads each reply, nothing else. Each
 //! transport is measured twice: the blocking API against a blocking socket, and the tokio API
 //! against a tokio socket (one task on a multi-thread runtime, both sides in the same task).
+//! A second floor sends memsem's own bytes on the same socket: its lock value (token and
+//! holder record, read back from the server), the `c` and `O` flags, and the CAS-checked
+//! `md`: what is left between it and memsem is the client's own cost.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -10,7 +13,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use memsem::TlsConfig;
 use rustls::pki_types::pem::PemObject;
@@ -26,7 +29,89 @@ struct Raw(Box<dyn ReadWrite>);
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
+/// memsem's requests for a pair, byte for byte but the key: `ms <key> <len> T60 ME c O<n>`
+/// with memsem's own lock value, then `md <key> C<cas> O<n+1>`.
+struct Twin {
+    value: Vec<u8>,
+    opaque: u32,
+    request: Vec<u8>,
+}
+
+impl Twin {
+    const KEY: &str = "bench-floor-m";
+
+    fn new(value: Vec<u8>) -> Twin {
+        Twin {
+            value,
+            opaque: 0,
+            request: Vec::with_capacity(256),
+        }
+    }
+
+    fn add(&mut self) -> &[u8] {
+        self.request.clear();
+        let (key, len, opaque) = (Twin::KEY, self.value.len(), self.opaque);
+        write!(self.request, "ms {key} {len} T60 ME c O{opaque}\r\n").expect("write");
+        self.request.extend_from_slice(&self.value);
+        self.request.extend_from_slice(b"\r\n");
+        self.opaque = self.opaque.wrapping_add(1);
+        &self.request
+    }
+
+    /// The delete for the add whose reply is `reply` (`HD c<cas> O<n>`).
+    fn delete(&mut self, reply: &[u8]) -> &[u8] {
+        assert!(reply.starts_with(b"HD"), "the twin floor's key was taken");
+        let cas: u64 = std::str::from_utf8(reply)
+            .expect("a text reply")
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix('c')?.parse().ok())
+            .expect("the CAS");
+        self.request.clear();
+        let (key, opaque) = (Twin::KEY, self.opaque);
+        write!(self.request, "md {key} C{cas} O{opaque}\r\n").expect("write");
+        self.opaque = self.opaque.wrapping_add(1);
+        &self.request
+    }
+}
+
+/// `mg <key> v`: the value in a reply, once it is all in `buf[..got]`.
+fn value_in(buf: &[u8]) -> Option<Vec<u8>> {
+    let end = buf.windows(2).position(|w| w == b"\r\n")?;
+    let header = std::str::from_utf8(&buf[..end]).expect("a text reply");
+    let len: usize = header
+        .strip_prefix("VA ")
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no value in {header:?}"));
+    let start = end + 2;
+    (buf.len() >= start + len + 2).then(|| buf[start..start + len].to_vec())
+}
+
 impl Raw {
+    /// The value stored at `key`.
+    fn value_of(&mut self, key: &str) -> Vec<u8> {
+        self.0
+            .write_all(format!("mg {key} v\r\n").as_bytes())
+            .expect("send");
+        self.0.flush().expect("flush");
+        let (mut buf, mut got) = (vec![0u8; 4096], 0);
+        loop {
+            if let Some(value) = value_in(&buf[..got]) {
+                return value;
+            }
+            let n = self.0.read(&mut buf[got..]).expect("reply");
+            assert!(n > 0, "connection closed");
+            got += n;
+        }
+    }
+
+    fn twin_pair(&mut self, twin: &mut Twin) {
+        let mut buf = [0u8; 64];
+        self.round_trip(twin.add(), &mut buf);
+        let reply = buf;
+        self.round_trip(twin.delete(&reply), &mut buf);
+        assert!(buf.starts_with(b"HD"), "the twin floor's delete failed");
+    }
+
     fn round_trip(&mut self, request: &[u8], buf: &mut [u8]) {
         self.0.write_all(request).expect("send");
         self.0.flush().expect("flush");
@@ -56,6 +141,29 @@ trait AsyncReadWrite: AsyncRead + AsyncWrite + Send {}
 impl<T: AsyncRead + AsyncWrite + Send> AsyncReadWrite for T {}
 
 impl RawAsync {
+    async fn value_of(&mut self, key: &str) -> Vec<u8> {
+        let request = format!("mg {key} v\r\n");
+        self.0.write_all(request.as_bytes()).await.expect("send");
+        self.0.flush().await.expect("flush");
+        let (mut buf, mut got) = (vec![0u8; 4096], 0);
+        loop {
+            if let Some(value) = value_in(&buf[..got]) {
+                return value;
+            }
+            let n = self.0.read(&mut buf[got..]).await.expect("reply");
+            assert!(n > 0, "connection closed");
+            got += n;
+        }
+    }
+
+    async fn twin_pair(&mut self, twin: &mut Twin) {
+        let mut buf = [0u8; 64];
+        self.round_trip(twin.add(), &mut buf).await;
+        let reply = buf;
+        self.round_trip(twin.delete(&reply), &mut buf).await;
+        assert!(buf.starts_with(b"HD"), "the twin floor's delete failed");
+    }
+
     async fn round_trip(&mut self, request: &[u8], buf: &mut [u8]) {
         self.0.write_all(request).await.expect("send");
         self.0.flush().await.expect("flush");
@@ -225,25 +333,40 @@ impl Drop for TlsServer {
     }
 }
 
-/// Interleaved raw and memsem pairs: the medians in µs.
-fn measure(mut raw: Raw, client: &memsem::Client, n: usize) -> (f64, f64) {
+/// Medians in µs of one run: the raw floor, the raw floor with memsem's bytes, memsem.
+type Medians = (f64, f64, f64);
+
+/// Interleaved raw, twin and memsem pairs: the medians in µs.
+fn measure(mut raw: Raw, client: &memsem::Client, n: usize) -> Medians {
     let warm = n / 10;
     let sem = client.semaphore("bench-transport").expect("a valid name");
-    let (mut raw_samples, mut memsem_samples) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let permit = sem.try_acquire().expect("memcached answers").expect("free");
+    let mut twin = Twin::new(raw.value_of("__lock__bench-transport"));
+    permit.release().expect("release");
+    let mut samples = [(); 3].map(|()| Vec::with_capacity(n));
     for i in 0..warm + n {
-        let started = Instant::now();
-        raw.pair();
-        let raw_took = started.elapsed();
-        let started = Instant::now();
-        let permit = sem.try_acquire().expect("memcached answers").expect("free");
-        permit.release().expect("release");
-        let memsem_took = started.elapsed();
+        // Each of the three in each place of the order in turn.
+        let mut took = [Duration::ZERO; 3];
+        for which in (0..3).map(|k| (k + i) % 3) {
+            let started = Instant::now();
+            match which {
+                0 => raw.pair(),
+                1 => raw.twin_pair(&mut twin),
+                _ => {
+                    let permit = sem.try_acquire().expect("memcached answers").expect("free");
+                    permit.release().expect("release");
+                }
+            }
+            took[which] = started.elapsed();
+        }
         if i >= warm {
-            raw_samples.push(raw_took);
-            memsem_samples.push(memsem_took);
+            for (samples, took) in samples.iter_mut().zip(took) {
+                samples.push(took);
+            }
         }
     }
-    (median_us(raw_samples), median_us(memsem_samples))
+    let [raw, twin, memsem] = samples.map(median_us);
+    (raw, twin, memsem)
 }
 
 /// The same on tokio: raw and memsem pairs interleaved in one task of a multi-thread runtime
@@ -252,34 +375,46 @@ async fn measure_async(
     mut raw: RawAsync,
     client: &memsem::Client<memsem::Tokio>,
     n: usize,
-) -> (f64, f64) {
+) -> Medians {
     let warm = n / 10;
     let sem = client.semaphore("bench-transport").expect("a valid name");
-    let (mut raw_samples, mut memsem_samples) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let permit = sem.try_acquire().await.expect("answers").expect("free");
+    let mut twin = Twin::new(raw.value_of("__lock__bench-transport").await);
+    permit.release().await.expect("release");
+    let mut samples = [(); 3].map(|()| Vec::with_capacity(n));
     for i in 0..warm + n {
-        let started = Instant::now();
-        raw.pair().await;
-        let raw_took = started.elapsed();
-        let started = Instant::now();
-        let permit = sem
-            .try_acquire()
-            .await
-            .expect("memcached answers")
-            .expect("free");
-        permit.release().await.expect("release");
-        let memsem_took = started.elapsed();
+        let mut took = [Duration::ZERO; 3];
+        for which in (0..3).map(|k| (k + i) % 3) {
+            let started = Instant::now();
+            match which {
+                0 => raw.pair().await,
+                1 => raw.twin_pair(&mut twin).await,
+                _ => {
+                    let permit = sem
+                        .try_acquire()
+                        .await
+                        .expect("memcached answers")
+                        .expect("free");
+                    permit.release().await.expect("release");
+                }
+            }
+            took[which] = started.elapsed();
+        }
         if i >= warm {
-            raw_samples.push(raw_took);
-            memsem_samples.push(memsem_took);
+            for (samples, took) in samples.iter_mut().zip(took) {
+                samples.push(took);
+            }
         }
     }
-    (median_us(raw_samples), median_us(memsem_samples))
+    let [raw, twin, memsem] = samples.map(median_us);
+    (raw, twin, memsem)
 }
 
-fn row(transport: &str, api: &str, (raw_us, memsem_us): (f64, f64)) {
+fn row(transport: &str, api: &str, (raw_us, twin_us, memsem_us): Medians) {
     println!(
-        "| {transport} | {api} | {raw_us:.1} | {memsem_us:.1} | {:.2} |",
-        memsem_us / raw_us
+        "| {transport} | {api} | {raw_us:.1} | {twin_us:.1} | {memsem_us:.1} | {:.2} | {:.2} |",
+        memsem_us / raw_us,
+        memsem_us / twin_us
     );
 }
 
@@ -310,11 +445,16 @@ pub fn over_transports(sizes: &Sizes) {
     println!("## 8. Uncontended acquire+release by transport (median of {n}, µs)\n");
     println!(
         "Each row has its own one-thread memcached (`-t 1`); the raw floor is one connection \
-         writing a meta add and a meta delete and reading each reply, interleaved with memsem's \
-         pairs in the same run.\n"
+         writing a meta add (32-byte value) and a meta delete and reading each reply; the \
+         second floor sends memsem's bytes on that connection (its lock value with the holder \
+         record, `c` and `O` flags, `md` with the CAS); both interleaved with memsem's pairs in \
+         the same run. Blocking rows: the blocking API and a blocking socket; tokio rows: the \
+         async API and a tokio socket, in one task of a multi-thread runtime.\n"
     );
-    println!("| transport | API | raw add + delete | memsem try_acquire + release | × raw |");
-    println!("|---|---|---:|---:|---:|");
+    println!(
+        "| transport | API | raw add + delete | raw, memsem's bytes | memsem try_acquire + release | × raw | × raw, memsem's bytes |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|");
     let client = |servers: &str, tls: Option<TlsConfig>| {
         let builder = crate::builder().servers(servers);
         match tls {
