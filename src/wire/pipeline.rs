@@ -437,7 +437,7 @@ impl State {
                         return true;
                     }
                     self.filled += read;
-                    self.parse();
+                    self.parse(id);
                     moved = true;
                 }
                 Poll::Ready(Err(error)) => {
@@ -451,7 +451,7 @@ impl State {
     }
 
     /// Parses every complete reply in the input and hands each to its call.
-    fn parse(&mut self) {
+    fn parse(&mut self, polling: u64) {
         let mut used = 0;
         while self.answered < self.calls.len() {
             let call = &mut self.calls[self.answered];
@@ -464,33 +464,37 @@ impl State {
             let (reply, size) = match parsed {
                 Ok(Some(parsed)) => parsed,
                 Ok(None) => break,
-                Err(garbage) => return self.garble(Failure::Protocol(garbage.0)),
+                Err(garbage) => return self.garble(Failure::Protocol(garbage.0), polling),
             };
             let want = call.expect.opaques.get(index);
             if let (Reply::Meta { opaque: got, .. }, Some(want)) = (reply, want)
                 && got != Some(want)
             {
                 let detail = format!("reply out of step: opaque {got:?}, expected {want}");
-                return self.garble(Failure::Protocol(detail));
+                return self.garble(Failure::Protocol(detail), polling);
             }
             call.replies.push(Owned::of(reply));
             used += size;
             if call.replies.len() == call.expect.opaques.len() {
                 let replies = std::mem::take(&mut call.replies);
-                self.answer(Ok(replies));
+                self.answer(Ok(replies), polling);
             }
         }
         self.input.copy_within(used..self.filled, 0);
         self.filled -= used;
     }
 
-    /// Answers the first unanswered call and wakes its task.
-    fn answer(&mut self, answer: Answer) {
+    /// Answers the first unanswered call and wakes its task, unless it is the call being
+    /// polled (`polling`), which is running and collects its answer right away: waking it
+    /// would only poll its task once more for nothing.
+    fn answer(&mut self, answer: Answer, polling: u64) {
+        let id = self.first + self.answered as u64;
         let call = &mut self.calls[self.answered];
         self.answered += 1;
         if call.stage == Stage::Waiting {
             call.answer = Some(answer);
-            if let Some(waker) = call.waker.take() {
+            let waker = call.waker.take();
+            if let Some(waker) = waker.filter(|_| id != polling) {
                 waker.wake();
             }
         }
@@ -498,8 +502,8 @@ impl State {
 
     /// A reply that is not the one expected: the call it was for gets `failure`, the rest of
     /// the connection breaks.
-    fn garble(&mut self, failure: Failure) {
-        self.answer(Err(failure));
+    fn garble(&mut self, failure: Failure, polling: u64) {
+        self.answer(Err(failure), polling);
         self.fail(io::ErrorKind::InvalidData);
     }
 
@@ -517,7 +521,7 @@ impl State {
             } else {
                 Failure::Unavailable(Box::new(error))
             };
-            self.answer(Err(failure));
+            self.answer(Err(failure), u64::MAX);
         }
     }
 
