@@ -12,7 +12,7 @@
 //!   a proxy that drops meta commands? or just going away).
 //! - [`conn`] and [`pool`]: a blocking connection and the per-server pool ([`Backend`]).
 //! - `mux` and `pipeline` (feature `tokio`): a few multiplexed connections per server
-//!   (`AsyncBackend`), each with a writer and a reader task.
+//!   (`AsyncBackend`), driven by their callers (no task of their own).
 
 use std::path::PathBuf;
 use std::sync::Arc;

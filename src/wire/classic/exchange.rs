@@ -241,7 +241,7 @@ impl Exchange<'_> {
 }
 
 /// An [`Exchange`] owning its key and value, for a reader that outlives the request (the
-/// tokio transport's reader task).
+/// tokio transport parses a reply in whichever caller's poll reads it).
 #[cfg(feature = "tokio")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct OwnedExchange {
