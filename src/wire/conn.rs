@@ -316,7 +316,7 @@ impl Io {
         // The socket's own time-out is the whole I/O time-out, set at dial time; it is
         // shortened (two more system calls) only once the exchange has used a noticeable part
         // of it, not before every read.
-        let shortened = left + TIMEOUT_SLACK < self.io_timeout;
+        let shortened = left.saturating_add(TIMEOUT_SLACK) < self.io_timeout;
         if shortened {
             self.stream.set_timeout(left)?;
         }

@@ -191,12 +191,6 @@ pub(super) struct Pipeline {
     state: Mutex<State>,
 }
 
-impl std::fmt::Debug for Pipeline {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pipeline").finish_non_exhaustive()
-    }
-}
-
 impl Pipeline {
     /// A connection over `stream`; a call not answered within `io_timeout` breaks it.
     pub(super) fn new(stream: Boxed, io_timeout: Duration) -> Pipeline {
@@ -337,10 +331,15 @@ impl State {
     /// Arms the watchdog for the oldest unanswered call and registers call `id`'s task with
     /// it; whether that call has timed out.
     fn watch(&mut self, id: u64, cx: &mut Context<'_>) -> bool {
-        let Some(oldest) = self.calls.get(self.answered) else {
+        // No call waiting, or a time-out too long for the clock: nothing to watch.
+        let Some(due) = self
+            .calls
+            .get(self.answered)
+            .and_then(|oldest| oldest.queued_at.checked_add(self.io_timeout))
+        else {
             return false;
         };
-        let due = tokio::time::Instant::from_std(oldest.queued_at + self.io_timeout);
+        let due = tokio::time::Instant::from_std(due);
         let watchdog = self
             .watchdog
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));

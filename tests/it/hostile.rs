@@ -338,6 +338,34 @@ fn async_requests_into_a_blackhole_end_within_the_io_timeout() {
     });
 }
 
+/// An I/O time-out too long for the clock (`Duration::MAX`) is no panic, blocking or async.
+#[test]
+fn an_io_timeout_of_duration_max_is_no_panic() {
+    let server = Memcached::start();
+    let builder = || {
+        crate::harness::builder()
+            .servers(&server.address())
+            .io_timeout(Duration::MAX)
+    };
+    let sem = builder().build().unwrap();
+    let sem = sem.semaphore(&unique("max-io")).unwrap();
+    for _ in 0..3 {
+        sem.try_acquire().unwrap().expect("free").release().unwrap();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = builder().build_async().await.unwrap();
+        let sem = client.semaphore(&unique("async-max-io")).unwrap();
+        for _ in 0..3 {
+            let permit = sem.try_acquire().await.unwrap().expect("free");
+            permit.release().await.unwrap();
+        }
+    });
+}
+
 /// An add that memcached applied but whose reply was garbage is an unknown outcome: the
 /// caller gets an error, and the clean-up removes the lock well before its 60 s TTL (this
 /// was an orphan until the acquire path kept unanswered adds for the clean-up).
