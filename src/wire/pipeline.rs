@@ -230,10 +230,9 @@ impl Pipeline {
         count: usize,
         encode: impl FnOnce(&mut Vec<u8>, u32) -> Outcome<Expect>,
     ) -> Outcome<Pending<'_>> {
+        // The caller has just checked the connection with `is_broken` (which looks for a close
+        // while idle): not again here.
         let mut state = self.lock();
-        if state.calls.is_empty() {
-            state.check_idle();
-        }
         if let Some(kind) = state.broken {
             return Err(Failure::Unavailable(Box::new(io::Error::from(kind))));
         }
