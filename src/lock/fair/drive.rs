@@ -105,6 +105,9 @@ impl<F: Flavor> Semaphore<F> {
         }
         loop {
             let now = Instant::now();
+            // Before the draw: a wait cancelled right after the draw still leaves this
+            // process's releasers handing over (and so moving past its ticket).
+            queue.set_contended(true);
             let drawn = self
                 .target
                 .backend
@@ -124,7 +127,6 @@ impl<F: Flavor> Semaphore<F> {
                     continue;
                 }
             };
-            queue.set_contended(true);
             let mut wait = Wait::new(counter, queue, self.permits(), now);
             let membership = Membership::new(&queue.local, wait.ticket());
             let mailbox = &membership.mailbox;
