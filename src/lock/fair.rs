@@ -423,19 +423,25 @@ impl Wait {
     pub(crate) fn on_slots(&mut self, slots: &[Option<Item>], now: Instant) -> Step {
         let mut free = None;
         let mut earlier = None;
+        // Ours, or else the earliest later ticket's while we were passed: FIFO either way,
+        // and a later waiter's own reservation is left to it (taking it would make that
+        // waiter wait for ours to go stale).
+        let mut claimable: Option<(u64, Step)> = None;
         for (item, slot) in slots.iter().zip(1..) {
             match item {
                 None => {
                     free.get_or_insert(slot);
                 }
                 Some(item) => match reserved_for(&item.value) {
-                    // Ours, or a later ticket's while we were passed: FIFO either way.
                     Some(ticket) if ticket >= self.ticket => {
-                        return Step::Claim {
-                            slot,
-                            cas: item.cas,
-                            epoch: item.epoch,
-                        };
+                        if claimable.as_ref().is_none_or(|(best, _)| ticket < *best) {
+                            let claim = Step::Claim {
+                                slot,
+                                cas: item.cas,
+                                epoch: item.epoch,
+                            };
+                            claimable = Some((ticket, claim));
+                        }
                     }
                     Some(_) => {
                         earlier.get_or_insert((slot, item.cas, item.epoch));
@@ -443,6 +449,9 @@ impl Wait {
                     None => {}
                 },
             }
+        }
+        if let Some((_, claim)) = claimable {
+            return claim;
         }
         if let Some(slot) = free {
             return Step::Add { slot };
@@ -630,6 +639,35 @@ mod tests {
         assert_eq!(
             wait.on_queue(Some(counter(12, 9)), &queue, now),
             Step::ReadSlots(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn a_waiter_takes_its_own_reservation_before_a_later_tickets() {
+        let queue = Queue::new(b"q".to_vec());
+        let now = Instant::now();
+        let mut wait = Wait::new(counter(9, 7), &queue, 8, now);
+        let slots = [
+            item(&reservation(11), 3),
+            item(&reservation(9), 4),
+            item(&reservation(10), 5),
+        ];
+        assert_eq!(
+            wait.on_slots(&slots, now),
+            Step::Claim {
+                slot: 2,
+                cas: 4,
+                epoch: EPOCH
+            }
+        );
+        let passed = [item(&reservation(11), 3), item(&reservation(10), 5)];
+        assert_eq!(
+            wait.on_slots(&passed, now),
+            Step::Claim {
+                slot: 2,
+                cas: 5,
+                epoch: EPOCH
+            }
         );
     }
 
