@@ -433,16 +433,18 @@ impl Wait {
                     free.get_or_insert(slot);
                 }
                 Some(item) => match reserved_for(&item.value) {
-                    Some(ticket) if ticket >= self.ticket => {
-                        if claimable.as_ref().is_none_or(|(best, _)| ticket < *best) {
-                            let claim = Step::Claim {
-                                slot,
-                                cas: item.cas,
-                                epoch: item.epoch,
-                            };
-                            claimable = Some((ticket, claim));
-                        }
+                    Some(ticket)
+                        if ticket >= self.ticket
+                            && claimable.as_ref().is_none_or(|(best, _)| ticket < *best) =>
+                    {
+                        let claim = Step::Claim {
+                            slot,
+                            cas: item.cas,
+                            epoch: item.epoch,
+                        };
+                        claimable = Some((ticket, claim));
                     }
+                    Some(ticket) if ticket >= self.ticket => {}
                     Some(_) => {
                         earlier.get_or_insert((slot, item.cas, item.epoch));
                     }
