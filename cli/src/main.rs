@@ -5,6 +5,7 @@ mod acquire;
 mod child;
 mod cli;
 mod commands;
+mod events;
 mod exit;
 mod inspect;
 mod run;
