@@ -8,6 +8,7 @@ mod commands;
 mod events;
 mod exit;
 mod inspect;
+mod log;
 mod parse;
 mod run;
 mod serve;
@@ -50,14 +51,7 @@ fn main() -> ExitCode {
         return ExitCode::from(exit::USAGE);
     }
     if !cli.global.quiet {
-        // The library reports what it retries or cleans up (a failed refresh, a lock lost by
-        // the keep-alive) through `tracing`: show its warnings on stderr.
-        tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
-            .with_target(false)
-            .without_time()
-            .init();
+        log::init();
     }
     ExitCode::from(commands::dispatch(cli))
 }

@@ -6,7 +6,7 @@
 
 use std::ffi::{OsStr, OsString};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::cli::{Cli, Command, Global, RunArgs};
 
@@ -27,11 +27,14 @@ enum RunCommand {
 
 /// The command line `args` (the program's name first), as [`Cli`] parses it.
 pub fn parse(args: &[OsString]) -> Result<Cli, clap::Error> {
-    if subcommand(args).is_some_and(|name| name == "run")
+    let run_only = RunOnly::command();
+    if subcommand(&run_only, args).is_some_and(|name| name == "run")
         && let Ok(RunOnly {
             global,
             command: RunCommand::Run(run),
-        }) = RunOnly::try_parse_from(args)
+        }) = run_only
+            .try_get_matches_from(args)
+            .and_then(|mut matches| RunOnly::from_arg_matches_mut(&mut matches))
     {
         return Ok(Cli {
             global,
@@ -41,11 +44,11 @@ pub fn parse(args: &[OsString]) -> Result<Cli, clap::Error> {
     Cli::try_parse_from(args)
 }
 
-/// The subcommand's name: the first argument that is neither a global option nor the value
-/// of one. `None` when an argument is anything else (help, version, an unknown option, a
-/// short option cluster that is not all global flags): the whole command line decides.
-fn subcommand(args: &[OsString]) -> Option<&OsStr> {
-    let global = Global::augment_args(clap::Command::new("memsem"));
+/// The subcommand's name: the first argument that is neither one of `command`'s own
+/// options (the global ones) nor the value of one. `None` when an argument is anything else
+/// (help, version, an unknown option, a short option cluster that is not all global flags):
+/// the whole command line decides.
+fn subcommand<'a>(command: &clap::Command, args: &'a [OsString]) -> Option<&'a OsStr> {
     let takes_value = |found: Option<&clap::Arg>| found.map(|arg| arg.get_action().takes_values());
     let mut rest = args.iter().skip(1);
     while let Some(arg) = rest.next() {
@@ -58,13 +61,13 @@ fn subcommand(args: &[OsString]) -> Option<&OsStr> {
                 Some((name, _)) => (name, true),
                 None => (long, false),
             };
-            let found = global.get_arguments().find(|a| a.get_long() == Some(name));
+            let found = command.get_arguments().find(|a| a.get_long() == Some(name));
             if takes_value(found)? && !inline_value {
                 rest.next();
             }
         } else if let Some(shorts) = text.strip_prefix('-').filter(|s| !s.is_empty()) {
             for short in shorts.chars() {
-                let found = global
+                let found = command
                     .get_arguments()
                     .find(|a| a.get_short() == Some(short));
                 if takes_value(found)? {
@@ -88,7 +91,8 @@ mod tests {
 
     #[test]
     fn the_subcommand_is_found_past_the_global_options_and_their_values() {
-        let found = |line: &[&str]| subcommand(&args(line)).map(|s| s.to_owned());
+        let command = RunOnly::command();
+        let found = |line: &[&str]| subcommand(&command, &args(line)).map(|s| s.to_owned());
         assert_eq!(found(&["memsem", "run", "job", "true"]).unwrap(), "run");
         assert_eq!(
             found(&["memsem", "--servers", "run", "status", "x"]).unwrap(),
