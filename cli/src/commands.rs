@@ -1,7 +1,6 @@
 //! The subcommands other than `run`, `status` and `break`, and the client every subcommand
 //! shares.
 
-use std::sync::mpsc;
 use std::time::Duration;
 
 use memsem::{Client, Error, Semaphore, TlsConfig};
@@ -11,6 +10,7 @@ use clap::CommandFactory;
 
 use crate::acquire::{self, Acquired};
 use crate::cli::{AcquireArgs, Cli, Command, Global, RefreshArgs, ReleaseArgs};
+use crate::events::Events;
 use crate::exit;
 use crate::inspect;
 use crate::run;
@@ -206,20 +206,22 @@ fn acquire_command(client: &Client, args: &AcquireArgs, global: &Global) -> Resu
         info: &info,
     };
     let sem = lock.semaphore(client)?;
-    let (events_tx, events) = mpsc::channel();
-    if let Err(error) = acquire::catch_signals(events_tx) {
-        exit::tell(
-            "software",
-            &format!("cannot handle signals: {error}"),
-            exit::SOFTWARE,
-        );
-        return Ok(exit::SOFTWARE);
-    }
+    let mut events = match Events::new() {
+        Ok(events) => events,
+        Err(error) => {
+            exit::tell(
+                "software",
+                &format!("cannot handle signals: {error}"),
+                exit::SOFTWARE,
+            );
+            return Ok(exit::SOFTWARE);
+        }
+    };
     match acquire::acquire(
         &sem,
         args.wait.limit(),
         args.wait.poll,
-        &events,
+        &mut events,
         global.quiet,
     )? {
         Acquired::Permit(permit) => {
