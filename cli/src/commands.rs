@@ -44,6 +44,7 @@ pub fn dispatch(cli: Cli) -> u8 {
                 ttl: Some(args.ttl),
                 cooldown: args.cooldown,
                 info: &info,
+                fifo: args.fifo,
             };
             let sem = lock.semaphore(&client).and_then(|sem| match args.fencing {
                 true => sem.with_fencing(),
@@ -149,6 +150,7 @@ struct Lock<'a> {
     ttl: Option<Duration>,
     cooldown: Option<Duration>,
     info: &'a str,
+    fifo: bool,
 }
 
 impl Lock<'_> {
@@ -162,6 +164,9 @@ impl Lock<'_> {
         }
         if !self.info.is_empty() {
             sem = sem.with_info(self.info)?;
+        }
+        if self.fifo {
+            sem = sem.with_fairness(memsem::Fairness::Fifo)?;
         }
         Ok(sem)
     }
@@ -204,6 +209,7 @@ fn acquire_command(client: &Client, args: &AcquireArgs, global: &Global) -> Resu
         ttl: Some(args.ttl),
         cooldown: None,
         info: &info,
+        fifo: args.fifo,
     };
     let sem = lock.semaphore(client)?;
     let mut events = match Events::new() {

@@ -254,6 +254,46 @@ fn a_dead_head_ticket_and_a_key_freed_without_hand_off_do_not_stall_the_queue() 
     println!("ticket 2 acquired {waited:?} after queueing, past a dead head and a freed key");
 }
 
+#[test]
+fn memsem_run_fifo_serves_queued_processes_in_order() {
+    let server = Memcached::start();
+    let name = unique("fair-cli");
+    let sem = fifo(server.semaphore(&name));
+    let mut raw = server.raw();
+    let holder = sem.try_acquire().expect("memcached answers").expect("free");
+    let log = std::env::temp_dir().join(unique("memsem-fair-cli"));
+    let run = |who: &str| {
+        crate::cli::memsem(&server)
+            .args(["run", "--fifo", "--wait", "60s", &name, "--", "sh", "-c"])
+            .arg(format!("echo {who} >> {}", log.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("memsem starts")
+    };
+    // Three processes queue one after the other (tickets 1, 2, 3), then the holder leaves.
+    let mut queued = Vec::new();
+    for (ticket, who) in ["first", "second", "third"].into_iter().enumerate() {
+        queued.push(run(who));
+        wait_for_tickets(&mut raw, &name, ticket as u64 + 1);
+    }
+    holder.release().expect("release");
+    for child in queued {
+        let output = child.wait_with_output().expect("memsem ends");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let order = std::fs::read_to_string(&log).expect("the commands wrote");
+    std::fs::remove_file(&log).unwrap();
+    assert_eq!(
+        order, "first\nsecond\nthird\n",
+        "served in the order they queued"
+    );
+}
+
 /// The Perl implementation of the Cache::Memcached::Semaphore protocol.
 const SEMAPHORE_PL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/perl/semaphore.pl");
 
