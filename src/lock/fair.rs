@@ -198,16 +198,20 @@ impl Handoff {
 
     /// Advances the queue and returns the next ticket and the reservation to write for it,
     /// or `None` when nobody waits (or the counter cannot be read: then the key is deleted
-    /// and the head of the queue adds it). One `ma`, two when it lands on our own ticket.
+    /// and the head of the queue adds it). One `ma`, more when it lands on our own ticket
+    /// or one that already holds.
     pub(crate) async fn next<T: Transport>(&self, backend: &T) -> Option<(u64, Vec<u8>)> {
-        for _ in 0..2 {
+        // A ticket whose waiter here already holds a permit (it found a free slot before its
+        // turn came) is passed over: a reservation for it would sit unclaimed until a later
+        // ticket may take it as stale.
+        for _ in 0..4 {
             let counter = backend.bump(&self.queue.key, 1, None).await.ok()??;
             let Position { drawn, handed } = Position::unpack(counter);
             if handed > drawn {
                 self.queue.set_contended(false);
                 return None;
             }
-            if Some(handed) != self.ticket {
+            if Some(handed) != self.ticket && !self.queue.local.holds(handed) {
                 return Some((handed, reservation(handed)));
             }
         }

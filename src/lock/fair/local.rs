@@ -67,6 +67,11 @@ impl Local {
             .is_some_and(|before| self.members().by_ticket.contains_key(&before))
     }
 
+    /// Whether the waiter of `ticket` is ours and holds a permit already.
+    pub(crate) fn holds(&self, ticket: u64) -> bool {
+        matches!(self.members().by_ticket.get(&ticket), Some(Member::Holding))
+    }
+
     /// The waiter of `ticket` holds the lock now.
     pub(crate) fn holding(&self, ticket: u64) {
         if let Some(member) = self.members().by_ticket.get_mut(&ticket) {
@@ -157,7 +162,9 @@ mod tests {
         assert!(local.covers(5));
         assert!(!local.covers(6));
         assert!(!local.covers(4));
+        assert!(!local.holds(4));
         first.hold();
+        assert!(local.holds(4));
         assert!(local.covers(5), "a holder of ticket 4 hands 5 its turn");
         local.leave(4);
         assert!(!local.covers(5));
