@@ -45,6 +45,15 @@ pub trait Flavor:
     fn now() -> std::time::Instant {
         std::time::Instant::now()
     }
+    /// Waits up to `timeout` for a letter in `mailbox` (a FIFO waiter's turn, handed by a
+    /// releaser of this process): a task races the mailbox against its sleep.
+    #[doc(hidden)]
+    fn receive<T: Send>(
+        mailbox: &crate::mailbox::Mailbox<T>,
+        timeout: Duration,
+    ) -> impl Future<Output = Option<T>> + Send {
+        mailbox.wait_with(Self::sleep(timeout))
+    }
     /// Runs the requests to several servers at once (a quorum's votes): polled together,
     /// or for the blocking flavour one thread each.
     #[doc(hidden)]
@@ -115,6 +124,14 @@ impl Flavor for Blocking {
 
     async fn sleep(duration: Duration) {
         std::thread::sleep(duration);
+    }
+
+    /// The thread sleeps on the mailbox's condition variable.
+    async fn receive<T: Send>(
+        mailbox: &crate::mailbox::Mailbox<T>,
+        timeout: Duration,
+    ) -> Option<T> {
+        mailbox.wait_blocking(timeout)
     }
 
     /// One thread per request, so that the round trips overlap.
@@ -197,6 +214,21 @@ impl Flavor for Simulated {
     fn now() -> std::time::Instant {
         crate::wire::fake::clock::current()
             .map_or_else(std::time::Instant::now, |clock| clock.now())
+    }
+
+    /// On the fake clock: the letter if one is there, else the clock moves on by `timeout`;
+    /// on real time, as [`Blocking`].
+    async fn receive<T: Send>(
+        mailbox: &crate::mailbox::Mailbox<T>,
+        timeout: Duration,
+    ) -> Option<T> {
+        match crate::wire::fake::clock::current() {
+            Some(clock) => mailbox.take().or_else(|| {
+                clock.advance(timeout);
+                None
+            }),
+            None => mailbox.wait_blocking(timeout),
+        }
     }
 }
 

@@ -87,6 +87,7 @@ mod error;
 mod flavor;
 mod fleet;
 mod lock;
+mod mailbox;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;

@@ -2,41 +2,13 @@
 //! status line on a terminal and an early way out on SIGINT/SIGTERM/SIGHUP.
 
 use std::ops::ControlFlow;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use memsem::{Error, Holder, Permit, Semaphore, WaitPolicy};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
+use signal_hook::consts::SIGINT;
 
+use crate::events::{Event, Events};
 use crate::show::{StatusLine, describe};
-
-/// What the supervising loops of `run` and `acquire` react to.
-#[derive(Debug)]
-pub enum Event {
-    /// memsem received this signal.
-    Signal(i32),
-    /// The command ended (not yet reaped).
-    Exited(std::io::Result<()>),
-    /// The lease could not be kept: why.
-    Lost(String),
-}
-
-/// The signals memsem passes on to its command (or that end a wait).
-pub const FORWARDED: [i32; 3] = [SIGINT, SIGTERM, SIGHUP];
-
-/// Delivers SIGINT, SIGTERM and SIGHUP as [`Event::Signal`] from now on.
-pub fn catch_signals(events: Sender<Event>) -> std::io::Result<()> {
-    let mut signals = Signals::new(FORWARDED)?;
-    std::thread::spawn(move || {
-        for signal in signals.forever() {
-            if events.send(Event::Signal(signal)).is_err() {
-                break;
-            }
-        }
-    });
-    Ok(())
-}
 
 /// How an acquisition ended, short of an error.
 pub enum Acquired {
@@ -59,7 +31,7 @@ pub fn acquire(
     sem: &Semaphore,
     limit: Option<Duration>,
     poll: Duration,
-    events: &Receiver<Event>,
+    events: &mut Events,
     quiet: bool,
 ) -> Result<Acquired, Error> {
     if limit == Some(Duration::ZERO) {
@@ -96,14 +68,12 @@ pub fn acquire(
             };
             line.waiting(sem.name(), waiting.waited().as_secs(), &about);
         }
-        match events.recv_timeout(waiting.delay()) {
-            Ok(Event::Signal(caught)) => {
+        match events.next(Some(waiting.delay())) {
+            Some(Event::Signal(caught)) => {
                 signal = Some(caught);
                 ControlFlow::Break(())
             }
-            Ok(_) | Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-                ControlFlow::Continue(())
-            }
+            Some(_) | None => ControlFlow::Continue(()),
         }
     });
     line.clear();

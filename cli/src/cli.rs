@@ -315,6 +315,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "TEXT")]
     pub info: Option<String>,
 
+    /// Queue for the lock first come, first served (FIFO tickets and hand-offs) instead of
+    /// polling; plain-add users of the name (Perl, polling memsem) get in only when the
+    /// queue is empty
+    #[arg(long)]
+    pub fifo: bool,
+
     /// Draw a fencing number (larger than every earlier holder's) and pass it to the command
     /// in MEMSEM_FENCE, beside its token in MEMSEM_TOKEN
     #[arg(long)]
@@ -367,6 +373,10 @@ pub struct AcquireArgs {
     /// PPID being the calling shell's]
     #[arg(long, value_name = "TEXT")]
     pub info: Option<String>,
+
+    /// Queue for the lock first come, first served (FIFO tickets) instead of polling
+    #[arg(long)]
+    pub fifo: bool,
 
     #[command(flatten)]
     pub wait: WaitArgs,

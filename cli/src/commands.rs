@@ -1,7 +1,6 @@
 //! The subcommands other than `run`, `status` and `break`, and the client every subcommand
 //! shares.
 
-use std::sync::mpsc;
 use std::time::Duration;
 
 use memsem::{Client, Error, Semaphore, TlsConfig};
@@ -11,6 +10,7 @@ use clap::CommandFactory;
 
 use crate::acquire::{self, Acquired};
 use crate::cli::{AcquireArgs, Cli, Command, Global, RefreshArgs, ReleaseArgs};
+use crate::events::Events;
 use crate::exit;
 use crate::inspect;
 use crate::run;
@@ -44,6 +44,7 @@ pub fn dispatch(cli: Cli) -> u8 {
                 ttl: Some(args.ttl),
                 cooldown: args.cooldown,
                 info: &info,
+                fifo: args.fifo,
             };
             let sem = lock.semaphore(&client).and_then(|sem| match args.fencing {
                 true => sem.with_fencing(),
@@ -149,6 +150,7 @@ struct Lock<'a> {
     ttl: Option<Duration>,
     cooldown: Option<Duration>,
     info: &'a str,
+    fifo: bool,
 }
 
 impl Lock<'_> {
@@ -162,6 +164,9 @@ impl Lock<'_> {
         }
         if !self.info.is_empty() {
             sem = sem.with_info(self.info)?;
+        }
+        if self.fifo {
+            sem = sem.with_fairness(memsem::Fairness::Fifo)?;
         }
         Ok(sem)
     }
@@ -204,22 +209,25 @@ fn acquire_command(client: &Client, args: &AcquireArgs, global: &Global) -> Resu
         ttl: Some(args.ttl),
         cooldown: None,
         info: &info,
+        fifo: args.fifo,
     };
     let sem = lock.semaphore(client)?;
-    let (events_tx, events) = mpsc::channel();
-    if let Err(error) = acquire::catch_signals(events_tx) {
-        exit::tell(
-            "software",
-            &format!("cannot handle signals: {error}"),
-            exit::SOFTWARE,
-        );
-        return Ok(exit::SOFTWARE);
-    }
+    let mut events = match Events::new() {
+        Ok(events) => events,
+        Err(error) => {
+            exit::tell(
+                "software",
+                &format!("cannot handle signals: {error}"),
+                exit::SOFTWARE,
+            );
+            return Ok(exit::SOFTWARE);
+        }
+    };
     match acquire::acquire(
         &sem,
         args.wait.limit(),
         args.wait.poll,
-        &events,
+        &mut events,
         global.quiet,
     )? {
         Acquired::Permit(permit) => {

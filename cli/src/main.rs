@@ -5,20 +5,20 @@ mod acquire;
 mod child;
 mod cli;
 mod commands;
+mod events;
 mod exit;
 mod inspect;
+mod log;
+mod parse;
 mod run;
 mod serve;
 mod show;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
-use crate::cli::Cli;
-
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match parse::parse(&args) {
         Ok(cli) => cli,
         Err(error) => {
             // clap prints help and version on stdout with success; usage errors go to stderr
@@ -28,7 +28,7 @@ fn main() -> ExitCode {
                 let _ = error.print();
                 return ExitCode::SUCCESS;
             }
-            if std::env::args_os().any(|arg| arg == "--json") {
+            if args.iter().any(|arg| arg == "--json") {
                 exit::set_json(true);
                 let rendered = error.render().to_string();
                 // The message without the usage lines that follow it.
@@ -46,20 +46,12 @@ fn main() -> ExitCode {
         }
     };
     exit::set_json(cli.global.json);
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if let Err(message) = cli::check_run_name(&args, &cli) {
         exit::tell("usage", &message, exit::USAGE);
         return ExitCode::from(exit::USAGE);
     }
     if !cli.global.quiet {
-        // The library reports what it retries or cleans up (a failed refresh, a lock lost by
-        // the keep-alive) through `tracing`: show its warnings on stderr.
-        tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
-            .with_target(false)
-            .without_time()
-            .init();
+        log::init();
     }
     ExitCode::from(commands::dispatch(cli))
 }

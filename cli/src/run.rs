@@ -4,15 +4,14 @@ use std::ffi::OsString;
 use std::io::ErrorKind;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::thread;
 use std::time::{Duration, Instant};
 
-use memsem::{Error, Permit, Semaphore, lease_margin};
+use memsem::{Error, KeepAlive, Permit, Semaphore, lease_margin};
 
-use crate::acquire::{self, Acquired, Event};
+use crate::acquire::{self, Acquired};
 use crate::child::{self, Guarded};
 use crate::cli::{OnLost, RunArgs};
+use crate::events::{Event, Events, Notifier};
 use crate::exit;
 
 /// How long after SIGKILL the command is taken to be gone (the kernel ends it at once; this
@@ -44,17 +43,66 @@ fn check_lease(args: &RunArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// How long the command runs before its lease is handed to the library's keep-alive
+/// (two threads). A shorter command never needs a refresh — the first is due a third of the
+/// TTL after the acquire, 100 ms at the least — and is spared them.
+const KEEP_ALIVE_AFTER: Duration = Duration::from_millis(50);
+
+/// When to start the keep-alive: [`KEEP_ALIVE_AFTER`] from now, but no later than a quarter
+/// of the time left before the loss must be reported (the lease's end minus the margin and
+/// `stop_time`), so that a loss is reported as soon as with a keep-alive started at once.
+fn keep_alive_due(permit: &Permit, stop_time: Duration) -> Instant {
+    let now = Instant::now();
+    let (Some(ttl), Some(end)) = (permit.ttl(), permit.expires_at()) else {
+        return now;
+    };
+    let report_at = end
+        .checked_sub(lease_margin(ttl) + stop_time)
+        .unwrap_or(now);
+    now + KEEP_ALIVE_AFTER.min(report_at.saturating_duration_since(now) / 4)
+}
+
+/// The lease while the command runs: the permit alone at first, then kept alive.
+struct Lease {
+    permit: Option<Permit>,
+    kept: Option<KeepAlive>,
+}
+
+impl Lease {
+    /// Hands the permit to the keep-alive, which refreshes the lease every TTL/3 and reports
+    /// a loss as an event: also when no refresh was confirmed by the lease's end minus the
+    /// margin and `stop_time`, so that the command is gone before the lease can end.
+    fn keep_alive(&mut self, stop_time: Duration, notifier: Notifier) {
+        if let Some(permit) = self.permit.take() {
+            self.kept = Some(permit.keep_alive_stopping_within(stop_time, move |why| {
+                notifier.send(Event::Lost(why.to_string()));
+            }));
+        }
+    }
+
+    /// The permit, unless the keep-alive found it lost.
+    fn into_permit(self) -> Option<Permit> {
+        match self.kept {
+            Some(kept) => kept.into_permit(),
+            None => self.permit,
+        }
+    }
+}
+
 /// Runs `args.command` under the lock; the exit status to return.
 pub fn run(sem: Semaphore, args: &RunArgs, quiet: bool) -> u8 {
     if let Err(error) = check_lease(args) {
         return exit::report(&error);
     }
-    let (events_tx, events) = mpsc::channel();
-    if let Err(error) = acquire::catch_signals(events_tx.clone()) {
-        eprintln!("memsem: cannot handle signals: {error}");
-        return exit::SOFTWARE;
-    }
-    let permit = match acquire::acquire(&sem, args.wait.limit(), args.wait.poll, &events, quiet) {
+    let mut events = match Events::new() {
+        Ok(events) => events,
+        Err(error) => {
+            eprintln!("memsem: cannot handle signals: {error}");
+            return exit::SOFTWARE;
+        }
+    };
+    let permit = match acquire::acquire(&sem, args.wait.limit(), args.wait.poll, &mut events, quiet)
+    {
         Ok(Acquired::Permit(permit)) => permit,
         Ok(Acquired::Busy(holder)) => {
             return crate::commands::busy(
@@ -86,21 +134,15 @@ pub fn run(sem: Semaphore, args: &RunArgs, quiet: bool) -> u8 {
             };
         }
     };
-    let pid = child.pid();
-    let waiter_events = events_tx.clone();
-    thread::spawn(move || {
-        let _ = waiter_events.send(Event::Exited(wait_without_reaping(pid)));
-    });
+    events.watch_child(child.pid());
 
-    // The library's keep-alive refreshes the lease every TTL/3 and reports a loss as an
-    // event: also when no refresh was confirmed by the lease's end minus the margin and the
-    // time the command needs to stop, so that it is gone before the lease can end.
-    let held = permit.keep_alive_stopping_within(stop_time(args), move |why| {
-        let _ = events_tx.send(Event::Lost(why.to_string()));
-    });
-
-    let outcome = supervise(child, &sem, args, &events);
-    let lost_at_release = match held.into_permit() {
+    let keep_alive_at = keep_alive_due(&permit, stop_time(args));
+    let mut lease = Lease {
+        permit: Some(permit),
+        kept: None,
+    };
+    let outcome = supervise(child, &mut lease, keep_alive_at, &sem, args, &mut events);
+    let lost_at_release = match lease.into_permit() {
         Some(permit) => !give_back(permit, quiet),
         None => false,
     };
@@ -112,26 +154,28 @@ pub fn run(sem: Semaphore, args: &RunArgs, quiet: bool) -> u8 {
     }
 }
 
-/// Waits for the command to end, passing on signals and acting on a lost lease. `Ok` with
-/// the command's status, or `Err` with memsem's own.
+/// Waits for the command to end, passing on signals, keeping the lease alive from
+/// `keep_alive_at` on and acting on its loss. `Ok` with the command's status, or `Err` with
+/// memsem's own.
 fn supervise(
     mut guarded: Guarded,
+    lease: &mut Lease,
+    keep_alive_at: Instant,
     sem: &Semaphore,
     args: &RunArgs,
-    events: &Receiver<Event>,
+    events: &mut Events,
 ) -> Result<u8, u8> {
     let pid = guarded.pid();
     let mut lost = false;
+    let mut keep_alive_at = Some(keep_alive_at);
     let mut kill_at: Option<Instant> = None;
     loop {
-        let event = match kill_at {
-            Some(at) => events.recv_timeout(at.saturating_duration_since(Instant::now())),
-            None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        };
+        let wake_at = keep_alive_at.into_iter().chain(kill_at).min();
+        let event = events.next(wake_at.map(|at| at.saturating_duration_since(Instant::now())));
         match event {
-            Ok(Event::Exited(Ok(()))) => {
+            Some(Event::Exited(Ok(()))) => {
                 guarded.reclaim_terminal();
-                let status = match guarded.child.wait() {
+                let status = match guarded.wait() {
                     Ok(status) => status,
                     Err(error) => {
                         eprintln!("memsem: waiting for the command failed: {error}");
@@ -144,12 +188,12 @@ fn supervise(
                     Ok(status_code(status))
                 };
             }
-            Ok(Event::Exited(Err(error))) => {
+            Some(Event::Exited(Err(error))) => {
                 eprintln!("memsem: waiting for the command failed: {error}");
                 return Err(exit::SOFTWARE);
             }
-            Ok(Event::Signal(signal)) => child::signal_group(pid, signal),
-            Ok(Event::Lost(why)) => {
+            Some(Event::Signal(signal)) => child::signal_group(pid, signal),
+            Some(Event::Lost(why)) => {
                 lost = true;
                 eprintln!(
                     "memsem: lost lock {} while the command ran: {why}",
@@ -167,35 +211,17 @@ fn supervise(
                     OnLost::Warn => eprintln!("memsem: the command keeps running (--on-lost warn)"),
                 }
             }
-            Err(RecvTimeoutError::Timeout) => {
-                child::signal_group(pid, libc::SIGKILL);
-                kill_at = None;
+            None => {
+                let now = Instant::now();
+                if keep_alive_at.is_some_and(|at| now >= at) {
+                    keep_alive_at = None;
+                    lease.keep_alive(stop_time(args), events.notifier());
+                }
+                if kill_at.is_some_and(|at| now >= at) {
+                    child::signal_group(pid, libc::SIGKILL);
+                    kill_at = None;
+                }
             }
-            Err(RecvTimeoutError::Disconnected) => return Err(exit::SOFTWARE),
-        }
-    }
-}
-
-/// Blocks until the child `pid` has ended, leaving it to be reaped by `Child::wait`: until
-/// then its pid cannot be reused, so signalling it stays safe.
-fn wait_without_reaping(pid: libc::pid_t) -> std::io::Result<()> {
-    loop {
-        // SAFETY: waitid only writes into the zeroed siginfo we own.
-        let status = unsafe {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if status == 0 {
-            return Ok(());
-        }
-        let error = std::io::Error::last_os_error();
-        if error.kind() != ErrorKind::Interrupted {
-            return Err(error);
         }
     }
 }

@@ -481,6 +481,7 @@ impl ClientBuilder {
         Client {
             inner: Arc::new(Fleet {
                 janitor: Janitor::new(),
+                shared: Default::default(),
                 backends,
                 cleanup,
                 ring,

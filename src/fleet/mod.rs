@@ -1,6 +1,7 @@
 //! The fleet: the client's server set (connections per server, the routing table, the
 //! namespace), the background clean-up, and a lock's key bound to its server.
 
+use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +36,35 @@ pub(crate) struct Fleet<F: Flavor> {
     pub(crate) namespace: String,
     pub(crate) janitor: Janitor,
     pub(crate) leases: Leases,
+    /// What the handles of one lock in this client share (a FIFO queue's local members).
+    pub(crate) shared: Shared,
+}
+
+/// State shared by every handle of the same lock key in one client, whatever its type:
+/// created by the first handle, dropped with the last.
+#[derive(Debug, Default)]
+pub(crate) struct Shared(
+    std::sync::Mutex<std::collections::HashMap<Vec<u8>, std::sync::Weak<dyn Any + Send + Sync>>>,
+);
+
+impl Shared {
+    /// The `T` of `key`, made by `make` when no live handle has one.
+    pub(crate) fn get<T: Any + Send + Sync>(&self, key: &[u8], make: impl FnOnce() -> T) -> Arc<T> {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(live) = map.get(key).and_then(std::sync::Weak::upgrade)
+            && let Ok(found) = live.downcast::<T>()
+        {
+            return found;
+        }
+        map.retain(|_, weak| weak.strong_count() > 0);
+        let made = Arc::new(make());
+        let erased: Arc<dyn Any + Send + Sync> = made.clone();
+        map.insert(key.to_vec(), Arc::downgrade(&erased));
+        made
+    }
 }
 
 impl<F: Flavor> Fleet<F> {

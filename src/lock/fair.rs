@@ -16,8 +16,12 @@
 //!   claims it with a CAS-checked replace of the reservation it read.
 //! - **Dead waiters**: a reservation seen unchanged for [`SKIP_AFTER`] may be claimed by
 //!   any later ticket, and it expires by itself after [`RESERVE_TTL`].
-//! - **Polling**: far from the head a waiter reads the counter, at a rate set by its
-//!   distance and the measured time per hand-off; at the head it reads the lock key.
+//! - **In one process**: a releaser whose next ticket waits in the same client hands it the
+//!   reservation's CAS through a mailbox (`local`), and a waiter whose predecessor ticket
+//!   is its own process's waits for that letter instead of polling: 4 commands per
+//!   acquisition (draw, claim, the releaser's `ma` and reservation).
+//! - **Polling**: otherwise, far from the head a waiter reads the counter, at a rate set by
+//!   its distance and the measured time per hand-off; at the head it reads the lock key.
 //!
 //! The decisions are pure ([`Wait`], [`Position`], [`reservation`]); the semaphore runs
 //! the I/O they ask for.
@@ -28,6 +32,9 @@ use std::time::{Duration, Instant};
 use crate::wire::transport::{Epoch, Item, Transport};
 
 mod drive;
+mod local;
+
+pub(crate) use local::{Letter, Local, Membership};
 
 /// How [`Semaphore::wait_acquire`](crate::Semaphore::wait_acquire) orders waiters.
 ///
@@ -48,7 +55,8 @@ pub enum Fairness {
     Polling,
     /// Waiters queue with numbered tickets and releasers hand the lock to the next one
     /// (first come, first served). The wait policy's `max_wait` still applies; its poll
-    /// times do not.
+    /// times do not. Plain-`add` clients on the same name (Perl, older memsem) stay
+    /// excluded but get in only when the queue is empty.
     Fifo,
 }
 
@@ -66,8 +74,9 @@ pub(crate) const SKIP_AFTER: Duration = Duration::from_millis(150);
 /// How long an idle queue counter lives (it is recreated when gone).
 pub(crate) const QUEUE_TTL: u32 = 24 * 3600;
 
-/// The longest sleep between two reads at the head of the queue.
-const HEAD_POLL_MAX: Duration = Duration::from_millis(25);
+/// The longest sleep between two reads at the head of the queue: a long hold is watched
+/// as often as the polling default's mean (100 ms), a short one more closely.
+const HEAD_POLL_MAX: Duration = Duration::from_millis(100);
 /// The shortest sleep between two reads.
 const POLL_MIN: Duration = Duration::from_micros(50);
 /// With N permits, how long to wait before reading every slot again after a read that
@@ -78,6 +87,10 @@ const QUEUE_POLL_MAX: Duration = Duration::from_millis(200);
 /// What a hand-off adds to a hold, roughly: the releaser's two round trips, the next
 /// waiter's read and claim.
 const HANDOFF_COST: Duration = Duration::from_micros(200);
+/// How long the queue may stand still, per ticket between a waiter and the head, before
+/// that waiter reads the lock itself: when the head's waiter died after drawing and the key
+/// is free, nobody else would take it.
+const STUCK_CHECK: Duration = Duration::from_secs(1);
 /// The time per hand-off assumed before any is measured.
 const FIRST_STEP: Duration = Duration::from_millis(1);
 
@@ -122,6 +135,8 @@ pub(crate) struct Queue {
     /// The measured hold plus the hand-off's round trips, as holders see it, in
     /// nanoseconds: the best case of the pace.
     hold_ns: AtomicU64,
+    /// This process's waiters and holders of the queue, by ticket.
+    pub(crate) local: Local,
 }
 
 impl Queue {
@@ -130,6 +145,7 @@ impl Queue {
             key,
             contended: AtomicBool::new(false),
             hold_ns: AtomicU64::new(FIRST_STEP.as_nanos() as u64),
+            local: Local::default(),
         }
     }
 
@@ -160,8 +176,9 @@ fn store(cell: &AtomicU64, value: Duration) {
 }
 
 /// What a releaser needs to hand its permit over: the queue, and its own ticket (never
-/// hand to oneself).
-#[derive(Debug, Clone)]
+/// hand to oneself). Dropped with the permit, it takes the ticket out of the queue's local
+/// members.
+#[derive(Debug)]
 pub(crate) struct Handoff {
     pub(crate) queue: std::sync::Arc<Queue>,
     pub(crate) ticket: Option<u64>,
@@ -179,22 +196,44 @@ impl Handoff {
         self.ticket.is_some() || self.queue.contended()
     }
 
-    /// Advances the queue and returns the reservation to write for the next ticket, or
-    /// `None` when nobody waits (or the counter cannot be read: then the key is deleted and
-    /// the head of the queue adds it). One `ma`, two when it lands on our own ticket.
-    pub(crate) async fn next<T: Transport>(&self, backend: &T) -> Option<Vec<u8>> {
-        for _ in 0..2 {
+    /// Advances the queue and returns the next ticket and the reservation to write for it,
+    /// or `None` when nobody waits (or the counter cannot be read: then the key is deleted
+    /// and the head of the queue adds it). One `ma`, more when it lands on our own ticket
+    /// or one that already holds.
+    pub(crate) async fn next<T: Transport>(&self, backend: &T) -> Option<(u64, Vec<u8>)> {
+        // A ticket whose waiter here already holds a permit (it found a free slot before its
+        // turn came) is passed over: a reservation for it would sit unclaimed until a later
+        // ticket may take it as stale.
+        for _ in 0..4 {
             let counter = backend.bump(&self.queue.key, 1, None).await.ok()??;
             let Position { drawn, handed } = Position::unpack(counter);
             if handed > drawn {
                 self.queue.set_contended(false);
                 return None;
             }
-            if Some(handed) != self.ticket {
-                return Some(reservation(handed));
+            if Some(handed) != self.ticket && !self.queue.local.holds(handed) {
+                return Some((handed, reservation(handed)));
             }
         }
         None
+    }
+
+    /// The reservation for `ticket` is written (in `slot`, with this CAS when the reply
+    /// said): tells its waiter at once if it is in this process.
+    pub(crate) fn handed(&self, ticket: u64, slot: u32, written: Option<(u64, Option<Epoch>)>) {
+        let letter = match written {
+            Some((cas, epoch)) => Letter::Granted { slot, cas, epoch },
+            None => Letter::Recheck,
+        };
+        self.queue.local.grant(ticket, letter);
+    }
+}
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket {
+            self.queue.local.leave(ticket);
+        }
     }
 }
 
@@ -228,8 +267,15 @@ pub(crate) struct Wait {
     moved_at: Instant,
     /// When the counter was last read.
     read_at: Instant,
+    /// When a read first saw the current `handed`: the current turn has lasted at least
+    /// since then (a lower bound, unlike `moved_at`, so that waits never grow on a guess).
+    seen_at: Instant,
     /// The pace of the queue (time per hand-off), and a holder's hold with its hand-off.
     step: Duration,
+    /// How many times this waiter measured the pace.
+    paces_seen: u32,
+    /// When a waiter away from the head last read the lock itself (see [`STUCK_CHECK`]).
+    checked_at: Instant,
     hold: Duration,
     permits: u32,
     /// A reservation for an earlier ticket: (slot, CAS, first seen).
@@ -247,7 +293,10 @@ impl Wait {
             handed: position.handed,
             moved_at: now,
             read_at: now,
+            seen_at: now,
             step: hold,
+            paces_seen: 0,
+            checked_at: now,
             hold,
             permits: permits.max(1),
             stale: None,
@@ -263,6 +312,12 @@ impl Wait {
         self.after_move(Instant::now())
     }
 
+    /// How long the current holder is expected to keep the lock: this process's holders'
+    /// measure, or the pace this waiter saw when longer (holders elsewhere keep it longer).
+    fn expected_hold(&self) -> Duration {
+        self.hold.max(self.step)
+    }
+
     fn at_head(&self) -> bool {
         self.ticket <= self.handed + 1
     }
@@ -274,17 +329,17 @@ impl Wait {
             return Step::ReadSlots(Duration::ZERO);
         }
         let ahead = (self.ticket - self.handed - 1) as u32;
-        // The current holder got it at about `moved_at`; ours comes `ahead` hand-offs after
-        // its release.
-        let due = self.moved_at + self.step * (ahead + 1);
+        // The current turn has lasted at least `elapsed` (since a read first saw it).
+        let elapsed = now.saturating_duration_since(self.seen_at);
         if self.at_head() {
             // Start reading a little before the holder's release is due.
-            let due = self.moved_at + self.hold;
-            let wait = due.saturating_duration_since(now + self.hold / 4);
+            let hold = self.expected_hold();
+            let due = self.moved_at + hold;
+            let wait = due.saturating_duration_since(now + hold / 4);
             if self.permits > 1 {
                 // Reading every slot costs N commands: read the counter (one) until it
                 // says the hand-off to us has happened, then the slots once.
-                let interval = (self.hold / 4).clamp(POLL_MIN, HEAD_POLL_MAX);
+                let interval = (hold.max(elapsed) / 4).clamp(POLL_MIN, HEAD_POLL_MAX);
                 return Step::ReadQueue(wait.max(interval).min(HEAD_POLL_MAX));
             }
             Step::ReadSlots(wait.min(HEAD_POLL_MAX))
@@ -293,8 +348,12 @@ impl Wait {
             // counter again: a waiter that oversleeps stalls everybody behind it (and slows
             // the pace it measures), one that wakes early costs a read. The distance shrinks
             // geometrically: about log(waiters ahead) reads.
+            // When the turn is overdue (a long hold, or a fresh process whose pace is not
+            // measured yet), the reads still back off with it: our turn cannot come before
+            // the current one ends, and a quarter of its length is a small delay on that.
+            let due = self.moved_at + self.step * (ahead + 1);
             let until_predecessor = due.saturating_duration_since(now + self.step);
-            let wait = (until_predecessor * 9 / 10).max(self.step);
+            let wait = (until_predecessor * 9 / 10).max(self.step).max(elapsed / 4);
             Step::ReadQueue(wait.clamp(POLL_MIN, QUEUE_POLL_MAX))
         }
     }
@@ -305,10 +364,15 @@ impl Wait {
     /// the same stall again.
     fn learn_pace(&mut self, measured: Duration) {
         let old = self.step;
-        // One stall counts as at most twice the pace.
+        self.paces_seen = self.paces_seen.saturating_add(1);
         self.step = if measured < old {
             (old + measured * 3) / 4
+        } else if self.paces_seen <= 2 {
+            // The first readings of a waiter correct the process's guess (1 ms in a fresh
+            // process, whatever the holds are) quickly.
+            (old + measured.min(old * 8)) / 2
         } else {
+            // One stall counts as at most twice the pace.
             (old * 7 + measured.min(old * 2)) / 8
         };
     }
@@ -324,43 +388,76 @@ impl Wait {
         }
         if position.handed > self.handed {
             let moved = (position.handed - self.handed) as u32;
-            // The last move happened between the previous read and this one.
-            let moved_at = self.read_at + now.saturating_duration_since(self.read_at) / 2;
+            // The last move happened between the previous read and this one, and within
+            // the last step when several did.
+            let since_read = now.saturating_duration_since(self.read_at);
+            let moved_at = now
+                .checked_sub(since_read.min(self.step) / 2)
+                .unwrap_or(now);
             // The time per hand-off, shared with the other waiters of this process (and
             // with its holders, who measure their holds).
             self.learn_pace(moved_at.saturating_duration_since(self.moved_at) / moved);
             self.handed = position.handed;
             self.moved_at = moved_at;
+            self.seen_at = now;
         }
         self.read_at = now;
         self.hold = queue.hold() / self.permits;
+        if self.stuck(now) {
+            self.checked_at = now;
+            return Step::ReadSlots(Duration::ZERO);
+        }
         self.after_move(now)
+    }
+
+    /// Whether this waiter, away from the head, should read the lock because the queue
+    /// has stood still for [`STUCK_CHECK`] per ticket ahead of it (and it has not looked
+    /// for that long): the nearest live waiter to a dead head notices first.
+    fn stuck(&self, now: Instant) -> bool {
+        if self.at_head() || self.ticket <= self.handed {
+            return false;
+        }
+        let ahead = (self.ticket - self.handed - 1).min(u64::from(u32::MAX)) as u32;
+        let after = STUCK_CHECK.saturating_mul(ahead);
+        now.saturating_duration_since(self.seen_at) >= after
+            && now.saturating_duration_since(self.checked_at) >= after
     }
 
     /// The lock's keys read (slot 1 first).
     pub(crate) fn on_slots(&mut self, slots: &[Option<Item>], now: Instant) -> Step {
         let mut free = None;
         let mut earlier = None;
+        // Ours, or else the earliest later ticket's while we were passed: FIFO either way,
+        // and a later waiter's own reservation is left to it (taking it would make that
+        // waiter wait for ours to go stale).
+        let mut claimable: Option<(u64, Step)> = None;
         for (item, slot) in slots.iter().zip(1..) {
             match item {
                 None => {
                     free.get_or_insert(slot);
                 }
                 Some(item) => match reserved_for(&item.value) {
-                    // Ours, or a later ticket's while we were passed: FIFO either way.
-                    Some(ticket) if ticket >= self.ticket => {
-                        return Step::Claim {
+                    Some(ticket)
+                        if ticket >= self.ticket
+                            && claimable.as_ref().is_none_or(|(best, _)| ticket < *best) =>
+                    {
+                        let claim = Step::Claim {
                             slot,
                             cas: item.cas,
                             epoch: item.epoch,
                         };
+                        claimable = Some((ticket, claim));
                     }
+                    Some(ticket) if ticket >= self.ticket => {}
                     Some(_) => {
                         earlier.get_or_insert((slot, item.cas, item.epoch));
                     }
                     None => {}
                 },
             }
+        }
+        if let Some((_, claim)) = claimable {
+            return claim;
         }
         if let Some(slot) = free {
             return Step::Add { slot };
@@ -374,13 +471,15 @@ impl Wait {
             (Some((slot, cas, _)), _) => self.stale = Some((slot, cas, now)),
             (None, _) => self.stale = None,
         }
-        // At the head, waiting for the holder's release: a few reads per hold.
-        // A few reads per hand-off; fewer when the holder keeps it much longer than that.
-        let held_for = now.saturating_duration_since(self.moved_at);
-        let base = match held_for > self.hold * 4 {
-            true => held_for / 8,
-            false => self.hold / 4,
-        };
+        if !self.at_head() && self.ticket > self.handed {
+            // A check of a standing queue found a holder: back to the counter.
+            return self.after_move(now);
+        }
+        // At the head, waiting for the holder's release: a few reads per hold, and when the
+        // holder keeps it longer than measured, a read per quarter of its hold so far (the
+        // reads grow apart geometrically, up to the polling default's mean).
+        let held_for = now.saturating_duration_since(self.seen_at);
+        let base = (self.expected_hold() / 4).max(held_for / 4);
         let mut interval = base.clamp(POLL_MIN, HEAD_POLL_MAX);
         if self.permits > 1 {
             // Handed but not reserved yet: the releaser writes the reservation one round
@@ -550,6 +649,35 @@ mod tests {
     }
 
     #[test]
+    fn a_waiter_takes_its_own_reservation_before_a_later_tickets() {
+        let queue = Queue::new(b"q".to_vec());
+        let now = Instant::now();
+        let mut wait = Wait::new(counter(9, 7), &queue, 8, now);
+        let slots = [
+            item(&reservation(11), 3),
+            item(&reservation(9), 4),
+            item(&reservation(10), 5),
+        ];
+        assert_eq!(
+            wait.on_slots(&slots, now),
+            Step::Claim {
+                slot: 2,
+                cas: 4,
+                epoch: EPOCH
+            }
+        );
+        let passed = [item(&reservation(11), 3), item(&reservation(10), 5)];
+        assert_eq!(
+            wait.on_slots(&passed, now),
+            Step::Claim {
+                slot: 2,
+                cas: 5,
+                epoch: EPOCH
+            }
+        );
+    }
+
+    #[test]
     fn a_passed_waiter_takes_a_later_reservation() {
         let queue = Queue::new(b"q".to_vec());
         let now = Instant::now();
@@ -565,6 +693,48 @@ mod tests {
                 cas: 4,
                 epoch: EPOCH
             }
+        );
+    }
+
+    #[test]
+    fn a_queue_standing_behind_a_dead_head_is_noticed_by_the_next_live_waiter() {
+        // Ticket 3 waits; ticket 2, the head, was drawn by a waiter that died, and the key
+        // was deleted by a holder that saw no queue: nobody would ever take it.
+        let queue = Queue::new(b"q".to_vec());
+        let now = Instant::now();
+        let mut wait = Wait::new_for_test(counter(3, 1), &queue, now);
+        let still = Some(counter(3, 1));
+        assert!(matches!(
+            wait.on_queue(still, &queue, now + STUCK_CHECK / 2),
+            Step::ReadQueue(_)
+        ));
+        // One ticket ahead: after STUCK_CHECK of a standing queue it reads the lock.
+        let later = now + STUCK_CHECK;
+        assert_eq!(
+            wait.on_queue(still, &queue, later),
+            Step::ReadSlots(Duration::ZERO)
+        );
+        assert_eq!(wait.on_slots(&[None], later), Step::Add { slot: 1 });
+        // A holder there: back to the counter, and no new check for another STUCK_CHECK.
+        let holder = item(b"0123456789abcdef0123456789abcdef\nhost", 5);
+        assert!(matches!(
+            wait.on_slots(std::slice::from_ref(&holder), later),
+            Step::ReadQueue(_)
+        ));
+        assert!(matches!(
+            wait.on_queue(still, &queue, later + STUCK_CHECK / 2),
+            Step::ReadQueue(_)
+        ));
+        // Waiters further back look later: two tickets ahead, twice as long.
+        let mut far = Wait::new_for_test(counter(4, 1), &queue, now);
+        let still = Some(counter(4, 1));
+        assert!(matches!(
+            far.on_queue(still, &queue, later),
+            Step::ReadQueue(_)
+        ));
+        assert_eq!(
+            far.on_queue(still, &queue, now + STUCK_CHECK * 2),
+            Step::ReadSlots(Duration::ZERO)
         );
     }
 

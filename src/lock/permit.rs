@@ -301,14 +301,14 @@ impl<F: Flavor> Permit<F> {
                 ttl_secs: self.cooldown_secs,
             };
             self.checked_write("cooldown", write).await
-        } else if let Some(value) = self.reservation().await {
+        } else if let Some((ticket, value)) = self.reservation().await {
             // FIFO: the key becomes a short reservation for the next ticket.
             let ttl_secs = crate::lock::fair::RESERVE_TTL;
             let write = Write::Replace {
                 value: value.clone(),
                 ttl_secs,
             };
-            match self.checked_write("release", write).await {
+            let written = match self.checked_write("release", write).await {
                 // A reply lost after the reservation landed: read back, the key is no longer
                 // ours, but it holds our reservation. Only this releaser moved the queue to
                 // that ticket, so nobody else wrote it.
@@ -319,7 +319,12 @@ impl<F: Flavor> Permit<F> {
                     }
                 }
                 other => other,
+            };
+            if let (Ok(cas), Some(handoff)) = (&written, &self.handoff) {
+                let epoch = self.epoch;
+                handoff.handed(ticket, self.slot, cas.map(|cas| (cas, epoch)));
             }
+            written
         } else {
             self.checked_write("release", Write::Delete).await
         };
@@ -333,8 +338,8 @@ impl<F: Flavor> Permit<F> {
         }
     }
 
-    /// With FIFO fairness and somebody queued: the reservation for the next ticket.
-    async fn reservation(&self) -> Option<Vec<u8>> {
+    /// With FIFO fairness and somebody queued: the next ticket and its reservation.
+    async fn reservation(&self) -> Option<(u64, Vec<u8>)> {
         match &self.handoff {
             Some(handoff) if handoff.wanted() => {
                 handoff.held(self.acquired_at.elapsed());

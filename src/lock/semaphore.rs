@@ -300,7 +300,14 @@ impl<F: Flavor> Semaphore<F> {
                         reason: "the queue key (lock key + \"#queue\") would exceed 250 bytes",
                     });
                 }
-                Some(Arc::new(crate::lock::fair::Queue::new(key)))
+                // One queue per lock key in this client: its waiters and holders hand each
+                // other their turns directly.
+                let fleet = &self.target.fleet;
+                Some(
+                    fleet
+                        .shared
+                        .get(&key, || crate::lock::fair::Queue::new(key.clone())),
+                )
             }
         };
         Ok(self)

@@ -207,6 +207,93 @@ fn a_waiter_killed_in_the_queue_does_not_stall_it() {
     println!("ticket 2 acquired {waited:?} after queueing, past the dead ticket 1");
 }
 
+#[test]
+fn a_dead_head_ticket_and_a_key_freed_without_hand_off_do_not_stall_the_queue() {
+    let server = Memcached::start();
+    let name = unique("fair-stuck");
+    let sem = fifo(server.semaphore(&name));
+    let mut raw = server.raw();
+    // A holder that knows nothing of the queue (polling mode, its own client): its release
+    // deletes the key instead of handing it over.
+    let plain = server.semaphore(&name);
+    let holder = plain
+        .try_acquire()
+        .expect("memcached answers")
+        .expect("free");
+    // Ticket 1: another process, killed while it waits: the head of the queue is dead.
+    let mut doomed = Command::new(example("chaos"))
+        .args(["queue", &server.address(), &name])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the queued process");
+    wait_for_tickets(&mut raw, &name, 1);
+    doomed.kill().expect("SIGKILL the queued process");
+    doomed.wait().expect("reap it");
+    // Ticket 2: a thread of ours, behind the dead head.
+    let next = {
+        let sem = sem.clone();
+        thread::spawn(move || {
+            let started = Instant::now();
+            let permit = sem.wait_acquire();
+            (permit.map(|permit| permit.release()), started.elapsed())
+        })
+    };
+    wait_for_tickets(&mut raw, &name, 2);
+    holder.release().expect("release");
+    assert_eq!(
+        queue(&mut raw, &name),
+        (2, 0),
+        "nobody handed ticket 1 its turn"
+    );
+    // The key is free and the head will never take it: ticket 2 notices the standing
+    // queue and takes the lock.
+    let (outcome, waited) = next.join().expect("the waiter panicked");
+    outcome
+        .expect("ticket 2 got the lock past the dead head")
+        .expect("release");
+    println!("ticket 2 acquired {waited:?} after queueing, past a dead head and a freed key");
+}
+
+#[test]
+fn memsem_run_fifo_serves_queued_processes_in_order() {
+    let server = Memcached::start();
+    let name = unique("fair-cli");
+    let sem = fifo(server.semaphore(&name));
+    let mut raw = server.raw();
+    let holder = sem.try_acquire().expect("memcached answers").expect("free");
+    let log = std::env::temp_dir().join(unique("memsem-fair-cli"));
+    let run = |who: &str| {
+        crate::cli::memsem(&server)
+            .args(["run", "--fifo", "--wait", "60s", &name, "--", "sh", "-c"])
+            .arg(format!("echo {who} >> {}", log.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("memsem starts")
+    };
+    // Three processes queue one after the other (tickets 1, 2, 3), then the holder leaves.
+    let mut queued = Vec::new();
+    for (ticket, who) in ["first", "second", "third"].into_iter().enumerate() {
+        queued.push(run(who));
+        wait_for_tickets(&mut raw, &name, ticket as u64 + 1);
+    }
+    holder.release().expect("release");
+    for child in queued {
+        let output = child.wait_with_output().expect("memsem ends");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let order = std::fs::read_to_string(&log).expect("the commands wrote");
+    std::fs::remove_file(&log).unwrap();
+    assert_eq!(
+        order, "first\nsecond\nthird\n",
+        "served in the order they queued"
+    );
+}
+
 /// The Perl implementation of the Cache::Memcached::Semaphore protocol.
 const SEMAPHORE_PL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/perl/semaphore.pl");
 

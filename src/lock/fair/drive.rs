@@ -3,16 +3,21 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{DRAW, QUEUE_TTL, Queue, Step, Wait};
+use super::{DRAW, Letter, Membership, QUEUE_TTL, Queue, Step, Wait};
 use crate::error::{Error, Result};
 use crate::flavor::Flavor;
 use crate::lock::acquire::Unsure;
 use crate::lock::permit::Permit;
 use crate::lock::semaphore::Semaphore;
+use crate::mailbox::Mailbox;
 use crate::wire::transport::{Checked, Epoch, Failure, Transport};
 
 /// How long to wait before asking a server again after an error.
 const AFTER_ERROR: Duration = Duration::from_millis(50);
+
+/// How long a waiter whose predecessor is in this process waits for its letter before it
+/// reads the server anyway (a safety net: the predecessor's release or departure sends one).
+const COVERED_POLL: Duration = Duration::from_millis(500);
 
 /// Whether an error ends the wait at once rather than being retried (never the lock-delay
 /// of a restarted server: the wait goes on through it, as a polling wait does).
@@ -100,6 +105,9 @@ impl<F: Flavor> Semaphore<F> {
         }
         loop {
             let now = Instant::now();
+            // Before the draw: a wait cancelled right after the draw still leaves this
+            // process's releasers handing over (and so moving past its ticket).
+            queue.set_contended(true);
             let drawn = self
                 .target
                 .backend
@@ -119,9 +127,14 @@ impl<F: Flavor> Semaphore<F> {
                     continue;
                 }
             };
-            queue.set_contended(true);
             let mut wait = Wait::new(counter, queue, self.permits(), now);
-            if let Some(permit) = self.in_line(queue, &mut wait, unsure, &mut clock).await? {
+            let membership = Membership::new(&queue.local, wait.ticket());
+            let mailbox = &membership.mailbox;
+            if let Some(permit) = self
+                .in_line(queue, &mut wait, mailbox, unsure, &mut clock)
+                .await?
+            {
+                membership.hold();
                 return Ok(permit);
             }
             // The counter was reset: draw again.
@@ -140,40 +153,74 @@ impl<F: Flavor> Semaphore<F> {
         }
     }
 
+    /// Sleeps `delay` (cut at the deadline; longer when the ticket before ours is in this
+    /// process, which will tell us), or until a letter comes; times out at the deadline.
+    async fn await_turn(
+        &self,
+        clock: &mut Clock<'_>,
+        delay: Duration,
+        (queue, ticket, mailbox): (&Queue, u64, &Mailbox<Letter>),
+    ) -> Result<Option<Letter>> {
+        if let Some(letter) = mailbox.take() {
+            return Ok(Some(letter));
+        }
+        let delay = match queue.local.covers(ticket) {
+            true => delay.max(COVERED_POLL),
+            false => delay,
+        };
+        let now = Instant::now();
+        match clock.sleep_for(delay, now) {
+            Some(delay) if delay.is_zero() => Ok(None),
+            Some(delay) => Ok(F::receive(mailbox, delay).await),
+            None => Err(clock.timeout(now)),
+        }
+    }
+
     /// Follows one ticket: `Some(permit)`, or `None` when a new ticket is needed.
     async fn in_line(
         &self,
         queue: &Queue,
         wait: &mut Wait,
+        mailbox: &Mailbox<Letter>,
         unsure: &mut Unsure<'_, F>,
         clock: &mut Clock<'_>,
     ) -> Result<Option<Permit<F>>> {
         let backend = &self.target.backend;
+        let ticket = wait.ticket();
         let mut step = wait.first();
         loop {
+            // A letter from this process's releaser replaces the read it would have needed.
+            let delay = match step {
+                Step::ReadQueue(delay) | Step::ReadSlots(delay) => Some(delay),
+                _ => None,
+            };
+            if let Some(delay) = delay {
+                match self
+                    .await_turn(clock, delay, (queue, ticket, mailbox))
+                    .await?
+                {
+                    Some(Letter::Granted { slot, cas, epoch }) => {
+                        step = Step::Claim { slot, cas, epoch };
+                    }
+                    Some(Letter::Recheck) => step = Step::ReadQueue(Duration::ZERO),
+                    None => {}
+                }
+            }
             step = match step {
                 Step::Redraw => return Ok(None),
-                Step::ReadQueue(delay) => {
-                    self.pause(clock, delay).await?;
-                    match backend.read(&queue.key).await {
-                        Ok(item) => {
-                            let counter = item.and_then(|item| {
-                                std::str::from_utf8(&item.value).ok()?.trim().parse().ok()
-                            });
-                            wait.on_queue(counter, queue, Instant::now())
-                        }
-                        Err(failure) => {
-                            clock.failed(self.target.error("queue", failure))?;
-                            Step::ReadQueue(super::POLL_MIN.max(AFTER_ERROR))
-                        }
+                Step::ReadQueue(_) => match backend.read(&queue.key).await {
+                    Ok(item) => {
+                        let counter = item.and_then(|item| {
+                            std::str::from_utf8(&item.value).ok()?.trim().parse().ok()
+                        });
+                        wait.on_queue(counter, queue, Instant::now())
                     }
-                }
-                Step::ReadSlots(delay) => {
-                    if !delay.is_zero() {
-                        self.pause(clock, delay).await?;
-                    } else if clock.sleep_for(delay, Instant::now()).is_none() {
-                        return Err(clock.timeout(Instant::now()));
+                    Err(failure) => {
+                        clock.failed(self.target.error("queue", failure))?;
+                        Step::ReadQueue(super::POLL_MIN.max(AFTER_ERROR))
                     }
+                },
+                Step::ReadSlots(_) => {
                     clock.attempts += 1;
                     let slots = match self.read_slots().await {
                         Ok(slots) => slots,

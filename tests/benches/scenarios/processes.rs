@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use memsem::WaitPolicy;
+use memsem::{Fairness, WaitPolicy};
 
 use crate::{
     Acquisition, Log, Row, Sizes, Times, commands, contend_on_threads, contention_header,
@@ -45,18 +45,39 @@ impl Clock {
     }
 }
 
-/// `--worker ADDRESS NAME HOLD_US THINK_US START_UNIX_NS STOP_UNIX_NS WAITER`: one waiter
-/// of [`waiter_loop`] in its own process. Prints `acq ACQUIRED_NS RELEASING_NS` per
-/// acquisition and `longest WAIT_NS`.
+/// The fairness named on a worker's command line.
+fn fairness_named(name: &str) -> Fairness {
+    match name {
+        "fifo" => Fairness::Fifo,
+        _ => Fairness::Polling,
+    }
+}
+
+/// `--worker ADDRESS NAME HOLD_US THINK_US START_UNIX_NS STOP_UNIX_NS WAITER polling|fifo`:
+/// one waiter of [`waiter_loop`] in its own process. Prints `acq ACQUIRED_NS RELEASING_NS`
+/// per acquisition and `longest WAIT_NS`.
 pub fn worker(args: &[String]) {
-    let [address, name, hold_us, think_us, start_ns, stop_ns, waiter] = args else {
-        panic!("usage: --worker ADDRESS NAME HOLD_US THINK_US START_NS STOP_NS WAITER");
+    let [
+        address,
+        name,
+        hold_us,
+        think_us,
+        start_ns,
+        stop_ns,
+        waiter,
+        fairness,
+    ] = args
+    else {
+        panic!(
+            "usage: --worker ADDRESS NAME HOLD_US THINK_US START_NS STOP_NS WAITER polling|fifo"
+        );
     };
     let number = |s: &String| -> u128 { s.parse().expect("a number") };
     let clock = Clock::now();
     let sem = crate::client(address)
         .expect("memsem client")
         .semaphore(name)
+        .and_then(|sem| sem.with_fairness(fairness_named(fairness)))
         .expect("a valid name");
     let start = clock.to_instant(number(start_ns));
     std::thread::sleep(start.saturating_duration_since(Instant::now()));
@@ -86,6 +107,7 @@ fn contend_in_processes(
     waiters: usize,
     hold: Duration,
     run_for: Duration,
+    fairness: Fairness,
 ) -> (Log, u64) {
     let exe = std::env::current_exe().expect("this benchmark's path");
     let clock = Clock::now();
@@ -100,6 +122,10 @@ fn contend_in_processes(
                 .args([address, name])
                 .args([hold.as_micros(), hold.as_micros(), start, stop].map(|n| n.to_string()))
                 .arg(waiter.to_string())
+                .arg(match fairness {
+                    Fairness::Fifo => "fifo",
+                    _ => "polling",
+                })
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .spawn()
@@ -140,45 +166,56 @@ pub fn versus_threads(address: &str, sizes: &Sizes) {
     let waiters = sizes.process_waiters;
     let secs = sizes.contend_for.as_secs_f64();
     println!(
-        "## 6. Contention with separate processes vs threads, memsem's default policy ({secs} s per row)\n"
+        "## 6. Contention with separate processes vs threads, polling and FIFO ({secs} s per row)\n"
     );
     println!(
         "As in 3 (think = hold), but each waiter is its own process with its own client and \
          connections (this benchmark executable again, `--worker`); times are compared on the \
-         wall clock.\n"
+         wall clock. FIFO waiters in one process hand each other their turns without a read; \
+         in separate processes every turn is found by reading the server.\n"
     );
     contention_header();
     let client = crate::client(address).expect("memsem client");
     for &hold in sizes.holds {
-        for in_processes in [false, true] {
-            let name = format!(
-                "bench-processes-{}-{}",
-                hold.as_millis(),
-                if in_processes { "p" } else { "t" }
-            );
-            let (log, commands) = if in_processes {
-                contend_in_processes(address, &name, waiters, hold, sizes.contend_for)
-            } else {
-                let sem = client.semaphore(&name).expect("a valid name");
-                let times = Times {
+        for fairness in [Fairness::Polling, Fairness::Fifo] {
+            for in_processes in [false, true] {
+                let name = format!(
+                    "bench-processes-{}-{}-{fairness:?}",
+                    hold.as_millis(),
+                    if in_processes { "p" } else { "t" }
+                );
+                let (log, commands) = if in_processes {
+                    let run_for = sizes.contend_for;
+                    contend_in_processes(address, &name, waiters, hold, run_for, fairness)
+                } else {
+                    let sem = client
+                        .semaphore(&name)
+                        .and_then(|sem| sem.with_fairness(fairness))
+                        .expect("a valid name");
+                    let times = Times {
+                        hold,
+                        think: hold,
+                        stop: Instant::now() + sizes.contend_for,
+                    };
+                    contend_on_threads(address, &sem, waiters, &WaitPolicy::new(), times)
+                };
+                let policy = match fairness {
+                    Fairness::Fifo => "FIFO",
+                    _ => "memsem default",
+                };
+                let row = Row {
+                    waiters,
                     hold,
                     think: hold,
-                    stop: Instant::now() + sizes.contend_for,
+                    label: format!(
+                        "{policy}, {waiters} {}",
+                        if in_processes { "processes" } else { "threads" }
+                    ),
+                    secs,
+                    commands,
                 };
-                contend_on_threads(address, &sem, waiters, &WaitPolicy::new(), times)
-            };
-            let row = Row {
-                waiters,
-                hold,
-                think: hold,
-                label: format!(
-                    "memsem default, {waiters} {}",
-                    if in_processes { "processes" } else { "threads" }
-                ),
-                secs,
-                commands,
-            };
-            report_contention(&row, &log);
+                report_contention(&row, &log);
+            }
         }
     }
     println!();
