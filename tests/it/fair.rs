@@ -4,7 +4,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -27,16 +27,42 @@ fn queue(raw: &mut Raw, name: &str) -> (u64, u64) {
     (value >> 32, value & 0xffff_ffff)
 }
 
-/// Waits until `tickets` tickets have been drawn on lock `name` (for up to 20 s).
+/// Waits until `tickets` tickets have been drawn on lock `name`.
 fn wait_for_tickets(raw: &mut Raw, name: &str, tickets: u64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while queue(raw, name).0 < tickets {
-        assert!(
-            Instant::now() < deadline,
-            "{tickets} tickets were not drawn within 20 s"
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
+    crate::harness::wait_until(&format!("{tickets} tickets drawn"), || {
+        queue(raw, name).0 >= tickets
+    });
+}
+
+/// Another process queued on `name` (the chaos example's `queue`), once it holds ticket
+/// `ticket`.
+fn queued_process(server: &Memcached, raw: &mut Raw, name: &str, ticket: u64) -> Child {
+    let child = Command::new(example("chaos"))
+        .args(["queue", &server.address(), name])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the queued process");
+    wait_for_tickets(raw, name, ticket);
+    child
+}
+
+/// SIGKILLs a queued process and reaps it.
+fn kill(child: &mut Child) {
+    child.kill().expect("SIGKILL the queued process");
+    child.wait().expect("reap it");
+}
+
+/// What a waiting thread reports: the outcome of its wait and release, and the wait's length.
+type Waited = (memsem::Result<memsem::Result<()>>, Duration);
+
+/// A thread of ours that waits for `sem`, then releases it.
+fn waiter(sem: &Semaphore) -> thread::JoinHandle<Waited> {
+    let sem = sem.clone();
+    thread::spawn(move || {
+        let started = Instant::now();
+        let permit = sem.wait_acquire();
+        (permit.map(|permit| permit.release()), started.elapsed())
+    })
 }
 
 fn fifo(sem: Semaphore) -> Semaphore {
@@ -175,25 +201,11 @@ fn a_waiter_killed_in_the_queue_does_not_stall_it() {
     let sem = fifo(server.semaphore(&name));
     let mut raw = server.raw();
     let holder = sem.try_acquire().expect("memcached answers").expect("free");
-    // Ticket 1: another process, killed while it waits.
-    let mut doomed = Command::new(example("chaos"))
-        .args(["queue", &server.address(), &name])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn the queued process");
-    wait_for_tickets(&mut raw, &name, 1);
-    // Ticket 2: a thread of ours.
-    let next = {
-        let sem = sem.clone();
-        thread::spawn(move || {
-            let started = Instant::now();
-            let permit = sem.wait_acquire();
-            (permit.map(|permit| permit.release()), started.elapsed())
-        })
-    };
+    // Ticket 1: another process, killed while it waits; ticket 2: a thread of ours.
+    let mut doomed = queued_process(&server, &mut raw, &name, 1);
+    let next = waiter(&sem);
     wait_for_tickets(&mut raw, &name, 2);
-    doomed.kill().expect("SIGKILL the queued process");
-    doomed.wait().expect("reap it");
+    kill(&mut doomed);
     holder.release().expect("release");
     // The release reserved the lock for ticket 1, which nobody will claim.
     let (outcome, waited) = next.join().expect("the waiter panicked");
@@ -221,23 +233,10 @@ fn a_dead_head_ticket_and_a_key_freed_without_hand_off_do_not_stall_the_queue() 
         .expect("memcached answers")
         .expect("free");
     // Ticket 1: another process, killed while it waits: the head of the queue is dead.
-    let mut doomed = Command::new(example("chaos"))
-        .args(["queue", &server.address(), &name])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn the queued process");
-    wait_for_tickets(&mut raw, &name, 1);
-    doomed.kill().expect("SIGKILL the queued process");
-    doomed.wait().expect("reap it");
+    let mut doomed = queued_process(&server, &mut raw, &name, 1);
+    kill(&mut doomed);
     // Ticket 2: a thread of ours, behind the dead head.
-    let next = {
-        let sem = sem.clone();
-        thread::spawn(move || {
-            let started = Instant::now();
-            let permit = sem.wait_acquire();
-            (permit.map(|permit| permit.release()), started.elapsed())
-        })
-    };
+    let next = waiter(&sem);
     wait_for_tickets(&mut raw, &name, 2);
     holder.release().expect("release");
     assert_eq!(

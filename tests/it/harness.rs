@@ -328,7 +328,7 @@ pub fn workspace_binary(name: &str) -> std::path::PathBuf {
 /// Polls `condition` every 20 ms until it holds; fails the test naming `what` after 30 s (a
 /// hang guard, not a timing claim). For events that have no notification to wait on: a
 /// process gone, a key written by another process.
-pub fn wait_until(what: &str, condition: impl Fn() -> bool) {
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !condition() {
         assert!(

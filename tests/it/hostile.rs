@@ -262,22 +262,31 @@ fn requests_meeting_a_close_right_after_a_reply_are_settled_on_a_new_connection(
     }
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// An async client through `proxy`, with the short I/O and connect time-outs of these tests.
+async fn async_client(proxy: &Proxy) -> memsem::Client<memsem::Tokio> {
+    crate::harness::builder()
+        .servers(proxy.address())
+        .io_timeout(IO_TIMEOUT)
+        .connect_timeout(IO_TIMEOUT)
+        .build_async()
+        .await
+        .unwrap()
+}
+
 /// The same with the async client: the lock operations are settled on a new connection.
 #[test]
 fn async_lock_operations_meeting_a_close_right_after_a_reply_succeed() {
     let server = Memcached::start();
     let proxy = Proxy::start(&server.address());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let client = crate::harness::builder()
-            .servers(proxy.address())
-            .io_timeout(IO_TIMEOUT)
-            .build_async()
-            .await
-            .unwrap();
+    runtime().block_on(async {
+        let client = async_client(&proxy).await;
         let sem = client
             .semaphore(&unique("async-closed-after-reply"))
             .unwrap();
@@ -304,18 +313,8 @@ fn async_lock_operations_meeting_a_close_right_after_a_reply_succeed() {
 fn async_requests_into_a_blackhole_end_within_the_io_timeout() {
     let server = Memcached::start();
     let proxy = Proxy::start(&server.address());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let client = crate::harness::builder()
-            .servers(proxy.address())
-            .io_timeout(IO_TIMEOUT)
-            .connect_timeout(IO_TIMEOUT)
-            .build_async()
-            .await
-            .unwrap();
+    runtime().block_on(async {
+        let client = async_client(&proxy).await;
         let sem = client.semaphore(&unique("async-blackhole")).unwrap();
         assert!(!sem.is_locked().await.unwrap());
         proxy.set(Mode::Blackhole);
